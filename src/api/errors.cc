@@ -1,0 +1,97 @@
+#include "api/errors.h"
+
+#include <nlohmann/json.hpp>
+
+namespace tserve::api {
+
+namespace {
+
+http::Response JsonBody(int code, const nlohmann::ordered_json& j) {
+  http::Response r;
+  r.status = code;
+  r.content_type = "application/json";
+  r.body = j.dump(2);
+  r.body.push_back('\n');
+  return r;
+}
+
+}  // namespace
+
+const char* ErrorTypeFor(int code) {
+  switch (code) {
+    case 400:
+      return "BadRequestException";
+    case 401:
+      return "UnauthorizedException";
+    case 403:
+      return "ForbiddenException";
+    case 404:
+      return "ResourceNotFoundException";
+    case 405:
+      return "MethodNotAllowedException";
+    case 408:
+      return "RequestTimeoutException";
+    case 409:
+      return "ConflictStatusException";
+    case 413:
+      return "RequestEntityTooLargeException";
+    case 431:
+      return "RequestHeaderFieldsTooLargeException";
+    case 503:
+      return "ServiceUnavailableException";
+    default:
+      return code >= 500 ? "InternalServerException" : "BadRequestException";
+  }
+}
+
+http::Response JsonError(int code, std::string_view type, std::string_view message) {
+  nlohmann::ordered_json j;
+  j["code"] = code;
+  j["type"] = type;
+  j["message"] = message;
+  return JsonBody(code, j);
+}
+
+http::Response ErrorForStatus(int code, std::string_view message) {
+  return JsonError(code, ErrorTypeFor(code), message);
+}
+
+int HttpStatusFor(StatusCode code) {
+  switch (code) {
+    case StatusCode::kOk:
+      return 200;
+    case StatusCode::kInvalidArgument:
+      return 400;
+    case StatusCode::kNotFound:
+      return 404;
+    case StatusCode::kAlreadyExists:
+      return 409;
+    case StatusCode::kPermissionDenied:
+      return 403;
+    case StatusCode::kFailedPrecondition:
+      return 400;
+    case StatusCode::kResourceExhausted:
+      return 503;
+    case StatusCode::kUnavailable:
+      return 503;
+    case StatusCode::kDeadlineExceeded:
+      return 408;
+    case StatusCode::kUnimplemented:
+      return 501;
+    case StatusCode::kInternal:
+      return 500;
+  }
+  return 500;
+}
+
+http::Response ErrorFromStatus(const Status& status) {
+  return ErrorForStatus(HttpStatusFor(status.code()), status.message());
+}
+
+http::Response JsonStatus(int code, std::string_view message) {
+  nlohmann::ordered_json j;
+  j["status"] = message;
+  return JsonBody(code, j);
+}
+
+}  // namespace tserve::api

@@ -1,0 +1,31 @@
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace tserve {
+
+// Small string helpers shared by every module. All are pure functions.
+
+std::string_view TrimWhitespace(std::string_view s);
+std::vector<std::string_view> SplitString(std::string_view s, char sep);
+bool EqualsIgnoreCase(std::string_view a, std::string_view b);
+std::string ToLower(std::string_view s);
+
+// Strict parsers: the whole text must be the number (surrounding whitespace allowed).
+std::optional<int64_t> ParseInt64(std::string_view s);
+std::optional<double> ParseDouble(std::string_view s);
+// "true"/"false" in any case.
+std::optional<bool> ParseBool(std::string_view s);
+
+// Decodes %XX escapes and, when plus_as_space, '+' as ' ' (query-string style).
+// Malformed escapes are kept literally, as Netty's decoder does for lenient input.
+std::string PercentDecode(std::string_view s, bool plus_as_space);
+
+// This machine's host name as gethostname() reports it ("localhost" on failure).
+std::string LocalHostname();
+
+}  // namespace tserve

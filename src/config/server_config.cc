@@ -1,0 +1,611 @@
+#include "config/server_config.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cstdio>
+#include <filesystem>
+#include <functional>
+#include <optional>
+#include <regex>
+#include <string_view>
+
+#include "common/strings.h"
+#include "config/properties.h"
+
+namespace tserve {
+
+namespace {
+
+constexpr std::string_view kDefaultConfigName = "config.properties";
+
+// TorchServe 0.12 keys (ConfigManager.java and docs/configuration.md) that tserve accepts
+// without a warning and does not use: TLS material, gRPC, CORS, Python-worker and JVM
+// tuning, snapshot bookkeeping. A TorchServe config.properties therefore loads as is.
+constexpr std::string_view kIgnoredTorchServeKeys[] = {
+    "async_logging",
+    "blacklist_env_vars",
+    "certificate_file",
+    "cors_allowed_headers",
+    "cors_allowed_methods",
+    "cors_allowed_origin",
+    "cpp_log_config",
+    "cpu_launcher_args",
+    "cpu_launcher_enable",
+    "debug",
+    "decode_input_request",
+    "default_service_handler",
+    "default_startup_timeout",
+    "enable_grpc_ssl",
+    "grpc_inference_address",
+    "grpc_inference_max_connection_age_grace_ms",
+    "grpc_inference_max_connection_age_ms",
+    "grpc_inference_port",
+    "grpc_management_address",
+    "grpc_management_max_connection_age_grace_ms",
+    "grpc_management_max_connection_age_ms",
+    "grpc_management_port",
+    "initial_distribution_port",
+    "initial_worker_port",
+    "install_py_dep_per_model",
+    "io_ratio",
+    "ipex_enable",
+    "ipex_gpu_enable",
+    "keystore",
+    "keystore_pass",
+    "keystore_type",
+    "limit_max_image_pixels",
+    "metrics_format",
+    "model_metrics_auto_detect",
+    "model_server_home",
+    "model_snapshot",
+    "models",
+    "netty_client_threads",
+    "NUM_WORKERS",
+    "number_of_gpu",
+    "prefer_direct_buffer",
+    "private_key_file",
+    "python",
+    "service_envelope",
+    "snapshot_store",
+    "system_metrics_cmd",
+    "token_expiration_min",
+    "ts_header_key_sequence_end",
+    "ts_header_key_sequence_id",
+    "ts_header_key_sequence_start",
+    "ts_open_inference_protocol",
+    "tsConfigFile",
+    "unregister_model_timeout",
+    "use_native_io",
+    "version",
+    "vmargs",
+    "workflow_store",
+};
+
+// Keys that steer loading itself rather than filling a ServerConfig field.
+constexpr std::string_view kEnableEnvvarsConfig = "enable_envvars_config";
+// TorchServe's guard (CVE-2023-43654 follow-up): TS_ALLOWED_URLS from the environment is
+// honoured only when the file or command line sets use_env_allowed_urls=true.
+constexpr std::string_view kUseEnvAllowedUrls = "use_env_allowed_urls";
+constexpr std::string_view kAllowedUrls = "allowed_urls";
+
+constexpr int64_t kIntMax = 2147483647;  // Java's Integer.MAX_VALUE, TorchServe's limit
+
+// Where a value came from, for the " (...)" suffix of messages.
+struct Source {
+  enum Kind { kFile, kCli, kEnv } kind = kFile;
+  std::string file;      // base name, for kFile
+  int line = 0;          // for kFile
+  std::string env_name;  // for kEnv
+
+  std::string Suffix() const {
+    switch (kind) {
+      case kFile:
+        return " (" + file + " line " + std::to_string(line) + ")";
+      case kCli:
+        return " (command line)";
+      case kEnv:
+        return " (environment " + env_name + ")";
+    }
+    return "";
+  }
+};
+
+// Quotes a value for a one-line message: control characters and '"' are escaped.
+std::string Quote(std::string_view v) {
+  std::string out = "\"";
+  for (char c : v) {
+    switch (c) {
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
+      default:
+        if (static_cast<unsigned char>(c) < 0x20 || c == 0x7F) {
+          char buf[8];
+          std::snprintf(buf, sizeof(buf), "\\x%02X", static_cast<unsigned char>(c));
+          out += buf;
+        } else {
+          out.push_back(c);
+        }
+    }
+  }
+  out.push_back('"');
+  return out;
+}
+
+std::string InvalidValueMessage(std::string_view key, std::string_view value,
+                                std::string_view reason, const Source& source) {
+  std::string m = "invalid value " + Quote(value) + " for " + std::string(key) + ": ";
+  m.append(reason);
+  m += source.Suffix();
+  return m;
+}
+
+// Parses one value into the config; returns the reason it is invalid, or nullopt.
+using Apply = std::function<std::optional<std::string>(std::string_view, ServerConfig&)>;
+
+struct KeySpec {
+  std::string_view name;
+  Apply apply;
+};
+
+template <typename T>
+Apply IntegerKey(T ServerConfig::*field, int64_t min, int64_t max) {
+  return [field, min, max](std::string_view v, ServerConfig& c) -> std::optional<std::string> {
+    std::optional<int64_t> n = ParseInt64(v);
+    if (!n || *n < min || *n > max) {
+      return "expected an integer from " + std::to_string(min) + " to " + std::to_string(max);
+    }
+    c.*field = static_cast<T>(*n);
+    return std::nullopt;
+  };
+}
+
+Apply BoolKey(bool ServerConfig::*field) {
+  return [field](std::string_view v, ServerConfig& c) -> std::optional<std::string> {
+    std::optional<bool> b = ParseBool(v);
+    if (!b) return "expected true or false";
+    c.*field = *b;
+    return std::nullopt;
+  };
+}
+
+Apply StringKey(std::string ServerConfig::*field) {
+  return [field](std::string_view v, ServerConfig& c) -> std::optional<std::string> {
+    c.*field = std::string(v);
+    return std::nullopt;
+  };
+}
+
+std::optional<std::string> ListenAddressProblem(std::string_view text, ListenAddress& out);
+
+Apply AddressKey(ListenAddress ServerConfig::*field) {
+  return [field](std::string_view v, ServerConfig& c) -> std::optional<std::string> {
+    ListenAddress a;
+    if (std::optional<std::string> problem = ListenAddressProblem(v, a)) return problem;
+    if (a.scheme == "https") return "https is not supported yet";
+    c.*field = std::move(a);
+    return std::nullopt;
+  };
+}
+
+std::optional<std::string> ApplyMetricsMode(std::string_view v, ServerConfig& c) {
+  if (EqualsIgnoreCase(v, "prometheus")) {
+    c.metrics_mode = MetricsMode::kPrometheus;
+  } else if (EqualsIgnoreCase(v, "log")) {
+    c.metrics_mode = MetricsMode::kLog;
+  } else if (EqualsIgnoreCase(v, "legacy")) {
+    c.metrics_mode = MetricsMode::kLegacy;
+  } else {
+    return "expected one of prometheus, log, legacy";
+  }
+  return std::nullopt;
+}
+
+// Comma-separated, each item trimmed, empty items dropped (TorchServe keeps blanks, which
+// then never match: trimming is what users mean).
+std::vector<std::string> SplitList(std::string_view v) {
+  std::vector<std::string> out;
+  for (std::string_view item : SplitString(v, ',')) {
+    item = TrimWhitespace(item);
+    if (!item.empty()) out.emplace_back(item);
+  }
+  return out;
+}
+
+std::optional<std::string> ApplyAllowedUrls(std::string_view v, ServerConfig& c) {
+  std::vector<std::string> patterns = SplitList(v);
+  if (patterns.empty()) return "expected one or more comma-separated regular expressions";
+  for (const std::string& p : patterns) {
+    try {
+      std::regex re(p, std::regex::ECMAScript | std::regex::icase);
+    } catch (const std::regex_error& e) {
+      std::string why = e.what();
+      while (!why.empty() && (why.back() == '.' || why.back() == '\n')) why.pop_back();
+      return "regular expression " + Quote(p) + " does not compile: " + why;
+    }
+  }
+  c.allowed_urls = std::move(patterns);
+  return std::nullopt;
+}
+
+std::optional<std::string> ApplyLoadModels(std::string_view v, ServerConfig& c) {
+  std::vector<std::string> entries = SplitList(v);
+  for (const std::string& e : entries) {
+    size_t eq = e.find('=');
+    if (eq != std::string::npos && (TrimWhitespace(std::string_view(e).substr(0, eq)).empty() ||
+                                    TrimWhitespace(std::string_view(e).substr(eq + 1)).empty())) {
+      return "entry " + Quote(e) + " needs a model name before '=' and a file after it";
+    }
+  }
+  c.load_models = std::move(entries);
+  return std::nullopt;
+}
+
+std::optional<std::string> ApplyMetricsToken(std::string_view v, ServerConfig& c) {
+  for (char ch : v) {
+    if (ch < 0x21 || ch > 0x7E) return "expected printable ASCII characters without spaces";
+  }
+  c.metrics_token = std::string(v);
+  return std::nullopt;
+}
+
+// Every key that fills a ServerConfig field, with its parser. enable_envvars_config is
+// handled before the others (it decides whether TS_* variables are read).
+const std::vector<KeySpec>& KnownKeys() {
+  using C = ServerConfig;
+  static const auto* keys = new std::vector<KeySpec>{
+      {"inference_address", AddressKey(&C::inference_address)},
+      {"management_address", AddressKey(&C::management_address)},
+      {"metrics_address", AddressKey(&C::metrics_address)},
+      {"enable_metrics_api", BoolKey(&C::enable_metrics_api)},
+      {"metrics_mode", ApplyMetricsMode},
+      {"metrics_config", StringKey(&C::metrics_config)},
+      {"metric_time_interval", IntegerKey(&C::metric_time_interval, 1, 86400)},
+      {"disable_system_metrics", BoolKey(&C::disable_system_metrics)},
+      {"model_store", StringKey(&C::model_store)},
+      {"load_models", ApplyLoadModels},
+      {"default_workers_per_model", IntegerKey(&C::default_workers_per_model, 0, 1024)},
+      {"job_queue_size", IntegerKey(&C::job_queue_size, 1, 1000000)},
+      {"max_request_size", IntegerKey(&C::max_request_size, 1, kIntMax)},
+      {"max_response_size", IntegerKey(&C::max_response_size, 1, kIntMax)},
+      {"default_response_timeout", IntegerKey(&C::default_response_timeout, 1, kIntMax)},
+      {"enable_model_api", BoolKey(&C::enable_model_api)},
+      {kAllowedUrls, ApplyAllowedUrls},
+      {"disable_token_authorization", BoolKey(&C::disable_token_authorization)},
+      {"enable_token_authorization", BoolKey(&C::enable_token_authorization)},
+      {kEnableEnvvarsConfig, BoolKey(&C::enable_envvars_config)},
+      {"number_of_netty_threads", IntegerKey(&C::number_of_netty_threads, 0, 1024)},
+      {"http_idle_timeout", IntegerKey(&C::http_idle_timeout, 1, 86400)},
+      {"http_read_timeout", IntegerKey(&C::http_read_timeout, 1, 86400)},
+      {"max_header_size", IntegerKey(&C::max_header_size, 1, 1048576)},
+      {"metrics_token", ApplyMetricsToken},
+      {"log_location", StringKey(&C::log_location)},
+      {"metrics_location", StringKey(&C::metrics_location)},
+  };
+  return *keys;
+}
+
+bool IsKnownKey(std::string_view key) {
+  for (const KeySpec& k : KnownKeys()) {
+    if (k.name == key) return true;
+  }
+  return key == kUseEnvAllowedUrls;
+}
+
+bool IsIgnoredTorchServeKey(std::string_view key) {
+  return std::find(std::begin(kIgnoredTorchServeKeys), std::end(kIgnoredTorchServeKeys), key) !=
+         std::end(kIgnoredTorchServeKeys);
+}
+
+std::string EnvNameFor(std::string_view key) {
+  std::string name = "TS_";
+  for (char c : key) name.push_back(static_cast<char>(std::toupper(static_cast<unsigned char>(c))));
+  return name;
+}
+
+// "Metrics-Mode" -> "metrics_mode": for the did-you-mean hint of unknown keys.
+std::string NormalizeKey(std::string_view key) {
+  std::string out = ToLower(key);
+  std::replace(out.begin(), out.end(), '-', '_');
+  std::replace(out.begin(), out.end(), '.', '_');
+  return out;
+}
+
+std::optional<std::string_view> SimilarKey(std::string_view key) {
+  const std::string norm = NormalizeKey(key);
+  for (const KeySpec& k : KnownKeys()) {
+    if (NormalizeKey(k.name) == norm) return k.name;
+  }
+  if (NormalizeKey(kUseEnvAllowedUrls) == norm) return kUseEnvAllowedUrls;
+  return std::nullopt;
+}
+
+bool IsHostNameChar(char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
+         c == '.' || c == '_';
+}
+
+std::optional<std::string> ListenAddressProblem(std::string_view text, ListenAddress& out) {
+  text = TrimWhitespace(text);
+  constexpr std::string_view kExpected = "; expected http://HOST:PORT, e.g. http://127.0.0.1:8080";
+  if (text.empty()) return "empty address" + std::string(kExpected);
+  out.original = std::string(text);
+  std::string_view rest = text;
+  size_t scheme_end = text.find("://");
+  if (scheme_end != std::string_view::npos) {
+    std::string scheme = ToLower(text.substr(0, scheme_end));
+    if (scheme != "http" && scheme != "https") {
+      return "unsupported scheme " + Quote(scheme) + " (expected http or https)";
+    }
+    out.scheme = scheme;
+    rest = text.substr(scheme_end + 3);
+  } else {
+    if (text.size() >= 5 && EqualsIgnoreCase(text.substr(0, 5), "unix:")) {
+      return "unix domain sockets are not supported";
+    }
+    out.scheme = "http";
+  }
+  if (size_t slash = rest.find('/'); slash != std::string_view::npos) {
+    return "unexpected path " + Quote(rest.substr(slash)) + std::string(kExpected);
+  }
+  if (rest.empty()) return "missing host" + std::string(kExpected);
+
+  std::string_view host;
+  std::string_view after;  // ":PORT" or empty
+  if (rest.front() == '[') {
+    size_t close = rest.find(']');
+    if (close == std::string_view::npos) return "missing ']' after the IPv6 address";
+    host = rest.substr(1, close - 1);
+    after = rest.substr(close + 1);
+    in6_addr a6;
+    if (std::string h(host); inet_pton(AF_INET6, h.c_str(), &a6) != 1) {
+      return "invalid IPv6 address " + Quote(host);
+    }
+  } else {
+    size_t colon = rest.find(':');
+    if (colon != std::string_view::npos && rest.find(':', colon + 1) != std::string_view::npos) {
+      return "an IPv6 address needs brackets, e.g. http://[::1]:8080";
+    }
+    host = rest.substr(0, colon);
+    after = colon == std::string_view::npos ? std::string_view() : rest.substr(colon);
+    if (host.empty()) return "missing host" + std::string(kExpected);
+    bool dotted_digits = std::all_of(host.begin(), host.end(),
+                                     [](char c) { return (c >= '0' && c <= '9') || c == '.'; });
+    if (dotted_digits) {
+      in_addr a4;
+      if (std::string h(host); inet_pton(AF_INET, h.c_str(), &a4) != 1) {
+        return "invalid IPv4 address " + Quote(host);
+      }
+    } else if (!std::all_of(host.begin(), host.end(), IsHostNameChar)) {
+      return "invalid host name " + Quote(host);
+    }
+  }
+  if (after.empty()) return "missing port" + std::string(kExpected);
+  if (after.front() != ':') return "unexpected text " + Quote(after) + " after the host";
+  std::string_view port_text = after.substr(1);
+  bool digits =
+      !port_text.empty() && port_text.size() <= 5 &&
+      std::all_of(port_text.begin(), port_text.end(), [](char c) { return c >= '0' && c <= '9'; });
+  std::optional<int64_t> port = digits ? ParseInt64(port_text) : std::nullopt;
+  if (!port || *port < 1 || *port > 65535) {
+    return "invalid port " + Quote(port_text) + " (expected 1 to 65535)";
+  }
+  out.host = std::string(host);
+  out.port = static_cast<uint16_t>(*port);
+  return std::nullopt;
+}
+
+// A value chosen for a key, before parsing.
+struct Candidate {
+  std::string value;
+  Source source;
+};
+
+}  // namespace
+
+bool ListenAddress::IsLoopback() const {
+  std::string_view h = host;
+  if (h.size() >= 2 && h.front() == '[' && h.back() == ']') h = h.substr(1, h.size() - 2);
+  if (EqualsIgnoreCase(h, "localhost")) return true;
+  std::string hs(h);
+  in_addr a4;
+  if (inet_pton(AF_INET, hs.c_str(), &a4) == 1) {
+    return (ntohl(a4.s_addr) >> 24) == 127;
+  }
+  in6_addr a6;
+  if (inet_pton(AF_INET6, hs.c_str(), &a6) == 1) {
+    if (IN6_IS_ADDR_LOOPBACK(&a6)) return true;
+    return IN6_IS_ADDR_V4MAPPED(&a6) && a6.s6_addr[12] == 127;  // ::ffff:127.x.x.x
+  }
+  return false;
+}
+
+const char* MetricsModeName(MetricsMode mode) {
+  switch (mode) {
+    case MetricsMode::kPrometheus:
+      return "prometheus";
+    case MetricsMode::kLog:
+      return "log";
+    case MetricsMode::kLegacy:
+      return "legacy";
+  }
+  return "prometheus";
+}
+
+StatusOr<ListenAddress> ParseListenAddress(const std::string& text) {
+  ListenAddress a;
+  if (std::optional<std::string> problem = ListenAddressProblem(text, a)) {
+    return Status::InvalidArgument("invalid listen address " + Quote(TrimWhitespace(text)) + ": " +
+                                   *problem);
+  }
+  return a;
+}
+
+StatusOr<LoadedConfig> LoadServerConfig(const ConfigInputs& inputs) {
+  LoadedConfig result;
+  ServerConfig& config = result.config;
+  const std::string file_name =
+      inputs.properties_path.empty()
+          ? std::string(kDefaultConfigName)
+          : std::filesystem::path(inputs.properties_path).filename().string();
+  auto file_source = [&](int line) {
+    Source s;
+    s.kind = Source::kFile;
+    s.file = file_name;
+    s.line = line;
+    return s;
+  };
+
+  // 1. The file: the last occurrence of a key wins.
+  std::vector<Property> props;
+  if (!inputs.properties_text.empty()) {
+    StatusOr<std::vector<Property>> parsed = ParseProperties(inputs.properties_text);
+    if (!parsed.ok()) {
+      return Status::InvalidArgument("cannot parse " + file_name + ": " +
+                                     parsed.status().message());
+    }
+    props = std::move(parsed).value();
+  }
+  std::map<std::string, const Property*> file_values;
+  for (const Property& p : props) {
+    auto [it, inserted] = file_values.try_emplace(p.key, &p);
+    if (!inserted) {
+      result.warnings.push_back("configuration key " + Quote(p.key) + " is set more than once (" +
+                                file_name + " lines " + std::to_string(it->second->line) + " and " +
+                                std::to_string(p.line) + "); the last value is used");
+      it->second = &p;
+    }
+  }
+  for (const Property& p : props) {
+    if (file_values[p.key] != &p) continue;  // report each key once, at its last line
+    if (IsKnownKey(p.key)) continue;
+    const std::string where = file_source(p.line).Suffix();
+    if (IsIgnoredTorchServeKey(p.key)) {
+      result.notes.push_back("TorchServe configuration key " + Quote(p.key) +
+                             " is not used by tserve; ignored" + where);
+      continue;
+    }
+    std::string w = "unknown configuration key " + Quote(p.key) + " ignored" + where;
+    if (std::optional<std::string_view> similar = SimilarKey(p.key)) {
+      w += "; did you mean " + Quote(*similar) + "?";
+    }
+    result.warnings.push_back(std::move(w));
+  }
+  for (const auto& [key, value] : inputs.cli) {
+    if (!IsKnownKey(key)) {
+      result.warnings.push_back("unknown configuration key " + Quote(key) +
+                                " ignored (command line)");
+    }
+  }
+
+  // The value from the command line, else from the file ($$VAR$$ expanded), else none.
+  auto cli_or_file = [&](std::string_view key) -> StatusOr<std::optional<Candidate>> {
+    if (auto it = inputs.cli.find(std::string(key)); it != inputs.cli.end()) {
+      Source s;
+      s.kind = Source::kCli;
+      return std::optional<Candidate>(Candidate{it->second, s});
+    }
+    auto it = file_values.find(std::string(key));
+    if (it == file_values.end()) return std::optional<Candidate>();
+    const Property& p = *it->second;
+    StatusOr<std::string> expanded = ExpandEnvReferences(p.value, inputs.env);
+    if (!expanded.ok()) {
+      return Status::InvalidArgument(InvalidValueMessage(
+          key, TrimWhitespace(p.value), expanded.status().message(), file_source(p.line)));
+    }
+    return std::optional<Candidate>(Candidate{std::move(expanded).value(), file_source(p.line)});
+  };
+  auto env_candidate = [&](std::string_view key) -> std::optional<Candidate> {
+    std::string name = EnvNameFor(key);
+    auto it = inputs.env.find(name);
+    if (it == inputs.env.end()) return std::nullopt;
+    Source s;
+    s.kind = Source::kEnv;
+    s.env_name = std::move(name);
+    return Candidate{it->second, s};
+  };
+  // Parses a boolean control key; false when unset.
+  auto control_bool = [&](std::string_view key,
+                          const std::optional<Candidate>& c) -> StatusOr<bool> {
+    if (!c) return false;
+    std::optional<bool> b = ParseBool(c->value);
+    if (!b) {
+      return Status::InvalidArgument(
+          InvalidValueMessage(key, TrimWhitespace(c->value), "expected true or false", c->source));
+    }
+    return *b;
+  };
+
+  // 2. Whether TS_* variables count: TS_ENABLE_ENVVARS_CONFIG when set, else the CLI/file.
+  std::optional<Candidate> enable_candidate = env_candidate(kEnableEnvvarsConfig);
+  if (!enable_candidate) {
+    StatusOr<std::optional<Candidate>> c = cli_or_file(kEnableEnvvarsConfig);
+    if (!c.ok()) return c.status();
+    enable_candidate = std::move(c).value();
+  }
+  StatusOr<bool> envvars_enabled = control_bool(kEnableEnvvarsConfig, enable_candidate);
+  if (!envvars_enabled.ok()) return envvars_enabled.status();
+  config.enable_envvars_config = *envvars_enabled;
+
+  StatusOr<std::optional<Candidate>> use_env_urls_candidate = cli_or_file(kUseEnvAllowedUrls);
+  if (!use_env_urls_candidate.ok()) return use_env_urls_candidate.status();
+  StatusOr<bool> use_env_allowed_urls = control_bool(kUseEnvAllowedUrls, *use_env_urls_candidate);
+  if (!use_env_allowed_urls.ok()) return use_env_allowed_urls.status();
+
+  // 3. Every other key: env (when enabled) > CLI > file > default.
+  for (const KeySpec& spec : KnownKeys()) {
+    if (spec.name == kEnableEnvvarsConfig) continue;
+    std::optional<Candidate> chosen = env_candidate(spec.name);
+    if (chosen && !config.enable_envvars_config) {
+      result.warnings.push_back("environment " + chosen->source.env_name +
+                                " ignored: set enable_envvars_config=true to use TS_* variables");
+      chosen.reset();
+    } else if (chosen && spec.name == kAllowedUrls && !*use_env_allowed_urls) {
+      result.warnings.push_back("environment " + chosen->source.env_name +
+                                " ignored: set use_env_allowed_urls=true in " + file_name +
+                                " to allow it");
+      chosen.reset();
+    }
+    if (!chosen) {
+      StatusOr<std::optional<Candidate>> c = cli_or_file(spec.name);
+      if (!c.ok()) return c.status();
+      chosen = std::move(c).value();
+    }
+    if (!chosen) continue;  // the default stays
+    // Java keeps a value's trailing blanks; "8080 " failing is never what the user meant.
+    std::string_view value = TrimWhitespace(chosen->value);
+    if (std::optional<std::string> problem = spec.apply(value, config)) {
+      return Status::InvalidArgument(
+          InvalidValueMessage(spec.name, value, *problem, chosen->source));
+    }
+  }
+
+  // 4. Locations: the key, else TorchServe's environment variables, else "logs".
+  auto env_value = [&](const char* name) -> std::string {
+    auto it = inputs.env.find(name);
+    return it == inputs.env.end() ? std::string() : it->second;
+  };
+  if (config.log_location.empty()) config.log_location = env_value("LOG_LOCATION");
+  if (config.log_location.empty()) config.log_location = "logs";
+  if (config.metrics_location.empty()) config.metrics_location = env_value("METRICS_LOCATION");
+  if (config.metrics_location.empty()) config.metrics_location = config.log_location;
+
+  return result;
+}
+
+}  // namespace tserve

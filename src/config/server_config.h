@@ -1,0 +1,96 @@
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+
+namespace tserve {
+
+// A listener address from config.properties, e.g. "http://127.0.0.1:8080". Plain data.
+struct ListenAddress {
+  std::string scheme = "http";     // "http" or "https" (lower case; LoadServerConfig rejects https
+                                   // until it is supported)
+  std::string host = "127.0.0.1";  // IPv4/IPv6 literal (IPv6 without its brackets) or host
+                                   // name; "0.0.0.0" binds all
+  uint16_t port = 0;
+  std::string original;     // the text as configured, for log lines
+  bool IsLoopback() const;  // 127.0.0.0/8, ::1 or "localhost"
+};
+
+enum class MetricsMode { kPrometheus, kLog, kLegacy };
+
+// Every setting of SPEC.md §1 with its default, in one place. Plain data: build it with
+// LoadServerConfig; copy freely. Durations are in seconds unless the name says otherwise.
+struct ServerConfig {
+  ListenAddress inference_address{"http", "127.0.0.1", 8080, "http://127.0.0.1:8080"};
+  ListenAddress management_address{"http", "127.0.0.1", 8081, "http://127.0.0.1:8081"};
+  ListenAddress metrics_address{"http", "127.0.0.1", 8082, "http://127.0.0.1:8082"};
+  bool enable_metrics_api = true;
+  MetricsMode metrics_mode = MetricsMode::kPrometheus;
+  std::string metrics_config;  // empty: the built-in default metrics.yaml
+  int metric_time_interval = 15;
+  bool disable_system_metrics = false;
+  std::string model_store;               // empty: none
+  std::vector<std::string> load_models;  // as given: "all", "a.mar", "name=a.mar"
+  int default_workers_per_model = 0;     // 0: number of CPU cores
+  int job_queue_size = 100;
+  int64_t max_request_size = 6553500;
+  int64_t max_response_size = 6553500;
+  int default_response_timeout = 120;
+  bool enable_model_api = false;
+  std::vector<std::string> allowed_urls{"file://.*|http(s)?://.*"};
+  bool disable_token_authorization = false;
+  bool enable_token_authorization = false;
+  bool enable_envvars_config = false;
+  // tserve's own keys (documented in docs/configuration.md)
+  int number_of_netty_threads =
+      0;                       // HTTP threads; 0: number of CPU cores (name kept from TorchServe)
+  int http_idle_timeout = 60;  // close a keep-alive connection idle this long
+  int http_read_timeout = 30;  // a request's head and body must arrive within this
+  int max_header_size = 8192;  // bytes of request line + headers; over -> 431
+  std::string metrics_token;   // non-empty: /metrics needs "Authorization: Bearer <token>"
+  // LoadServerConfig resolves both, so they are never empty in a loaded config:
+  std::string log_location;      // key, else $LOG_LOCATION, else "logs"
+  std::string metrics_location;  // key, else $METRICS_LOCATION, else log_location
+};
+
+// Everything LoadServerConfig reads; main fills it (this module does no I/O). Plain data.
+struct ConfigInputs {
+  std::string properties_text;  // contents of --ts-config (empty when none)
+  std::string properties_path;  // for error messages
+  std::map<std::string, std::string>
+      cli;  // keys set from the command line (model_store, load_models)
+  std::map<std::string, std::string>
+      env;  // the process environment (TS_* used when enabled; $$VAR$$)
+};
+
+struct LoadedConfig {
+  ServerConfig config;
+  std::vector<std::string> warnings;  // e.g. unknown keys, one line each: log at warn level
+  std::vector<std::string> notes;     // e.g. TorchServe keys tserve ignores: log at debug level
+};
+
+// Builds the config. Precedence: TS_<KEY> env (only when enable_envvars_config=true, which
+// may itself come from the file or env TS_ENABLE_ENVVARS_CONFIG; the env one wins) > CLI >
+// file > defaults. $$VAR$$ is expanded in file values only. Values are trimmed. TS_ALLOWED_URLS
+// needs use_env_allowed_urls=true in the file or CLI too (TorchServe's guard).
+// An invalid value is an InvalidArgument Status whose message is one line naming the key,
+// the value, what is allowed and where the value came from, e.g.
+//   invalid value "fast" for metrics_mode: expected one of prometheus, log, legacy
+//   (config.properties line 7)
+// The suffix is "(<base name of properties_path> line N)", "(environment TS_KEY)" or
+// "(command line)". Unknown keys, keys set twice and ignored TS_* variables are warnings;
+// TorchServe keys tserve does not use are notes.
+StatusOr<LoadedConfig> LoadServerConfig(const ConfigInputs& inputs);
+
+// Parses "http://host:port" / "https://[::1]:8443" / "127.0.0.1:8080" (scheme defaults to
+// http and is case-insensitive, port 1..65535 required, no path). Error message:
+//   invalid listen address "http://127.0.0.1": missing port; expected http://HOST:PORT, ...
+StatusOr<ListenAddress> ParseListenAddress(const std::string& text);
+
+const char* MetricsModeName(MetricsMode mode);
+
+}  // namespace tserve

@@ -1,0 +1,102 @@
+#include "http/request.h"
+
+#include "common/strings.h"
+
+namespace tserve::http {
+
+Method ParseMethod(std::string_view t) {
+  if (t == "GET") return Method::kGet;
+  if (t == "HEAD") return Method::kHead;
+  if (t == "POST") return Method::kPost;
+  if (t == "PUT") return Method::kPut;
+  if (t == "DELETE") return Method::kDelete;
+  if (t == "OPTIONS") return Method::kOptions;
+  if (t == "PATCH") return Method::kPatch;
+  return Method::kOther;
+}
+
+const char* MethodName(Method m) {
+  switch (m) {
+    case Method::kGet:
+      return "GET";
+    case Method::kHead:
+      return "HEAD";
+    case Method::kPost:
+      return "POST";
+    case Method::kPut:
+      return "PUT";
+    case Method::kDelete:
+      return "DELETE";
+    case Method::kOptions:
+      return "OPTIONS";
+    case Method::kPatch:
+      return "PATCH";
+    case Method::kOther:
+      break;
+  }
+  return "OTHER";
+}
+
+Responder::~Responder() {
+  if (target_ != nullptr) {
+    Response r;
+    r.status = 500;
+    r.body =
+        "{\"code\": 500, \"type\": \"InternalServerException\", \"message\": \"no response\"}\n";
+    target_->Deliver(std::move(r));
+  }
+}
+
+void Responder::Send(Response response) {
+  if (target_ == nullptr) return;
+  std::shared_ptr<ResponseTarget> t = std::move(target_);
+  target_ = nullptr;
+  t->Deliver(std::move(response));
+}
+
+std::vector<std::pair<std::string, std::string>> ParseQuery(std::string_view query) {
+  std::vector<std::pair<std::string, std::string>> out;
+  size_t start = 0;
+  while (start <= query.size()) {
+    size_t end = query.find_first_of("&;", start);
+    if (end == std::string_view::npos) end = query.size();
+    std::string_view part = query.substr(start, end - start);
+    if (!part.empty()) {
+      size_t eq = part.find('=');
+      if (eq == std::string_view::npos) {
+        out.emplace_back(PercentDecode(part, true), std::string());
+      } else {
+        out.emplace_back(PercentDecode(part.substr(0, eq), true),
+                         PercentDecode(part.substr(eq + 1), true));
+      }
+    }
+    start = end + 1;
+  }
+  return out;
+}
+
+bool AcceptsGzip(std::string_view accept_encoding) {
+  for (std::string_view item : SplitString(accept_encoding, ',')) {
+    std::string_view coding = item;
+    std::string_view params;
+    size_t semi = item.find(';');
+    if (semi != std::string_view::npos) {
+      coding = item.substr(0, semi);
+      params = item.substr(semi + 1);
+    }
+    coding = TrimWhitespace(coding);
+    if (!EqualsIgnoreCase(coding, "gzip") && coding != "*") continue;
+    // A q-value of 0 refuses the coding.
+    for (std::string_view p : SplitString(params, ';')) {
+      p = TrimWhitespace(p);
+      if (p.size() > 2 && (p[0] == 'q' || p[0] == 'Q') && p[1] == '=') {
+        auto q = ParseDouble(p.substr(2));
+        if (q && *q <= 0.0) return false;
+      }
+    }
+    return true;
+  }
+  return false;
+}
+
+}  // namespace tserve::http

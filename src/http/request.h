@@ -1,0 +1,96 @@
+#pragma once
+
+#include <memory>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace tserve::http {
+
+enum class Method { kGet, kHead, kPost, kPut, kDelete, kOptions, kPatch, kOther };
+Method ParseMethod(std::string_view text);
+const char* MethodName(Method m);
+
+// One parsed request. Views point into the connection's buffers and stay valid until
+// the response is sent. Thread safety: owned by one handler at a time.
+class Request {
+ public:
+  using HeaderLookup = std::string_view (*)(const void* native, std::string_view name);
+
+  Method method = Method::kOther;
+  std::string_view method_text;
+  std::string_view target;  // as received: path and query, not decoded
+  std::string_view path;    // target before '?'
+  std::string_view query;   // target after '?', "" when none
+  std::string body;
+  int version = 11;                           // 10 or 11
+  std::vector<std::string_view> path_params;  // filled by the router: the {name} segments
+
+  // First value of a header field (case-insensitive name), "" when absent.
+  std::string_view Header(std::string_view name) const {
+    return lookup_ != nullptr ? lookup_(native_, name) : std::string_view();
+  }
+  void BindHeaders(HeaderLookup lookup, const void* native) {
+    lookup_ = lookup;
+    native_ = native;
+  }
+
+ private:
+  HeaderLookup lookup_ = nullptr;
+  const void* native_ = nullptr;
+};
+
+struct Response {
+  int status = 200;
+  std::string content_type = "application/json";
+  std::string body;
+  std::vector<std::pair<std::string, std::string>> headers;  // extra header fields
+  bool close = false;                                        // close the connection after sending
+};
+
+// Delivers the one response of a request, from any thread, at most once. If dropped
+// without Send, the request is answered 500 (a handler bug must not hang a client).
+class ResponseTarget {
+ public:
+  virtual ~ResponseTarget() = default;
+  virtual void Deliver(Response response) = 0;
+};
+
+class Responder {
+ public:
+  Responder() = default;
+  explicit Responder(std::shared_ptr<ResponseTarget> target) : target_(std::move(target)) {}
+  Responder(Responder&&) = default;
+  Responder& operator=(Responder&&) = default;
+  Responder(const Responder&) = delete;
+  Responder& operator=(const Responder&) = delete;
+  ~Responder();
+
+  void Send(Response response);
+  bool sent() const { return target_ == nullptr; }
+
+ private:
+  std::shared_ptr<ResponseTarget> target_;
+};
+
+// Application side of a listener.
+class RequestHandler {
+ public:
+  virtual ~RequestHandler() = default;
+  virtual void Handle(Request& request, Responder responder) = 0;
+};
+
+// Builds the body of an error the HTTP layer itself produces (400 malformed, 413, 431,
+// 404/405 from the router); the API layer supplies TorchServe's JSON shape.
+using ErrorFactory = Response (*)(int status, std::string_view message);
+
+// Query string decoding as Netty's QueryStringDecoder (TorchServe): parameters split on
+// '&' and ';', names and values percent-decoded with '+' as space, a name without '='
+// has an empty value. Order kept, repeats kept.
+std::vector<std::pair<std::string, std::string>> ParseQuery(std::string_view query);
+
+// "gzip" is acceptable per an Accept-Encoding value (q=0 refuses it).
+bool AcceptsGzip(std::string_view accept_encoding);
+
+}  // namespace tserve::http

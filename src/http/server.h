@@ -1,0 +1,57 @@
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "common/status.h"
+#include "http/request.h"
+
+namespace tserve::http {
+
+// Told the status of every response the server sends, on every listener, before the
+// bytes go out (so a client that got a response always sees it counted).
+class ResponseObserver {
+ public:
+  virtual ~ResponseObserver() = default;
+  virtual void OnResponse(int status) = 0;
+};
+
+struct ServerOptions {
+  int threads = 1;                                // I/O threads, each with its own io_context
+  int64_t max_body_size = 6553500;                // bytes; larger -> 413
+  int max_header_size = 8192;                     // request line + header fields; larger -> 431
+  std::chrono::milliseconds idle_timeout{60000};  // keep-alive connection with no request
+  std::chrono::milliseconds read_timeout{30000};  // first byte to complete request
+  ErrorFactory errors = nullptr;                  // bodies of errors the server itself produces
+  ResponseObserver* observer = nullptr;
+};
+
+// An HTTP/1.1 server (Boost.Beast parsing, Asio I/O): one io_context per thread, one
+// SO_REUSEPORT acceptor per listener per thread, keep-alive, pipelining, request size
+// and time limits, graceful shutdown. Beast appears only in server.cc.
+// Thread safety: configure (AddListener) before Start; Shutdown may be called from any
+// thread, once.
+class Server {
+ public:
+  explicit Server(ServerOptions options);
+  ~Server();
+  Server(const Server&) = delete;
+  Server& operator=(const Server&) = delete;
+
+  // Binds now, so a port in use fails at startup. port 0 picks a free port; the bound
+  // port is returned. `name` is for log lines ("inference", ...).
+  StatusOr<uint16_t> AddListener(const std::string& name, const std::string& host, uint16_t port,
+                                 RequestHandler* handler);
+  void Start();
+  // Stops accepting, closes idle connections, lets requests in flight finish (up to
+  // `grace`), then stops the threads. Blocks until they have exited.
+  void Shutdown(std::chrono::milliseconds grace);
+
+ private:
+  class Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace tserve::http

@@ -1,0 +1,438 @@
+// tserve's entry point: command line, configuration, and the wiring of the modules.
+// No logic of its own lives here beyond process management (daemon, pid file, signals).
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <cerrno>
+#include <chrono>
+#include <csignal>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include <spdlog/spdlog.h>
+
+#include "api/errors.h"
+#include "api/inference_api.h"
+#include "api/management_api.h"
+#include "api/metrics_api.h"
+#include "common/strings.h"
+#include "config/server_config.h"
+#include "http/router.h"
+#include "http/server.h"
+#include "metrics/log_sink.h"
+#include "metrics/metrics_yaml.h"
+#include "metrics/registry.h"
+#include "sysmetrics/sampler.h"
+#include "sysmetrics/system_gauges.h"
+
+extern char** environ;
+
+namespace tserve {
+namespace {
+
+constexpr const char* kVersion = "0.1.0";
+constexpr int kExitConfig = 2;
+
+struct CliArgs {
+  bool start = false;
+  bool stop = false;
+  bool foreground = false;
+  bool version = false;
+  bool ncs = false;
+  std::string ts_config;
+  std::string model_store;
+  std::vector<std::string> models;
+};
+
+std::string PidFilePath() {
+  const char* p = getenv("TSERVE_PID_FILE");
+  if (p != nullptr && *p != '\0') return p;
+  const char* tmp = getenv("TMPDIR");
+  return std::string(tmp != nullptr && *tmp != '\0' ? tmp : "/tmp") + "/.tserve.pid";
+}
+
+// The pid in the pid file when that process is alive and is a tserve, else 0.
+pid_t RunningPid(const std::string& path) {
+  std::ifstream in(path);
+  long pid = 0;
+  if (!(in >> pid) || pid <= 0) return 0;
+  if (kill(static_cast<pid_t>(pid), 0) != 0 && errno != EPERM) return 0;
+  std::ifstream comm("/proc/" + std::to_string(pid) + "/comm");
+  std::string name;
+  std::getline(comm, name);
+  if (name.rfind("tserve", 0) != 0) return 0;  // a stale file whose pid was reused
+  return static_cast<pid_t>(pid);
+}
+
+int StopServer() {
+  const std::string path = PidFilePath();
+  pid_t pid = RunningPid(path);
+  if (pid == 0) {
+    fprintf(stderr, "tserve is not running (no live process in %s)\n", path.c_str());
+    return 1;
+  }
+  if (kill(pid, SIGTERM) != 0) {
+    fprintf(stderr, "cannot signal tserve (pid %d): %s\n", pid, strerror(errno));
+    return 1;
+  }
+  for (int i = 0; i < 600; ++i) {  // 60 s: in-flight requests get to finish
+    if (kill(pid, 0) != 0 && errno == ESRCH) {
+      printf("tserve has stopped.\n");
+      return 0;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  fprintf(stderr, "tserve (pid %d) did not stop within 60 s\n", pid);
+  return 1;
+}
+
+std::map<std::string, std::string> Environment() {
+  std::map<std::string, std::string> env;
+  for (char** e = environ; e != nullptr && *e != nullptr; ++e) {
+    std::string_view kv(*e);
+    size_t eq = kv.find('=');
+    if (eq == std::string_view::npos) continue;
+    env.emplace(std::string(kv.substr(0, eq)), std::string(kv.substr(eq + 1)));
+  }
+  return env;
+}
+
+bool ReadWholeFile(const std::string& path, std::string* out) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return false;
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  *out = ss.str();
+  return true;
+}
+
+std::string LogDirectory(const ServerConfig& config) {
+  if (!config.log_location.empty()) return config.log_location;
+  const char* env = getenv("LOG_LOCATION");
+  if (env != nullptr && *env != '\0') return env;
+  return "logs";
+}
+
+std::string MetricsDirectory(const ServerConfig& config) {
+  if (!config.metrics_location.empty()) return config.metrics_location;
+  const char* env = getenv("METRICS_LOCATION");
+  if (env != nullptr && *env != '\0') return env;
+  return LogDirectory(config);
+}
+
+// The running server: owns every module, in dependency order.
+class App {
+ public:
+  explicit App(ServerConfig config) : config_(std::move(config)) {}
+
+  // Everything that can fail at startup, before the first request is accepted.
+  Status Init() {
+    hostname_ = LocalHostname();
+    if (config_.metrics_mode != MetricsMode::kPrometheus) {
+      std::set<std::string> skip;
+      if (config_.metrics_mode == MetricsMode::kLegacy) {
+        for (const auto& name : api::MetricsApi::LegacyFamilies()) skip.insert(name);
+      }
+      auto sink = metrics::LogFileSink::Open(MetricsDirectory(config_), hostname_, skip);
+      if (!sink.ok()) return sink.status();
+      sink_ = std::move(*sink);
+    }
+    registry_ = std::make_unique<metrics::Registry>(sink_.get());
+
+    auto families = config_.metrics_config.empty()
+                        ? metrics::ParseMetricsYaml(metrics::DefaultMetricsYaml(), "metrics.yaml")
+                        : metrics::LoadMetricsYamlFile(config_.metrics_config);
+    if (!families.ok()) return families.status();
+    Status s = metrics::AddFamilies(std::move(*families), registry_.get());
+    if (!s.ok()) return s;
+    s = sysmetrics::RegisterProcessMetrics(registry_.get());
+    if (!s.ok()) return s;
+
+    auto counters = api::ResponseCounters::Create(registry_.get(), hostname_);
+    if (!counters.ok()) return counters.status();
+    counters_ = std::move(*counters);
+
+    http::ServerOptions options;
+    options.threads = config_.number_of_netty_threads > 0
+                          ? config_.number_of_netty_threads
+                          : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    options.max_body_size = config_.max_request_size;
+    options.max_header_size = config_.max_header_size;
+    options.idle_timeout = std::chrono::seconds(config_.http_idle_timeout);
+    options.read_timeout = std::chrono::seconds(config_.http_read_timeout);
+    options.errors = &api::ErrorForStatus;
+    options.observer = counters_.get();
+    server_ = std::make_unique<http::Server>(options);
+
+    inference_router_ = std::make_unique<http::Router>(&api::ErrorForStatus);
+    inference_api_.RegisterRoutes(inference_router_.get());
+    management_router_ = std::make_unique<http::Router>(&api::ErrorForStatus);
+    management_api_.RegisterRoutes(management_router_.get());
+
+    s = Listen("Inference", config_.inference_address, inference_router_.get());
+    if (!s.ok()) return s;
+    s = Listen("Management", config_.management_address, management_router_.get());
+    if (!s.ok()) return s;
+    if (config_.enable_metrics_api) {
+      metrics_api_ = std::make_unique<api::MetricsApi>(
+          registry_.get(), api::MetricsApi::Options{config_.metrics_mode, config_.metrics_token});
+      metrics_router_ = std::make_unique<http::Router>(&api::ErrorForStatus);
+      metrics_api_->RegisterRoutes(metrics_router_.get());
+      s = Listen("Metrics", config_.metrics_address, metrics_router_.get());
+      if (!s.ok()) return s;
+    } else {
+      spdlog::info("Metrics API disabled (enable_metrics_api=false): no metrics listener");
+    }
+
+    if (!config_.disable_system_metrics) {
+      auto gauges = sysmetrics::SystemGauges::Create(registry_.get(), hostname_);
+      if (!gauges.ok()) return gauges.status();
+      gauges_ = std::move(*gauges);
+      sysmetrics::SystemSampler::Options so;
+      so.interval = std::chrono::seconds(config_.metric_time_interval);
+      so.disk_path = config_.model_store;
+      sampler_ = std::make_unique<sysmetrics::SystemSampler>(
+          so, [g = gauges_.get()](const sysmetrics::SystemSample& sample) {
+            for (const auto& e : sample.errors) spdlog::warn("system metrics: {}", e);
+            g->Publish(sample);
+          });
+    }
+    return Status::Ok();
+  }
+
+  void Start() {
+    if (sampler_ != nullptr) {
+      sampler_->Start();
+      if (!sampler_->gpu_unavailable_reason().empty()) {
+        spdlog::info("No GPU metrics: {}", sampler_->gpu_unavailable_reason());
+      }
+    }
+    server_->Start();
+  }
+
+  void Stop() {
+    spdlog::info("Shutting down: no new connections; finishing requests in flight");
+    server_->Shutdown(std::chrono::seconds(30));
+    if (sampler_ != nullptr) sampler_->Stop();
+    if (sink_ != nullptr) sink_->Flush();
+  }
+
+ private:
+  Status Listen(const char* name, const ListenAddress& address, http::RequestHandler* handler) {
+    auto port = server_->AddListener(name, address.host, address.port, handler);
+    if (!port.ok()) return port.status();
+    std::string host =
+        address.host.find(':') != std::string::npos ? "[" + address.host + "]" : address.host;
+    spdlog::info("{} API bind to: {}://{}:{}", name, address.scheme, host, *port);
+    return Status::Ok();
+  }
+
+  ServerConfig config_;
+  std::string hostname_;
+  std::unique_ptr<metrics::LogFileSink> sink_;
+  std::unique_ptr<metrics::Registry> registry_;
+  std::unique_ptr<api::ResponseCounters> counters_;
+  std::unique_ptr<http::Server> server_;
+  api::InferenceApi inference_api_;
+  api::ManagementApi management_api_;
+  std::unique_ptr<api::MetricsApi> metrics_api_;
+  std::unique_ptr<http::Router> inference_router_;
+  std::unique_ptr<http::Router> management_router_;
+  std::unique_ptr<http::Router> metrics_router_;
+  std::unique_ptr<sysmetrics::SystemGauges> gauges_;
+  std::unique_ptr<sysmetrics::SystemSampler> sampler_;
+};
+
+// In the background child: tells the waiting parent how startup went (one byte).
+int g_ready_fd = -1;
+
+void ReportReady(char code) {
+  if (g_ready_fd < 0) return;
+  ssize_t ignored = write(g_ready_fd, &code, 1);
+  (void)ignored;
+  close(g_ready_fd);
+  g_ready_fd = -1;
+}
+
+int Serve(const CliArgs& cli) {
+  // Configuration: --ts-config, else $TS_CONFIG_FILE, else ./config.properties if present.
+  ConfigInputs inputs;
+  inputs.env = Environment();
+  std::string config_path = cli.ts_config;
+  if (config_path.empty()) {
+    auto it = inputs.env.find("TS_CONFIG_FILE");
+    if (it != inputs.env.end()) config_path = it->second;
+  }
+  if (config_path.empty() && access("config.properties", R_OK) == 0) {
+    config_path = "config.properties";
+  }
+  if (!config_path.empty()) {
+    if (!ReadWholeFile(config_path, &inputs.properties_text)) {
+      fprintf(stderr, "tserve: cannot read config file %s: %s\n", config_path.c_str(),
+              strerror(errno));
+      return kExitConfig;
+    }
+    inputs.properties_path = config_path;
+  }
+  if (!cli.model_store.empty()) inputs.cli["model_store"] = cli.model_store;
+  if (!cli.models.empty()) {
+    std::string joined;
+    for (const auto& m : cli.models) joined += (joined.empty() ? "" : ",") + m;
+    inputs.cli["load_models"] = joined;
+  }
+  auto loaded = LoadServerConfig(inputs);
+  if (!loaded.ok()) {
+    fprintf(stderr, "tserve: %s\n", loaded.status().message().c_str());
+    return kExitConfig;
+  }
+  for (const auto& w : loaded->warnings) spdlog::warn("{}", w);
+
+  const std::string pid_path = PidFilePath();
+  if (pid_t other = RunningPid(pid_path)) {
+    fprintf(stderr, "tserve is already running (pid %d, %s); stop it with tserve --stop\n", other,
+            pid_path.c_str());
+    return 1;
+  }
+
+  // Termination signals are taken synchronously by this thread; block them before any
+  // other thread exists so none of those receives them.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  spdlog::info("tserve {} starting (config: {}, metrics mode: {})", kVersion,
+               config_path.empty() ? "defaults" : config_path,
+               MetricsModeName(loaded->config.metrics_mode));
+  App app(std::move(loaded->config));
+  Status s = app.Init();
+  if (!s.ok()) {
+    const bool config_error =
+        s.code() == StatusCode::kInvalidArgument || s.code() == StatusCode::kNotFound;
+    fprintf(stderr, "tserve: %s\n", s.message().c_str());
+    return config_error ? kExitConfig : 1;
+  }
+  app.Start();
+  {
+    std::ofstream pid_file(pid_path, std::ios::trunc);
+    pid_file << getpid() << "\n";
+  }
+  spdlog::info("tserve is ready (pid {})", getpid());
+  ReportReady(0);
+
+  int sig = 0;
+  sigwait(&signals, &sig);
+  spdlog::info("Received {}", sig == SIGINT ? "SIGINT" : "SIGTERM");
+  app.Stop();
+  if (RunningPid(pid_path) == getpid()) unlink(pid_path.c_str());
+  spdlog::info("tserve stopped");
+  return 0;
+}
+
+// --start without --foreground: fork, detach, send output to the log directory, and
+// return once the child says it is serving (or why it could not).
+int StartInBackground(const CliArgs& cli) {
+  const char* env_logs = getenv("LOG_LOCATION");
+  std::string log_dir = env_logs != nullptr && *env_logs != '\0' ? env_logs : "logs";
+  mkdir(log_dir.c_str(), 0755);
+  std::string log_path = log_dir + "/tserve.log";
+  int fds[2];
+  if (pipe(fds) != 0) {
+    perror("pipe");
+    return 1;
+  }
+  pid_t pid = fork();
+  if (pid < 0) {
+    perror("fork");
+    return 1;
+  }
+  if (pid == 0) {
+    close(fds[0]);
+    setsid();
+    int out = open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+    int in = open("/dev/null", O_RDONLY);
+    if (out >= 0) {
+      dup2(out, STDOUT_FILENO);
+      dup2(out, STDERR_FILENO);
+      close(out);
+    }
+    if (in >= 0) {
+      dup2(in, STDIN_FILENO);
+      close(in);
+    }
+    g_ready_fd = fds[1];
+    int rc = Serve(cli);
+    ReportReady(static_cast<char>(rc == 0 ? 1 : rc));
+    _exit(rc);
+  }
+  close(fds[1]);
+  char code = 1;
+  ssize_t n = read(fds[0], &code, 1);
+  close(fds[0]);
+  if (n == 1 && code == 0) {
+    printf("tserve started in the background (pid %d). Logs: %s. Stop it with: tserve --stop\n",
+           pid, log_path.c_str());
+    return 0;
+  }
+  int status = 0;
+  waitpid(pid, &status, 0);
+  int rc = WIFEXITED(status) ? WEXITSTATUS(status) : 1;
+  fprintf(stderr, "tserve failed to start (exit code %d); see %s\n", rc, log_path.c_str());
+  // Show the reason here too: the last lines of the log.
+  std::ifstream log(log_path);
+  std::vector<std::string> lines;
+  for (std::string line; std::getline(log, line);) lines.push_back(line);
+  for (size_t i = lines.size() > 3 ? lines.size() - 3 : 0; i < lines.size(); ++i) {
+    fprintf(stderr, "%s\n", lines[i].c_str());
+  }
+  return rc == 0 ? 1 : rc;
+}
+
+}  // namespace
+}  // namespace tserve
+
+int main(int argc, char** argv) {
+  tserve::CliArgs cli;
+  CLI::App app{"tserve: a TorchServe-compatible model server with Prometheus metrics", "tserve"};
+  app.add_flag("--start", cli.start, "Start the model server");
+  app.add_flag("--stop", cli.stop, "Stop the running model server (found through its pid file)");
+  app.add_flag("--foreground", cli.foreground, "With --start: stay in the foreground");
+  app.add_option("--ts-config,-f", cli.ts_config, "Configuration file (config.properties)");
+  app.add_option("--model-store", cli.model_store, "Folder of model archives");
+  app.add_option("--models", cli.models, "Models to load: NAME=FILE.mar, FILE.mar or all")
+      ->expected(1, -1);
+  app.add_flag("--ncs,--no-config-snapshots", cli.ncs,
+               "Accepted for TorchServe compatibility (tserve writes no config snapshots)");
+  app.add_flag("--version,-v", cli.version, "Print the version");
+  app.footer(
+      "Listeners default to 127.0.0.1: inference :8080, management :8081, metrics :8082.\n"
+      "Environment: TSERVE_PID_FILE (default /tmp/.tserve.pid), LOG_LOCATION (default ./logs),\n"
+      "METRICS_LOCATION, TS_CONFIG_FILE, TS_<KEY> with enable_envvars_config=true.\n"
+      "Docs: docs/configuration.md, docs/metrics.md, docs/operations.md");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    int rc = app.exit(e);
+    return rc == 0 ? 0 : tserve::kExitConfig;
+  }
+  if (cli.version) {
+    printf("tserve %s\n", tserve::kVersion);
+    return 0;
+  }
+  if (cli.start == cli.stop) {
+    fprintf(stderr, "tserve: give exactly one of --start or --stop (see --help)\n");
+    return tserve::kExitConfig;
+  }
+  if (cli.stop) return tserve::StopServer();
+  if (cli.foreground) return tserve::Serve(cli);
+  return tserve::StartInBackground(cli);
+}

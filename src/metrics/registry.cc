@@ -1,0 +1,227 @@
+#include "metrics/registry.h"
+
+#include <algorithm>
+
+namespace tserve::metrics {
+
+namespace {
+
+const char* TypeWord(MetricType t) { return MetricTypeName(t); }
+
+}  // namespace
+
+Family::Family(FamilyDesc desc, EventSink* sink) : desc_(std::move(desc)), sink_(sink) {}
+
+StatusOr<Series*> Family::GetSeries(const Labels& labels, bool strict, MetricType want) {
+  if (want != desc_.type) {
+    return Status::InvalidArgument("metric \"" + desc_.name + "\" is a " + TypeWord(desc_.type) +
+                                   ", not a " + TypeWord(want));
+  }
+  std::vector<std::string> values;
+  values.reserve(desc_.label_names.size());
+  for (const std::string& dim : desc_.label_names) {
+    auto it =
+        std::find_if(labels.begin(), labels.end(), [&](const auto& kv) { return kv.first == dim; });
+    if (it == labels.end()) {
+      return Status::InvalidArgument("metric \"" + desc_.name + "\" needs dimension \"" + dim +
+                                     "\", which was not given");
+    }
+    values.emplace_back(it->second);
+  }
+  if (strict) {
+    for (const auto& [name, value] : labels) {
+      if (std::find(desc_.label_names.begin(), desc_.label_names.end(), name) ==
+          desc_.label_names.end()) {
+        return Status::InvalidArgument("metric \"" + desc_.name + "\" has no dimension \"" +
+                                       std::string(name) + "\" in metrics.yaml");
+      }
+    }
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = series_.find(values);
+  if (it != series_.end()) return it->second.get();
+  std::shared_ptr<Series> s;
+  switch (desc_.type) {
+    case MetricType::kCounter:
+      s = std::make_shared<Counter>(&desc_, values, sink_);
+      break;
+    case MetricType::kGauge:
+      s = std::make_shared<Gauge>(&desc_, values, sink_);
+      break;
+    case MetricType::kHistogram:
+      s = std::make_shared<Histogram>(&desc_, values, sink_);
+      break;
+  }
+  Series* raw = s.get();
+  series_.emplace(std::move(values), std::move(s));
+  return raw;
+}
+
+StatusOr<Counter*> Family::GetCounter(const Labels& labels, bool strict) {
+  auto s = GetSeries(labels, strict, MetricType::kCounter);
+  if (!s.ok()) return s.status();
+  return static_cast<Counter*>(*s);
+}
+
+StatusOr<Gauge*> Family::GetGauge(const Labels& labels, bool strict) {
+  auto s = GetSeries(labels, strict, MetricType::kGauge);
+  if (!s.ok()) return s.status();
+  return static_cast<Gauge*>(*s);
+}
+
+StatusOr<Histogram*> Family::GetHistogram(const Labels& labels, bool strict) {
+  auto s = GetSeries(labels, strict, MetricType::kHistogram);
+  if (!s.ok()) return s.status();
+  return static_cast<Histogram*>(*s);
+}
+
+void Family::Remove(const Labels& labels) {
+  std::vector<std::string> values;
+  for (const std::string& dim : desc_.label_names) {
+    auto it =
+        std::find_if(labels.begin(), labels.end(), [&](const auto& kv) { return kv.first == dim; });
+    if (it == labels.end()) return;
+    values.emplace_back(it->second);
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  series_.erase(values);
+}
+
+void Family::Clear() {
+  std::lock_guard<std::mutex> lock(mu_);
+  series_.clear();
+}
+
+size_t Family::SeriesCount() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return series_.size();
+}
+
+FamilySnapshot Family::Snapshot() const {
+  FamilySnapshot snap;
+  snap.desc = &desc_;
+  std::lock_guard<std::mutex> lock(mu_);
+  snap.series.reserve(series_.size());
+  for (const auto& [values, series] : series_) {
+    SeriesSnapshot& s = snap.series.emplace_back();
+    s.series = series;
+    switch (desc_.type) {
+      case MetricType::kCounter:
+        s.value = static_cast<const Counter&>(*series).Value();
+        break;
+      case MetricType::kGauge:
+        s.value = static_cast<const Gauge&>(*series).Value();
+        break;
+      case MetricType::kHistogram: {
+        const auto& h = static_cast<const Histogram&>(*series);
+        h.ReadCounts(&s.cumulative);
+        for (size_t i = 1; i < s.cumulative.size(); ++i) s.cumulative[i] += s.cumulative[i - 1];
+        s.sum = h.Sum();
+        break;
+      }
+    }
+  }
+  return snap;
+}
+
+StatusOr<Family*> Registry::Add(FamilyDesc desc) {
+  if (desc.type == MetricType::kHistogram) {
+    if (desc.buckets.empty()) desc.buckets = DefaultBuckets();
+    for (size_t i = 1; i < desc.buckets.size(); ++i) {
+      if (!(desc.buckets[i] > desc.buckets[i - 1])) {
+        return Status::InvalidArgument("histogram \"" + desc.name +
+                                       "\": buckets must be strictly ascending");
+      }
+    }
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  if (families_.count(desc.name) != 0) {
+    return Status::AlreadyExists("metric \"" + desc.name + "\" is defined twice");
+  }
+  std::string name = desc.name;
+  auto family = std::make_unique<Family>(std::move(desc), sink_);
+  Family* raw = family.get();
+  families_.emplace(std::move(name), std::move(family));
+  return raw;
+}
+
+StatusOr<Family*> Registry::GetOrAdd(FamilyDesc desc) {
+  if (Family* f = Find(desc.name)) {
+    if (f->desc().type != desc.type || f->desc().label_names != desc.label_names) {
+      return Status::AlreadyExists("metric \"" + desc.name +
+                                   "\" already exists with another type or dimensions");
+    }
+    return f;
+  }
+  return Add(std::move(desc));
+}
+
+Family* Registry::Find(std::string_view name) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = families_.find(name);
+  return it == families_.end() ? nullptr : it->second.get();
+}
+
+StatusOr<Counter*> Registry::CounterFor(std::string_view name, const Labels& labels) {
+  if (Family* f = Find(name)) return f->GetCounter(labels);
+  auto desc = std::make_unique<FamilyDesc>();
+  desc->name = std::string(name);
+  desc->type = MetricType::kCounter;
+  auto s = std::make_unique<Counter>(desc.get(), std::vector<std::string>{}, nullptr);
+  Counter* raw = s.get();
+  std::lock_guard<std::mutex> lock(mu_);
+  detached_descs_.push_back(std::move(desc));
+  detached_.push_back(std::move(s));
+  return raw;
+}
+
+StatusOr<Gauge*> Registry::GaugeFor(std::string_view name, const Labels& labels) {
+  if (Family* f = Find(name)) return f->GetGauge(labels);
+  auto desc = std::make_unique<FamilyDesc>();
+  desc->name = std::string(name);
+  desc->type = MetricType::kGauge;
+  auto s = std::make_unique<Gauge>(desc.get(), std::vector<std::string>{}, nullptr);
+  Gauge* raw = s.get();
+  std::lock_guard<std::mutex> lock(mu_);
+  detached_descs_.push_back(std::move(desc));
+  detached_.push_back(std::move(s));
+  return raw;
+}
+
+StatusOr<Histogram*> Registry::HistogramFor(std::string_view name, const Labels& labels) {
+  if (Family* f = Find(name)) return f->GetHistogram(labels);
+  auto desc = std::make_unique<FamilyDesc>();
+  desc->name = std::string(name);
+  desc->type = MetricType::kHistogram;
+  desc->buckets = DefaultBuckets();
+  auto s = std::make_unique<Histogram>(desc.get(), std::vector<std::string>{}, nullptr);
+  Histogram* raw = s.get();
+  std::lock_guard<std::mutex> lock(mu_);
+  detached_descs_.push_back(std::move(desc));
+  detached_.push_back(std::move(s));
+  return raw;
+}
+
+void Registry::AddCollectHook(std::function<void()> hook) {
+  std::lock_guard<std::mutex> lock(collect_mu_);
+  hooks_.push_back(std::move(hook));
+}
+
+Snapshot Registry::Collect() const {
+  {
+    std::lock_guard<std::mutex> lock(collect_mu_);
+    for (const auto& hook : hooks_) hook();
+  }
+  std::vector<const Family*> families;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    families.reserve(families_.size());
+    for (const auto& [name, f] : families_) families.push_back(f.get());
+  }
+  Snapshot snap;
+  snap.families.reserve(families.size());
+  for (const Family* f : families) snap.families.push_back(f->Snapshot());
+  return snap;
+}
+
+}  // namespace tserve::metrics

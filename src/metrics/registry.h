@@ -1,0 +1,114 @@
+#pragma once
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "common/status.h"
+#include "metrics/metric.h"
+
+namespace tserve::metrics {
+
+// Label values given by dimension name; bound to the family's declared order by name.
+using Labels = std::vector<std::pair<std::string_view, std::string_view>>;
+
+// One series as read at scrape time. Holds a reference on the series so a concurrent
+// Remove cannot free it under the renderer.
+struct SeriesSnapshot {
+  std::shared_ptr<const Series> series;
+  double value = 0.0;                // counter/gauge
+  std::vector<uint64_t> cumulative;  // histogram: cumulative bucket counts, +Inf last
+  double sum = 0.0;                  // histogram
+};
+
+struct FamilySnapshot {
+  const FamilyDesc* desc = nullptr;
+  std::vector<SeriesSnapshot> series;  // sorted by label values
+};
+
+// Families sorted by name: the input of the text renderer.
+struct Snapshot {
+  std::vector<FamilySnapshot> families;
+};
+
+// A metric family: its description and its series, keyed by label values.
+// Thread safety: all methods are safe to call concurrently. Creating, removing and
+// snapshotting series take the family's mutex; recording through a returned handle does not.
+class Family {
+ public:
+  Family(FamilyDesc desc, EventSink* sink);
+  const FamilyDesc& desc() const { return desc_; }
+
+  // Returns the series for these labels, creating it on first use. Every declared
+  // dimension must be given; labels the family does not declare are an error when strict,
+  // and ignored otherwise (so a user's metrics.yaml may drop a dimension of a built-in
+  // metric). Type mismatches are errors.
+  StatusOr<Counter*> GetCounter(const Labels& labels, bool strict = false);
+  StatusOr<Gauge*> GetGauge(const Labels& labels, bool strict = false);
+  StatusOr<Histogram*> GetHistogram(const Labels& labels, bool strict = false);
+
+  // Drops the series with these labels (e.g. a stopped worker's). Handles to it must no
+  // longer be used by the caller; a scrape in progress keeps it alive until done.
+  void Remove(const Labels& labels);
+  // Drops every series.
+  void Clear();
+  size_t SeriesCount() const;
+
+  FamilySnapshot Snapshot() const;
+
+ private:
+  StatusOr<Series*> GetSeries(const Labels& labels, bool strict, MetricType want);
+
+  const FamilyDesc desc_;
+  EventSink* const sink_;
+  mutable std::mutex mu_;
+  std::map<std::vector<std::string>, std::shared_ptr<Series>> series_;
+};
+
+// All metric families of one server. main owns it and passes it down (no singleton).
+// Thread safety: safe for concurrent use; Add/Find/Collect take an internal mutex.
+class Registry {
+ public:
+  // sink: where every recorded value also goes (log/legacy mode); null for none.
+  explicit Registry(EventSink* sink = nullptr) : sink_(sink) {}
+  Registry(const Registry&) = delete;
+  Registry& operator=(const Registry&) = delete;
+
+  // Adds a family. The same name twice is an AlreadyExists error.
+  StatusOr<Family*> Add(FamilyDesc desc);
+  // Adds the family, or returns the existing one when its type and labels agree.
+  StatusOr<Family*> GetOrAdd(FamilyDesc desc);
+  Family* Find(std::string_view name) const;
+
+  // Convenience for wiring: the series of a configured family, or a detached series that
+  // records into nothing visible when the family is not in metrics.yaml (the user removed
+  // it). Errors only for a type mismatch or a missing dimension.
+  StatusOr<Counter*> CounterFor(std::string_view name, const Labels& labels);
+  StatusOr<Gauge*> GaugeFor(std::string_view name, const Labels& labels);
+  StatusOr<Histogram*> HistogramFor(std::string_view name, const Labels& labels);
+
+  // Runs before every Collect (e.g. to refresh process metrics). Hooks run under the
+  // collect lock, one scrape at a time.
+  void AddCollectHook(std::function<void()> hook);
+
+  // Reads every family. Takes locks; allocation happens here, never on the record path.
+  Snapshot Collect() const;
+
+  EventSink* sink() const { return sink_; }
+
+ private:
+  EventSink* const sink_;
+  mutable std::mutex mu_;          // guards families_ and detached_
+  mutable std::mutex collect_mu_;  // serializes hooks
+  std::map<std::string, std::unique_ptr<Family>, std::less<>> families_;
+  std::vector<std::unique_ptr<FamilyDesc>> detached_descs_;
+  std::vector<std::unique_ptr<Series>> detached_;
+  std::vector<std::function<void()>> hooks_;
+};
+
+}  // namespace tserve::metrics
