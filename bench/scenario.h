@@ -79,11 +79,16 @@ inline std::string IndexedName(const char* stem, size_t i) {
 
 // `total` counter series in 10 families of total/10 series each.
 inline std::vector<FamilyPlan> CounterPlan(size_t total) {
-  static const char* const kNames[] = {
-      "ts_inference_requests_total", "ts_inference_latency_microseconds",
-      "ts_queue_latency_microseconds", "Requests2XX", "Requests4XX", "Requests5XX",
-      "ts_inference_errors_total", "ts_handler_time_microseconds",
-      "ts_preprocess_time_microseconds", "ts_postprocess_time_microseconds"};
+  static const char* const kNames[] = {"ts_inference_requests_total",
+                                       "ts_inference_latency_microseconds",
+                                       "ts_queue_latency_microseconds",
+                                       "Requests2XX",
+                                       "Requests4XX",
+                                       "Requests5XX",
+                                       "ts_inference_errors_total",
+                                       "ts_handler_time_microseconds",
+                                       "ts_preprocess_time_microseconds",
+                                       "ts_postprocess_time_microseconds"};
   std::vector<FamilyPlan> plan;
   for (const char* name : kNames) plan.push_back({name, Kind::kCounter, total / 10});
   return plan;

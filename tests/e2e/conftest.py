@@ -21,9 +21,11 @@ class ServerFactory:
         self.servers: list[Server] = []
 
     def __call__(self, config: dict | None = None, env: dict | None = None, args=(),
-                 nvml="standin", wait: bool = True, name: str | None = None) -> Server:
+                 nvml="standin", wait: bool = True, name: str | None = None,
+                 config_text: str | None = None, ports: dict | None = None) -> Server:
         workdir = self.tmp_path / (name or f"server{len(self.servers)}")
-        server = launch(workdir, config=config, env=env, args=args, nvml=nvml, wait=wait)
+        server = launch(workdir, config=config, env=env, args=args, nvml=nvml, wait=wait,
+                        config_text=config_text, listen_ports=ports)
         self.servers.append(server)
         return server
 

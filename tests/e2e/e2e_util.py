@@ -307,11 +307,14 @@ def default_config(workdir: pathlib.Path, ports: list[int]) -> dict:
 
 def launch(workdir: pathlib.Path, config: dict | None = None, env: dict | None = None,
            args: Iterable[str] = (), nvml: str | os.PathLike | None = "standin",
-           wait: bool = True) -> Server:
+           wait: bool = True, config_text: str | None = None,
+           listen_ports: dict | None = None) -> Server:
     """Starts tserve in the foreground under workdir and waits until its listeners accept.
 
     `config` entries override the defaults (free loopback ports, an empty model store);
     a value of None removes a key. `env` entries are added to the environment.
+    With `config_text`, that text is the config file verbatim and `listen_ports` says which
+    ports it configures ({"inference": p, "management": p, "metrics": p}).
     """
     check_binary()
     workdir.mkdir(parents=True, exist_ok=True)
@@ -320,7 +323,7 @@ def launch(workdir: pathlib.Path, config: dict | None = None, env: dict | None =
     cfg.update(config or {})
     cfg = {k: v for k, v in cfg.items() if v is not None}
     config_path = workdir / "config.properties"
-    config_path.write_text(format_properties(cfg))
+    config_path.write_text(format_properties(cfg) if config_text is None else config_text)
     full_env = base_env(workdir, nvml)
     full_env.update(env or {})
     stdout_path = workdir / "stdout.txt"
@@ -329,12 +332,12 @@ def launch(workdir: pathlib.Path, config: dict | None = None, env: dict | None =
         proc = subprocess.Popen(
             [str(BINARY), "--start", "--foreground", "--ts-config", str(config_path), *args],
             cwd=workdir, env=full_env, stdout=out, stderr=err, stdin=subprocess.DEVNULL)
-    port_of = {}
+    port_of = dict(listen_ports or {})
     for listener, key in (("inference", "inference_address"),
                           ("management", "management_address"),
                           ("metrics", "metrics_address")):
         m = re.search(r":(\d+)$", str(cfg.get(key, "")))
-        if m:
+        if m and config_text is None:
             port_of[listener] = int(m.group(1))
     server = Server(proc=proc, workdir=workdir, config=cfg, config_path=config_path,
                     env=full_env, ports=port_of, stdout_path=stdout_path,

@@ -527,3 +527,44 @@ def test_process_metrics_plausible(shared):
         if line.startswith("Max open files"):
             soft_limit = int(line.split()[3])
     assert v["process_max_fds"] == soft_limit
+
+
+def test_request_counters_exact_under_concurrency(server):
+    """Parallel clients on all listeners: no response is lost or counted twice."""
+    import concurrent.futures
+
+    tally = Tally(server)
+    tally.assert_exact()
+    jobs = []
+    for i in range(240):
+        if i % 4 == 0:
+            jobs.append(("GET", f"{server.inference_url}/ping"))
+        elif i % 4 == 1:
+            jobs.append(("GET", f"{server.metrics_url}/metrics"))
+        elif i % 4 == 2:
+            jobs.append(("GET", f"{server.management_url}/nope"))
+        else:
+            jobs.append(("POST", f"{server.metrics_url}/metrics"))
+
+    def run(job):
+        with requests.Session() as s:
+            return s.request(job[0], job[1], timeout=10).status_code
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
+        statuses = list(pool.map(run, jobs))
+    for job, status in zip(jobs, statuses):
+        tally.record(status, f"{job[0]} {job[1]}")
+    assert statuses.count(200) == 120 and statuses.count(404) == 60 and statuses.count(405) == 60
+    tally.assert_exact()
+
+
+def test_prometheus_accept_header_gets_text_format(shared):
+    """Prometheus 2.42 prefers OpenMetrics; tserve answers the 0.0.4 text format (OpenMetrics
+    is opt-in only: it would rename the counters)."""
+    accept = ("application/openmetrics-text;version=1.0.0,application/openmetrics-text;"
+              "version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1")
+    r = shared.metrics(headers={"Accept": accept, "Accept-Encoding": "identity"})
+    assert r.status_code == 200
+    assert r.headers["Content-Type"] == CONTENT_TYPE
+    assert "# EOF" not in r.text
+    assert "# TYPE Requests2XX counter" in r.text

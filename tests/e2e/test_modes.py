@@ -321,6 +321,15 @@ def test_background_start_and_stop(tmp_path):
         wait_for(lambda: all(port_accepts(p) for p in ports), 10, "the listeners")
         r = requests.get(f"http://127.0.0.1:{ports[2]}/metrics", timeout=5)
         assert r.status_code == 200 and "Requests2XX" in r.text
+        # A second --start while it runs refuses (TorchServe: "already running") and leaves
+        # the running server alone.
+        second = subprocess.run([str(BINARY), "--start", "--ts-config", str(cfg_path)],
+                                cwd=tmp_path, env=env, capture_output=True, text=True,
+                                timeout=20, stdin=subprocess.DEVNULL)
+        assert second.returncode != 0, second.stdout + second.stderr
+        assert (second.stdout + second.stderr).strip()
+        assert int(pid_file.read_text().strip()) == pid and _pid_alive(pid)
+        assert requests.get(f"http://127.0.0.1:{ports[0]}/ping", timeout=5).status_code == 200
         stop = subprocess.run([str(BINARY), "--stop"], cwd=tmp_path, env=env,
                               capture_output=True, text=True, timeout=20,
                               stdin=subprocess.DEVNULL)
@@ -349,3 +358,98 @@ def test_sigint_is_graceful(tmp_path):
         if server.proc.poll() is None:
             server.proc.kill()
             server.proc.wait()
+
+
+def test_sigterm_with_idle_and_partial_connections_exits_promptly(tserve):
+    """Graceful shutdown must not wait for clients that have no request in flight: an idle
+    keep-alive connection, a silent one, and one that sent half a header (default timeouts:
+    idle 60 s, read 30 s)."""
+    import socket
+
+    server = tserve()
+    idle = socket.create_connection(("127.0.0.1", server.ports["inference"]), timeout=5)
+    idle.sendall(b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert idle.recv(4096).startswith(b"HTTP/1.1 200")
+    silent = socket.create_connection(("127.0.0.1", server.ports["metrics"]), timeout=5)
+    partial = socket.create_connection(("127.0.0.1", server.ports["management"]), timeout=5)
+    partial.sendall(b"GET /models HTTP/1.1\r\nHost: x\r\n")
+    time.sleep(0.2)
+    try:
+        t0 = time.monotonic()
+        server.proc.send_signal(signal.SIGTERM)
+        try:
+            rc = server.proc.wait(timeout=8)
+        except subprocess.TimeoutExpired:
+            raise AssertionError("tserve still running 8 s after SIGTERM with idle/partial "
+                                 "connections open") from None
+        assert rc == 0, server.describe()
+        assert time.monotonic() - t0 < 8
+    finally:
+        for s in (idle, silent, partial):
+            s.close()
+
+
+def test_shipped_metrics_yaml_matches_builtin_default(tserve):
+    """config/metrics.yaml (the shipped default) gives the same families as no
+    metrics_config at all."""
+    from e2e_util import REPO_ROOT
+
+    shipped = REPO_ROOT / "config" / "metrics.yaml"
+    assert shipped.is_file(), f"{shipped} missing"
+    a = tserve(config={"metrics_config": str(shipped)})
+    b = tserve()
+    fa = families_by_name(a.metrics().text)
+    fb = families_by_name(b.metrics().text)
+    assert sorted(fa) == sorted(fb)
+    assert [f.help_line for f in fa.values()] == [f.help_line for f in fb.values()]
+    assert [f.type_line for f in fa.values()] == [f.type_line for f in fb.values()]
+
+
+def test_properties_syntax(tserve, tmp_path):
+    """Java properties syntax end to end: `key: value`, `key = value`, `key value`,
+    `!`/`#` comments, backslash continuation, leading blanks."""
+    p = free_ports(3)
+    text = (f"# a hash comment\n! a bang comment\n"
+            f"inference_address: http://127.0.0.1:{p[0]}\n"
+            f"   management_address = http://127.0.0.1:{p[1]}\n"
+            f"metrics_address http://127.0.0.1:{p[2]}\n"
+            f"metrics_mode=leg\\\n      acy\n"
+            f"model_store={tmp_path}\n")
+    server = tserve(config_text=text,
+                    ports={"inference": p[0], "management": p[1], "metrics": p[2]})
+    assert family_names(server.metrics().text) == sorted(LEGACY_FAMILIES)
+
+
+def test_ts_config_file_env(tmp_path):
+    """TS_CONFIG_FILE names the config when --ts-config is absent."""
+    from e2e_util import default_config
+
+    ports = free_ports(3)
+    cfg = default_config(tmp_path, ports)
+    cfg["metrics_mode"] = "legacy"
+    path = tmp_path / "via-env.properties"
+    path.write_text(format_properties(cfg))
+    env = base_env(tmp_path)
+    env["TS_CONFIG_FILE"] = str(path)
+    with open(tmp_path / "err.txt", "wb") as err:
+        proc = subprocess.Popen([str(BINARY), "--start", "--foreground"], cwd=tmp_path, env=env,
+                                stdout=subprocess.DEVNULL, stderr=err, stdin=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: port_accepts(ports[2]), 15, "the metrics listener")
+        r = requests.get(f"http://127.0.0.1:{ports[2]}/metrics", timeout=5)
+        assert family_names(r.text) == sorted(LEGACY_FAMILIES)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_bad_env_override_value(tmp_path):
+    rc, out, err = run_expect_exit(tmp_path, config={"enable_envvars_config": True},
+                                   env={"TS_METRICS_MODE": "fast"})
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert rc == 2, err
+    assert len(lines) == 1 and "fast" in lines[0] and \
+        ("metrics_mode" in lines[0] or "TS_METRICS_MODE" in lines[0]), lines

@@ -76,8 +76,13 @@ def query(api, expr):
 
 def test_prometheus_scrapes_tserve(server, tmp_path):
     target = f"127.0.0.1:{server.ports['metrics']}"
-    with prometheus(tmp_path / "prom", f"  - job_name: tserve\n    static_configs:\n"
-                                       f"      - targets: ['{target}']\n") as (api, proc, log):
+    # A second job scrapes through the name[] filter: Prometheus sends the key
+    # percent-encoded (name%5B%5D=...).
+    scrape = (f"  - job_name: tserve\n    static_configs:\n      - targets: ['{target}']\n"
+              f"  - job_name: tserve_filtered\n    params:\n"
+              f"      'name[]': [CPUUtilization, GPUUtilization]\n"
+              f"    static_configs:\n      - targets: ['{target}']\n")
+    with prometheus(tmp_path / "prom", scrape) as (api, proc, log):
         t = wait_target(api, proc, log, "tserve", "up")
         assert t["lastError"] == ""
         up = wait_for(lambda: query(api, 'up{job="tserve"}'), 10, "up{job=tserve}")
@@ -92,6 +97,11 @@ def test_prometheus_scrapes_tserve(server, tmp_path):
         req = wait_for(lambda: [s for s in query(api, 'Requests2XX{job="tserve"}')
                                 if float(s["value"][1]) >= 1], 10, "Requests2XX >= 1")
         assert req[0]["metric"]["Level"] == "Host"
+        # The filtered job got exactly the families it asked for.
+        wait_target(api, proc, log, "tserve_filtered", "up")
+        names = wait_for(lambda: {s["metric"]["__name__"] for s in query(
+            api, '{job="tserve_filtered",__name__!~"up|scrape_.*"}')}, 10, "filtered series")
+        assert names == {"CPUUtilization", "GPUUtilization"}, names
         # Prometheus saw no duplicate or out-of-order samples.
         text = log.read_text()
         for bad in ("duplicate sample", "out of order", "Error on ingesting"):
