@@ -293,6 +293,7 @@ int Serve(const CliArgs& cli) {
     return kExitConfig;
   }
   for (const auto& w : loaded->warnings) spdlog::warn("{}", w);
+  for (const auto& n : loaded->notes) spdlog::debug("{}", n);
 
   const std::string pid_path = PidFilePath();
   if (pid_t other = RunningPid(pid_path)) {

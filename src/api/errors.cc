@@ -6,16 +6,56 @@ namespace tserve::api {
 
 namespace {
 
-http::Response JsonBody(int code, const nlohmann::ordered_json& j) {
-  http::Response r;
-  r.status = code;
-  r.content_type = "application/json";
-  r.body = j.dump(2);
-  r.body.push_back('\n');
-  return r;
+// Serializes as TorchServe's Gson (JsonUtils.GSON_PRETTY) does: 2-space indent, HTML
+// escaping on (< > & = ' as \u003c ...; those characters only occur inside strings),
+// U+2028/U+2029 escaped. Bytes that are not UTF-8 become U+FFFD, as Java decodes them,
+// where nlohmann would throw (a request can put such bytes into an error message).
+std::string GsonPretty(const nlohmann::ordered_json& j) {
+  std::string raw = j.dump(2, ' ', false, nlohmann::ordered_json::error_handler_t::replace);
+  std::string out;
+  out.reserve(raw.size() + 1);
+  for (size_t i = 0; i < raw.size(); ++i) {
+    const char c = raw[i];
+    // U+2028 and U+2029 (E2 80 A8/A9), which Gson always escapes.
+    if (c == '\xE2' && i + 2 < raw.size() && raw[i + 1] == '\x80' &&
+        (raw[i + 2] == '\xA8' || raw[i + 2] == '\xA9')) {
+      out.append(raw[i + 2] == '\xA8' ? "\\u2028" : "\\u2029");
+      i += 2;
+      continue;
+    }
+    switch (c) {
+      case '<':
+        out.append("\\u003c");
+        break;
+      case '>':
+        out.append("\\u003e");
+        break;
+      case '&':
+        out.append("\\u0026");
+        break;
+      case '=':
+        out.append("\\u003d");
+        break;
+      case '\'':
+        out.append("\\u0027");
+        break;
+      default:
+        out.push_back(c);
+    }
+  }
+  return out;
 }
 
 }  // namespace
+
+http::Response JsonResponse(int code, const nlohmann::ordered_json& j) {
+  http::Response r;
+  r.status = code;
+  r.content_type = "application/json";
+  r.body = GsonPretty(j);
+  r.body.push_back('\n');
+  return r;
+}
 
 const char* ErrorTypeFor(int code) {
   switch (code) {
@@ -49,7 +89,7 @@ http::Response JsonError(int code, std::string_view type, std::string_view messa
   j["code"] = code;
   j["type"] = type;
   j["message"] = message;
-  return JsonBody(code, j);
+  return JsonResponse(code, j);
 }
 
 http::Response ErrorForStatus(int code, std::string_view message) {
@@ -91,7 +131,7 @@ http::Response ErrorFromStatus(const Status& status) {
 http::Response JsonStatus(int code, std::string_view message) {
   nlohmann::ordered_json j;
   j["status"] = message;
-  return JsonBody(code, j);
+  return JsonResponse(code, j);
 }
 
 }  // namespace tserve::api

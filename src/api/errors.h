@@ -3,6 +3,8 @@
 #include <string>
 #include <string_view>
 
+#include <nlohmann/json_fwd.hpp>
+
 #include "common/status.h"
 #include "http/request.h"
 
@@ -21,6 +23,10 @@ http::Response ErrorForStatus(int code, std::string_view message);
 // The one Status -> HTTP mapping.
 int HttpStatusFor(StatusCode code);
 http::Response ErrorFromStatus(const Status& status);
+
+// Any JSON body, serialized as TorchServe's Gson does (2-space indent, HTML-safe escapes,
+// invalid UTF-8 replaced), with a trailing newline.
+http::Response JsonResponse(int code, const nlohmann::ordered_json& j);
 
 // {"status": "<message>"} with the given code.
 http::Response JsonStatus(int code, std::string_view message);

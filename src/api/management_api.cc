@@ -2,16 +2,15 @@
 
 #include <nlohmann/json.hpp>
 
+#include "api/errors.h"
+
 namespace tserve::api {
 
 void ManagementApi::RegisterRoutes(http::Router* router) {
   router->Add(http::Method::kGet, "/models", [](http::Request&, http::Responder r) {
     nlohmann::ordered_json j;
     j["models"] = nlohmann::json::array();
-    http::Response resp;
-    resp.body = j.dump(2);
-    resp.body.push_back('\n');
-    r.Send(std::move(resp));
+    r.Send(JsonResponse(200, j));
   });
 }
 

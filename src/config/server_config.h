@@ -11,10 +11,10 @@ namespace tserve {
 
 // A listener address from config.properties, e.g. "http://127.0.0.1:8080". Plain data.
 struct ListenAddress {
-  std::string scheme = "http";     // "http" or "https" (lower case; LoadServerConfig rejects https
-                                   // until it is supported)
-  std::string host = "127.0.0.1";  // IPv4/IPv6 literal (IPv6 without its brackets) or host
-                                   // name; "0.0.0.0" binds all
+  // "http" or "https", lower case (LoadServerConfig rejects https until it is supported).
+  std::string scheme = "http";
+  // IPv4/IPv6 literal (IPv6 without its brackets) or host name; "0.0.0.0" binds all.
+  std::string host = "127.0.0.1";
   uint16_t port = 0;
   std::string original;     // the text as configured, for log lines
   bool IsLoopback() const;  // 127.0.0.0/8, ::1 or "localhost"
@@ -46,8 +46,8 @@ struct ServerConfig {
   bool enable_token_authorization = false;
   bool enable_envvars_config = false;
   // tserve's own keys (documented in docs/configuration.md)
-  int number_of_netty_threads =
-      0;                       // HTTP threads; 0: number of CPU cores (name kept from TorchServe)
+  // HTTP threads; 0: number of CPU cores (the name is TorchServe's).
+  int number_of_netty_threads = 0;
   int http_idle_timeout = 60;  // close a keep-alive connection idle this long
   int http_read_timeout = 30;  // a request's head and body must arrive within this
   int max_header_size = 8192;  // bytes of request line + headers; over -> 431
@@ -61,12 +61,13 @@ struct ServerConfig {
 struct ConfigInputs {
   std::string properties_text;  // contents of --ts-config (empty when none)
   std::string properties_path;  // for error messages
-  std::map<std::string, std::string>
-      cli;  // keys set from the command line (model_store, load_models)
-  std::map<std::string, std::string>
-      env;  // the process environment (TS_* used when enabled; $$VAR$$)
+  // Keys set from the command line, e.g. model_store, load_models (comma-joined).
+  std::map<std::string, std::string> cli;
+  // The whole process environment: TS_* (when enabled), $$VAR$$, LOG_LOCATION, METRICS_LOCATION.
+  std::map<std::string, std::string> env;
 };
 
+// What LoadServerConfig returns: the config and the lines to log about it. Plain data.
 struct LoadedConfig {
   ServerConfig config;
   std::vector<std::string> warnings;  // e.g. unknown keys, one line each: log at warn level
@@ -75,8 +76,9 @@ struct LoadedConfig {
 
 // Builds the config. Precedence: TS_<KEY> env (only when enable_envvars_config=true, which
 // may itself come from the file or env TS_ENABLE_ENVVARS_CONFIG; the env one wins) > CLI >
-// file > defaults. $$VAR$$ is expanded in file values only. Values are trimmed. TS_ALLOWED_URLS
-// needs use_env_allowed_urls=true in the file or CLI too (TorchServe's guard).
+// file > defaults. $$VAR$$ is expanded in file values only. Values are trimmed.
+// TS_ALLOWED_URLS needs use_env_allowed_urls=true in the file or CLI too (TorchServe's guard).
+// Pure: reads only `inputs`.
 // An invalid value is an InvalidArgument Status whose message is one line naming the key,
 // the value, what is allowed and where the value came from, e.g.
 //   invalid value "fast" for metrics_mode: expected one of prometheus, log, legacy

@@ -1,5 +1,7 @@
 #include "http/request.h"
 
+#include <optional>
+
 #include "common/strings.h"
 
 namespace tserve::http {
@@ -41,10 +43,20 @@ Responder::~Responder() {
   if (target_ != nullptr) {
     Response r;
     r.status = 500;
+    // TorchServe's error shape, pretty-printed like every other error body.
     r.body =
-        "{\"code\": 500, \"type\": \"InternalServerException\", \"message\": \"no response\"}\n";
+        "{\n  \"code\": 500,\n  \"type\": \"InternalServerException\",\n  \"message\": \"no "
+        "response\"\n}\n";
     target_->Deliver(std::move(r));
   }
+}
+
+Responder& Responder::operator=(Responder&& other) noexcept {
+  if (this != &other) {
+    Responder old(std::move(*this));  // its destructor answers 500 if still owed
+    target_ = std::move(other.target_);
+  }
+  return *this;
 }
 
 void Responder::Send(Response response) {
@@ -61,6 +73,8 @@ std::vector<std::pair<std::string, std::string>> ParseQuery(std::string_view que
     size_t end = query.find_first_of("&;", start);
     if (end == std::string_view::npos) end = query.size();
     std::string_view part = query.substr(start, end - start);
+    // Netty skips '=' at the start of a parameter: "=v" is the name "v", "=" is nothing.
+    while (!part.empty() && part.front() == '=') part.remove_prefix(1);
     if (!part.empty()) {
       size_t eq = part.find('=');
       if (eq == std::string_view::npos) {
@@ -76,6 +90,10 @@ std::vector<std::pair<std::string, std::string>> ParseQuery(std::string_view que
 }
 
 bool AcceptsGzip(std::string_view accept_encoding) {
+  // RFC 9110 §12.5.3: an explicit "gzip" entry decides; otherwise "*" covers it. A q-value
+  // of 0 refuses.
+  std::optional<bool> gzip;
+  std::optional<bool> wildcard;
   for (std::string_view item : SplitString(accept_encoding, ',')) {
     std::string_view coding = item;
     std::string_view params;
@@ -85,18 +103,26 @@ bool AcceptsGzip(std::string_view accept_encoding) {
       params = item.substr(semi + 1);
     }
     coding = TrimWhitespace(coding);
-    if (!EqualsIgnoreCase(coding, "gzip") && coding != "*") continue;
-    // A q-value of 0 refuses the coding.
+    std::optional<bool>* slot = nullptr;
+    if (EqualsIgnoreCase(coding, "gzip")) {
+      slot = &gzip;
+    } else if (coding == "*") {
+      slot = &wildcard;
+    } else {
+      continue;
+    }
+    bool acceptable = true;
     for (std::string_view p : SplitString(params, ';')) {
       p = TrimWhitespace(p);
       if (p.size() > 2 && (p[0] == 'q' || p[0] == 'Q') && p[1] == '=') {
         auto q = ParseDouble(p.substr(2));
-        if (q && *q <= 0.0) return false;
+        if (q && *q <= 0.0) acceptable = false;
       }
     }
-    return true;
+    if (!slot->has_value()) *slot = acceptable;
   }
-  return false;
+  if (gzip.has_value()) return *gzip;
+  return wildcard.value_or(false);
 }
 
 }  // namespace tserve::http

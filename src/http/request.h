@@ -62,7 +62,7 @@ class Responder {
   Responder() = default;
   explicit Responder(std::shared_ptr<ResponseTarget> target) : target_(std::move(target)) {}
   Responder(Responder&&) = default;
-  Responder& operator=(Responder&&) = default;
+  Responder& operator=(Responder&& other) noexcept;  // an unsent old target gets its 500
   Responder(const Responder&) = delete;
   Responder& operator=(const Responder&) = delete;
   ~Responder();

@@ -28,6 +28,7 @@ namespace {
 constexpr size_t kReadChunk = 16 * 1024;
 constexpr auto kSweepPeriod = std::chrono::milliseconds(250);
 constexpr auto kDrainTime = std::chrono::milliseconds(1000);
+constexpr auto kShutdownReadGrace = std::chrono::milliseconds(2000);
 
 using NativeRequest = bhttp::request<bhttp::string_body>;
 
@@ -386,7 +387,14 @@ void Connection::Close() {
 
 void Connection::OnShutdown() {
   shutting_down_ = true;
-  if (state_ == State::kReading && !request_started_ && buffer_.size() == 0) Close();
+  if (state_ != State::kReading) return;  // dispatched or writing: let it finish
+  if (!request_started_ && buffer_.size() == 0) {
+    Close();
+    return;
+  }
+  // A request still arriving is not in flight yet: give it a short grace, not the whole
+  // read timeout, so one slow client cannot hold up a restart.
+  deadline_ = std::min(deadline_, Clock::now() + kShutdownReadGrace);
 }
 
 bool Connection::Sweep(Clock::time_point now) {

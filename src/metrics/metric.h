@@ -1,6 +1,7 @@
 #pragma once
 
 #include <atomic>
+#include <cmath>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -37,6 +38,13 @@ class EventSink {
   virtual void Record(const Series& series, double value) = 0;
 };
 
+// A series appears on /metrics only once something was recorded into it (TorchServe: a
+// family "defined but never observed prints HELP/TYPE only"). Counters and gauges start at
+// -0.0, which no recorded value leaves behind (-0.0 + v == v, Set overwrites), so the
+// check costs the record path nothing. Histograms are untouched while their count is 0.
+inline constexpr double kUntouched = -0.0;
+inline bool IsUntouched(double v) { return v == 0.0 && std::signbit(v); }
+
 // One labelled time series of a family. Created by Family, which keeps it alive; handles
 // (raw pointers) stay valid until Family::Remove or the registry's destruction.
 // The label block is rendered once, at creation, in TorchServe's format.
@@ -72,7 +80,7 @@ class Counter final : public Series {
   double Value() const { return value_.load(std::memory_order_relaxed); }
 
  private:
-  std::atomic<double> value_{0.0};
+  std::atomic<double> value_{kUntouched};
 };
 
 // A value that goes up and down. Set: one relaxed store.
@@ -92,7 +100,7 @@ class Gauge final : public Series {
   double Value() const { return value_.load(std::memory_order_relaxed); }
 
  private:
-  std::atomic<double> value_{0.0};
+  std::atomic<double> value_{kUntouched};
 };
 
 // Cumulative-bucket histogram: an atomic count per bucket plus an atomic sum. Observe is
@@ -117,7 +125,7 @@ class Histogram final : public Series {
 
  private:
   std::unique_ptr<std::atomic<uint64_t>[]> counts_;  // buckets.size() + 1
-  std::atomic<double> sum_{0.0};
+  std::atomic<double> sum_{kUntouched};
 };
 
 // The HELP text TorchServe writes for a metrics.yaml family.

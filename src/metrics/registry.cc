@@ -103,23 +103,27 @@ FamilySnapshot Family::Snapshot() const {
   std::lock_guard<std::mutex> lock(mu_);
   snap.series.reserve(series_.size());
   for (const auto& [values, series] : series_) {
-    SeriesSnapshot& s = snap.series.emplace_back();
-    s.series = series;
+    SeriesSnapshot s;
     switch (desc_.type) {
       case MetricType::kCounter:
         s.value = static_cast<const Counter&>(*series).Value();
+        if (IsUntouched(s.value)) continue;
         break;
       case MetricType::kGauge:
         s.value = static_cast<const Gauge&>(*series).Value();
+        if (IsUntouched(s.value)) continue;
         break;
       case MetricType::kHistogram: {
         const auto& h = static_cast<const Histogram&>(*series);
         h.ReadCounts(&s.cumulative);
         for (size_t i = 1; i < s.cumulative.size(); ++i) s.cumulative[i] += s.cumulative[i - 1];
+        if (s.cumulative.back() == 0) continue;
         s.sum = h.Sum();
         break;
       }
     }
+    s.series = series;
+    snap.series.push_back(std::move(s));
   }
   return snap;
 }

@@ -4,6 +4,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <fstream>
 #include <sstream>
 
@@ -132,10 +133,9 @@ Status RegisterProcessMetrics(metrics::Registry* registry) {
   registry->AddCollectHook([=] {
     auto st = ParseProcSelfStat(ReadFile("/proc/self/stat"), ticks, page);
     if (st.ok()) {
-      if (st->cpu_seconds > *last_cpu) {
-        cpu_c->Add(st->cpu_seconds - *last_cpu);
-        *last_cpu = st->cpu_seconds;
-      }
+      // Add(0) is harmless and makes the series visible from the first scrape.
+      cpu_c->Add(std::max(0.0, st->cpu_seconds - *last_cpu));
+      *last_cpu = std::max(*last_cpu, st->cpu_seconds);
       rss_g->Set(static_cast<double>(st->rss_bytes));
       vms_g->Set(static_cast<double>(st->vsize_bytes));
       start_g->Set(boot_time + st->start_time_after_boot_s);

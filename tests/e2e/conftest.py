@@ -32,6 +32,11 @@ class ServerFactory:
     def stop_all(self) -> list[str]:
         problems = []
         for server in self.servers:
+            if server.failure_reported:
+                if server.proc.poll() is None:
+                    server.proc.kill()
+                    server.proc.wait()
+                continue
             try:
                 rc = server.stop()
             except AssertionError as exc:

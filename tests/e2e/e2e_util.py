@@ -199,6 +199,7 @@ class Server:
     log_dir: pathlib.Path
     metrics_log_dir: pathlib.Path
     stopped_rc: int | None = None
+    failure_reported: bool = False  # a test already failed on its shutdown: skip teardown check
 
     @property
     def inference_url(self) -> str:

@@ -34,21 +34,22 @@ class LogSinkTest : public ::testing::Test {
 };
 
 TEST_F(LogSinkTest, FormatsTorchServeLines) {
-  FamilyDesc d;
-  d.name = "ts_inference_requests_total";
-  d.unit = "Count";
-  d.type = MetricType::kCounter;
-  d.label_names = {"model_name", "model_version", "hostname"};
+  const FamilyDesc d{.name = "ts_inference_requests_total",
+                     .help = "",
+                     .unit = "Count",
+                     .type = MetricType::kCounter,
+                     .label_names = {"model_name", "model_version", "hostname"},
+                     .buckets = {}};
   Counter c(&d, {"m", "default", "h"}, nullptr);
-  setenv("TZ", "UTC", 1);
-  tzset();
   EXPECT_EQ(FormatLogLine(c, 1.0, "ignored", 1689613225016),
             "2023-07-17T17:00:25,016 - ts_inference_requests_total.Count:1.0"
             "|#model_name:m,model_version:default|#hostname:h,timestamp:1689613225");
-  FamilyDesc h;
-  h.name = "HandlerTime";
-  h.unit = "ms";
-  h.label_names = {"ModelName", "Level", "Hostname"};
+  const FamilyDesc h{.name = "HandlerTime",
+                     .help = "",
+                     .unit = "ms",
+                     .type = MetricType::kGauge,
+                     .label_names = {"ModelName", "Level", "Hostname"},
+                     .buckets = {}};
   Gauge g(&h, {"mnist", "Model", "host1"}, nullptr);
   EXPECT_EQ(FormatLogLine(g, 71.77, "x", 1699061430000),
             "2023-11-04T01:30:30,000 - HandlerTime.ms:71.77|#ModelName:mnist,Level:Model"

@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <thread>
 #include <vector>
 
@@ -175,6 +176,26 @@ TEST(EventSinkTest, EveryRecordReachesTheSink) {
   EXPECT_EQ(sink.events[0], std::make_pair(std::string("C"), 1.0));
   EXPECT_EQ(sink.events[1], std::make_pair(std::string("C"), 2.5));
   EXPECT_EQ(sink.events[2], std::make_pair(std::string("G"), 7.0));
+}
+
+TEST(RegistryTest, SeriesAppearOnlyOnceRecorded) {
+  // TorchServe: a metric defined but never observed prints HELP/TYPE only.
+  Registry r;
+  Family* c = *r.Add(Desc("C", MetricType::kCounter, {"k"}));
+  Family* g = *r.Add(Desc("G", MetricType::kGauge, {"k"}));
+  Family* h = *r.Add(Desc("H", MetricType::kHistogram, {"k"}));
+  Counter* c1 = *c->GetCounter({{"k", "1"}});
+  Gauge* g1 = *g->GetGauge({{"k", "1"}});
+  Histogram* h1 = *h->GetHistogram({{"k", "1"}});
+  for (const auto& fam : r.Collect().families) EXPECT_TRUE(fam.series.empty()) << fam.desc->name;
+  EXPECT_EQ(c1->Value(), 0.0);  // reads as zero all the same
+  c1->Add(0.0);                 // a recorded zero is a sample
+  g1->Set(0.0);
+  h1->Observe(0.0);
+  for (const auto& fam : r.Collect().families) {
+    ASSERT_EQ(fam.series.size(), 1u) << fam.desc->name;
+    EXPECT_FALSE(std::signbit(fam.series[0].value)) << fam.desc->name;
+  }
 }
 
 TEST(RegistryTest, CollectHooksRunBeforeSnapshot) {

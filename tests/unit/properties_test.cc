@@ -135,7 +135,8 @@ TEST(PropertiesTest, EscapedLeadingBlankInValueIsKept) {
 }
 
 TEST(PropertiesTest, UnicodeEscapesBecomeUtf8) {
-  EXPECT_EQ(Parse("a=\\u0041\\u00e9\\u00C9\\u4e2d"), (Pairs{{"a", "A\xC3\xA9\xC3\x89\xE4\xB8\xAD"}}));
+  EXPECT_EQ(Parse("a=\\u0041\\u00e9\\u00C9\\u4e2d"),
+            (Pairs{{"a", "A\xC3\xA9\xC3\x89\xE4\xB8\xAD"}}));
   // A surrogate pair is one character; a lone surrogate is U+FFFD.
   EXPECT_EQ(Parse("a=\\uD83D\\uDE00"), (Pairs{{"a", "\xF0\x9F\x98\x80"}}));
   EXPECT_EQ(Parse("a=\\uD83Dx\\uDE00"), (Pairs{{"a", "\xEF\xBF\xBDx\xEF\xBF\xBD"}}));
@@ -171,9 +172,7 @@ TEST(PropertiesTest, CrLfAndCrLineEnds) {
   EXPECT_EQ(Parse("# c\r\n\r\na=1\r\n"), (Pairs{{"a", "1"}}));
 }
 
-TEST(PropertiesTest, VerticalTabIsNotABlank) {
-  EXPECT_EQ(Parse("\va=b"), (Pairs{{"\va", "b"}}));
-}
+TEST(PropertiesTest, VerticalTabIsNotABlank) { EXPECT_EQ(Parse("\va=b"), (Pairs{{"\va", "b"}})); }
 
 TEST(PropertiesTest, DuplicatesAreKeptInOrder) {
   EXPECT_EQ(Parse("a=1\nb=2\na=3"), (Pairs{{"a", "1"}, {"b", "2"}, {"a", "3"}}));
@@ -202,8 +201,8 @@ TEST(PropertiesTest, TypicalTorchServeFile) {
       "allowed_urls=https://s3.amazonaws.com/.*,https://torchserve.pytorch.org/.*\n";
   Pairs p = Parse(text);
   ASSERT_EQ(p.size(), 7u);
-  EXPECT_EQ(p[0], (std::pair<std::string, std::string>{"inference_address",
-                                                       "http://0.0.0.0:8080"}));
+  EXPECT_EQ(p[0],
+            (std::pair<std::string, std::string>{"inference_address", "http://0.0.0.0:8080"}));
   EXPECT_EQ(p[5].second, "-XX:+UseContainerSupport -XX:MaxRAMPercentage=10.0");
   EXPECT_EQ(p[6].second, "https://s3.amazonaws.com/.*,https://torchserve.pytorch.org/.*");
 }

@@ -236,8 +236,9 @@ TEST(ResponderTest, DroppedWithoutSendDelivers500) {
   ASSERT_EQ(target->deliveries, 1);
   EXPECT_EQ(target->last.status, 500);
   EXPECT_EQ(target->last.content_type, "application/json");
-  EXPECT_NE(target->last.body.find("\"code\": 500"), std::string::npos) << target->last.body;
-  EXPECT_NE(target->last.body.find("InternalServerException"), std::string::npos);
+  EXPECT_EQ(target->last.body,
+            "{\n  \"code\": 500,\n  \"type\": \"InternalServerException\",\n  \"message\": "
+            "\"no response\"\n}\n");
 }
 
 TEST(ResponderTest, KeepsTargetAlive) {
@@ -270,7 +271,7 @@ TEST(ResponderTest, MoveTransfersDuty) {
 // Move-assigning over a responder that still owes a response must not lose that
 // response (its client would hang). DISABLED: Responder's move assignment is
 // `= default` in request.h, which drops the old target silently; see the report.
-TEST(ResponderTest, DISABLED_MoveAssignOverUnsentDelivers500) {
+TEST(ResponderTest, MoveAssignOverUnsentDelivers500) {
   auto first = std::make_shared<CaptureTarget>();
   auto second = std::make_shared<CaptureTarget>();
   Responder a(first);
