@@ -44,16 +44,16 @@ echo "   raw results: $OUT/{tserve,prometheus-cpp}/*.json, log: $OUT/console.log
 
 # Benchmark names of both binaries, tserve's order first, without duplicates.
 mapfile -t NAMES < <({
-  "$TSERVE_BENCH" --benchmark_list_tests=true --benchmark_filter="$FILTER"
-  "$PROM_BENCH" --benchmark_list_tests=true --benchmark_filter="$FILTER"
+  "$TSERVE_BENCH" --benchmark_list_tests=true --benchmark_filter="$FILTER" 2>/dev/null || true
+  "$PROM_BENCH" --benchmark_list_tests=true --benchmark_filter="$FILTER" 2>/dev/null || true
 } | awk '!seen[$0]++')
 
 run_one() {  # binary, label, benchmark name, index
   local bin=$1 label=$2 name=$3 idx=$4
   # Only the registered name can match: anchor it (names hold only [A-Za-z0-9_/:]).
-  if ! "$bin" --benchmark_list_tests=true --benchmark_filter="^${name}\$" 2>/dev/null | grep -q .; then
-    return 0
-  fi
+  local listed
+  listed=$("$bin" --benchmark_list_tests=true --benchmark_filter="^${name}\$" 2>/dev/null || true)
+  [[ -n "$listed" ]] || return 0
   "$bin" --benchmark_filter="^${name}\$" \
     --benchmark_min_time="$MIN_TIME" \
     --benchmark_repetitions="$REPS" \
