@@ -9,6 +9,7 @@
 #include <prometheus/histogram.h>
 #include <prometheus/registry.h>
 #include <prometheus/text_serializer.h>
+#include "common/malloc_tuning.h"
 
 #include <map>
 #include <memory>
@@ -248,4 +249,13 @@ BENCHMARK(BM_RenderTextMixed)->Unit(benchmark::kMicrosecond);
 }  // namespace
 }  // namespace tserve::bench
 
-BENCHMARK_MAIN();
+// The server tunes malloc at startup (common/malloc_tuning.h); so do both benchmarks, so
+// that render figures are what a scrape costs in the server.
+int main(int argc, char** argv) {
+  tserve::TuneMallocForServer();
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

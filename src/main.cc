@@ -22,6 +22,7 @@
 #include "api/inference_api.h"
 #include "api/management_api.h"
 #include "api/metrics_api.h"
+#include "common/malloc_tuning.h"
 #include "common/strings.h"
 #include "config/server_config.h"
 #include "http/router.h"
@@ -402,6 +403,7 @@ int StartInBackground(const CliArgs& cli) {
 }  // namespace tserve
 
 int main(int argc, char** argv) {
+  tserve::TuneMallocForServer();
   tserve::CliArgs cli;
   CLI::App app{"tserve: a TorchServe-compatible model server with Prometheus metrics", "tserve"};
   app.add_flag("--start", cli.start, "Start the model server");

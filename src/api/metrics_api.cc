@@ -68,8 +68,12 @@ void MetricsApi::HandleMetrics(const http::Request& request, http::Responder res
   metrics::RenderOptions opts;
   if (filtered) opts.sample_filter = &filter;
   if (options_.mode == MetricsMode::kLegacy) opts.families = &LegacyFamilies();
-  metrics::Snapshot snapshot = registry_->Collect();
+  metrics::Snapshot snapshot = registry_->Collect(
+      [&opts](const metrics::FamilyDesc& d) { return metrics::WantsFamily(opts, d); });
+  // Reserve what the last full scrape needed: one allocation, no regrowth copies.
+  response.body.reserve(last_size_.load(std::memory_order_relaxed) + 4096);
   metrics::RenderText(snapshot, opts, &response.body);
+  if (!filtered) last_size_.store(response.body.size(), std::memory_order_relaxed);
 
   if (!response.body.empty() && http::AcceptsGzip(request.Header("Accept-Encoding"))) {
     auto zipped = Gzip(response.body, 1);

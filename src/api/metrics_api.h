@@ -1,5 +1,6 @@
 #pragma once
 
+#include <atomic>
 #include <set>
 #include <string>
 
@@ -32,6 +33,7 @@ class MetricsApi {
  private:
   const metrics::Registry* registry_;
   Options options_;
+  mutable std::atomic<size_t> last_size_{0};  // of the last unfiltered body
 };
 
 // Counts every response of every listener in Requests2XX / 4XX / 5XX. 1xx and 3xx are in

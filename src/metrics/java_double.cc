@@ -2,7 +2,8 @@
 
 #include <charconv>
 #include <cmath>
-#include <cstdlib>
+#include <cstdint>
+#include <string_view>
 
 namespace tserve::metrics {
 
@@ -19,6 +20,14 @@ void AppendJavaDouble(double v, std::string* out) {
     out->append(std::signbit(v) ? "-0.0" : "0.0");
     return;
   }
+  // Whole numbers below 1e7 (counts, most gauges): "<integer>.0" without the general path.
+  if (v > -1e7 && v < 1e7 && v == static_cast<double>(static_cast<int32_t>(v))) {
+    char ibuf[16];
+    auto r = std::to_chars(ibuf, ibuf + sizeof(ibuf), static_cast<int32_t>(v));
+    out->append(ibuf, static_cast<size_t>(r.ptr - ibuf));
+    out->append(".0");
+    return;
+  }
   // Shortest round-trip digits in scientific form, e.g. "2.90371129e+05".
   char buf[64];
   auto res = std::to_chars(buf, buf + sizeof(buf), v, std::chars_format::scientific);
@@ -30,7 +39,10 @@ void AppendJavaDouble(double v, std::string* out) {
   }
   size_t e_pos = sci.find('e');
   std::string_view mantissa = sci.substr(0, e_pos);
-  int exponent = std::atoi(std::string(sci.substr(e_pos + 1)).c_str());
+  std::string_view exp_text = sci.substr(e_pos + 1);
+  if (!exp_text.empty() && exp_text.front() == '+') exp_text.remove_prefix(1);
+  int exponent = 0;
+  std::from_chars(exp_text.data(), exp_text.data() + exp_text.size(), exponent);
   // Digits without the decimal point.
   char digits[32];
   size_t nd = 0;

@@ -38,8 +38,8 @@ StatusOr<Series*> Family::GetSeries(const Labels& labels, bool strict, MetricTyp
     }
   }
   std::lock_guard<std::mutex> lock(mu_);
-  auto it = series_.find(values);
-  if (it != series_.end()) return it->second.get();
+  auto it = index_.find(values);
+  if (it != index_.end()) return it->second.get();
   std::shared_ptr<Series> s;
   switch (desc_.type) {
     case MetricType::kCounter:
@@ -53,7 +53,8 @@ StatusOr<Series*> Family::GetSeries(const Labels& labels, bool strict, MetricTyp
       break;
   }
   Series* raw = s.get();
-  series_.emplace(std::move(values), std::move(s));
+  index_.emplace(std::move(values), std::move(s));
+  list_dirty_ = true;
   return raw;
 }
 
@@ -84,46 +85,69 @@ void Family::Remove(const Labels& labels) {
     values.emplace_back(it->second);
   }
   std::lock_guard<std::mutex> lock(mu_);
-  series_.erase(values);
+  if (index_.erase(values) != 0) list_dirty_ = true;
 }
 
 void Family::Clear() {
   std::lock_guard<std::mutex> lock(mu_);
-  series_.clear();
+  index_.clear();
+  list_dirty_ = true;
 }
 
 size_t Family::SeriesCount() const {
   std::lock_guard<std::mutex> lock(mu_);
-  return series_.size();
+  return index_.size();
 }
 
 FamilySnapshot Family::Snapshot() const {
   FamilySnapshot snap;
   snap.desc = &desc_;
-  std::lock_guard<std::mutex> lock(mu_);
-  snap.series.reserve(series_.size());
-  for (const auto& [values, series] : series_) {
-    SeriesSnapshot s;
-    switch (desc_.type) {
-      case MetricType::kCounter:
-        s.value = static_cast<const Counter&>(*series).Value();
-        if (IsUntouched(s.value)) continue;
-        break;
-      case MetricType::kGauge:
-        s.value = static_cast<const Gauge&>(*series).Value();
-        if (IsUntouched(s.value)) continue;
-        break;
-      case MetricType::kHistogram: {
-        const auto& h = static_cast<const Histogram&>(*series);
-        h.ReadCounts(&s.cumulative);
-        for (size_t i = 1; i < s.cumulative.size(); ++i) s.cumulative[i] += s.cumulative[i - 1];
-        if (s.cumulative.back() == 0) continue;
-        s.sum = h.Sum();
-        break;
-      }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (list_dirty_) {
+      auto list = std::make_shared<std::vector<std::shared_ptr<Series>>>();
+      list->reserve(index_.size());
+      for (const auto& [values, series] : index_) list->push_back(series);
+      list_ = std::move(list);
+      list_dirty_ = false;
     }
-    s.series = series;
-    snap.series.push_back(std::move(s));
+    snap.keep_alive = list_;
+  }
+  // Values are read without the lock: the list is immutable and keeps its series alive.
+  const auto& all = *snap.keep_alive;
+  snap.series.reserve(all.size());
+  snap.values.reserve(all.size());
+  switch (desc_.type) {
+    case MetricType::kCounter:
+      for (const auto& s : all) {
+        double v = static_cast<const Counter&>(*s).Value();
+        if (IsUntouched(v)) continue;
+        snap.series.push_back(s.get());
+        snap.values.push_back(v);
+      }
+      break;
+    case MetricType::kGauge:
+      for (const auto& s : all) {
+        double v = static_cast<const Gauge&>(*s).Value();
+        if (IsUntouched(v)) continue;
+        snap.series.push_back(s.get());
+        snap.values.push_back(v);
+      }
+      break;
+    case MetricType::kHistogram: {
+      const size_t n = desc_.buckets.size() + 1;
+      std::vector<uint64_t> counts;
+      for (const auto& s : all) {
+        const auto& h = static_cast<const Histogram&>(*s);
+        h.ReadCounts(&counts);
+        for (size_t i = 1; i < n; ++i) counts[i] += counts[i - 1];
+        if (counts[n - 1] == 0) continue;
+        snap.series.push_back(s.get());
+        snap.values.push_back(h.Sum());
+        snap.cumulative.insert(snap.cumulative.end(), counts.begin(), counts.end());
+      }
+      break;
+    }
   }
   return snap;
 }
@@ -211,7 +235,7 @@ void Registry::AddCollectHook(std::function<void()> hook) {
   hooks_.push_back(std::move(hook));
 }
 
-Snapshot Registry::Collect() const {
+Snapshot Registry::Collect(const FamilyPredicate& want) const {
   {
     std::lock_guard<std::mutex> lock(collect_mu_);
     for (const auto& hook : hooks_) hook();
@@ -220,7 +244,9 @@ Snapshot Registry::Collect() const {
   {
     std::lock_guard<std::mutex> lock(mu_);
     families.reserve(families_.size());
-    for (const auto& [name, f] : families_) families.push_back(f.get());
+    for (const auto& [name, f] : families_) {
+      if (!want || want(f->desc())) families.push_back(f.get());
+    }
   }
   Snapshot snap;
   snap.families.reserve(families.size());

@@ -4,6 +4,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <span>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -17,18 +18,22 @@ namespace tserve::metrics {
 // Label values given by dimension name; bound to the family's declared order by name.
 using Labels = std::vector<std::pair<std::string_view, std::string_view>>;
 
-// One series as read at scrape time. Holds a reference on the series so a concurrent
-// Remove cannot free it under the renderer.
-struct SeriesSnapshot {
-  std::shared_ptr<const Series> series;
-  double value = 0.0;                // counter/gauge
-  std::vector<uint64_t> cumulative;  // histogram: cumulative bucket counts, +Inf last
-  double sum = 0.0;                  // histogram
-};
-
+// One family as read at scrape time: its visible series (those with a recorded value),
+// sorted by label values, and their values in flat arrays (no allocation per series).
+// `keep_alive` holds the family's series list as it was, so a concurrent Remove cannot free
+// a series under the renderer.
 struct FamilySnapshot {
   const FamilyDesc* desc = nullptr;
-  std::vector<SeriesSnapshot> series;  // sorted by label values
+  std::shared_ptr<const std::vector<std::shared_ptr<Series>>> keep_alive;
+  std::vector<const Series*> series;
+  std::vector<double> values;        // the value (counter, gauge) or the sum (histogram)
+  std::vector<uint64_t> cumulative;  // histograms: buckets + 1 cumulative counts per series
+
+  // Histogram series i's cumulative bucket counts, +Inf last.
+  std::span<const uint64_t> Cumulative(size_t i) const {
+    const size_t n = desc->buckets.size() + 1;
+    return {cumulative.data() + i * n, n};
+  }
 };
 
 // Families sorted by name: the input of the text renderer.
@@ -67,7 +72,11 @@ class Family {
   const FamilyDesc desc_;
   EventSink* const sink_;
   mutable std::mutex mu_;
-  std::map<std::vector<std::string>, std::shared_ptr<Series>> series_;
+  std::map<std::vector<std::string>, std::shared_ptr<Series>> index_;
+  // The series in index_ order, rebuilt by the first snapshot after a change; shared with
+  // snapshots in progress.
+  mutable std::shared_ptr<const std::vector<std::shared_ptr<Series>>> list_;
+  mutable bool list_dirty_ = true;
 };
 
 // All metric families of one server. main owns it and passes it down (no singleton).
@@ -96,8 +105,10 @@ class Registry {
   // collect lock, one scrape at a time.
   void AddCollectHook(std::function<void()> hook);
 
-  // Reads every family. Takes locks; allocation happens here, never on the record path.
-  Snapshot Collect() const;
+  // Reads every family (or those `want` accepts: a filtered scrape reads only what it
+  // renders). Takes locks; allocation happens here, never on the record path.
+  using FamilyPredicate = std::function<bool(const FamilyDesc&)>;
+  Snapshot Collect(const FamilyPredicate& want = nullptr) const;
 
   EventSink* sink() const { return sink_; }
 

@@ -96,18 +96,34 @@ void AppendBucket(const FamilyDesc& d, const std::string& labels, const std::str
 
 }  // namespace
 
+bool NameFilter::MayMatch(const FamilyDesc& d) const {
+  if (d.type != MetricType::kHistogram) return Contains(d.name);
+  std::string name;
+  for (const char* suffix : {"_bucket", "_count", "_sum"}) {
+    name.assign(d.name).append(suffix);
+    if (Contains(name)) return true;
+  }
+  return false;
+}
+
+bool WantsFamily(const RenderOptions& options, const FamilyDesc& d) {
+  if (options.families != nullptr && options.families->count(d.name) == 0) return false;
+  return options.sample_filter == nullptr || options.sample_filter->MayMatch(d);
+}
+
 void RenderText(const Snapshot& snapshot, const RenderOptions& options, std::string* out) {
   const NameFilter* filter = options.sample_filter;
   std::string name_buf;
   std::vector<std::string> le;
   for (const FamilySnapshot& fam : snapshot.families) {
     const FamilyDesc& d = *fam.desc;
-    if (options.families != nullptr && options.families->count(d.name) == 0) continue;
+    if (!WantsFamily(options, d)) continue;
+    // With a filter, a family without samples is dropped entirely (TorchServe).
+    if (filter != nullptr && fam.series.empty()) continue;
+    AppendHeader(d, out);
     if (d.type != MetricType::kHistogram) {
-      if (filter != nullptr && (fam.series.empty() || !filter->Contains(d.name))) continue;
-      AppendHeader(d, out);
-      for (const SeriesSnapshot& s : fam.series) {
-        AppendSample(d.name, "", s.series->rendered_labels(), s.value, out);
+      for (size_t i = 0; i < fam.series.size(); ++i) {
+        AppendSample(d.name, "", fam.series[i]->rendered_labels(), fam.values[i], out);
       }
       continue;
     }
@@ -119,25 +135,23 @@ void RenderText(const Snapshot& snapshot, const RenderOptions& options, std::str
       want_count = filter->Contains(name_buf);
       name_buf.assign(d.name).append("_sum");
       want_sum = filter->Contains(name_buf);
-      if (fam.series.empty() || !(want_bucket || want_count || want_sum)) continue;
     }
-    AppendHeader(d, out);
     if (fam.series.empty()) continue;
     le.clear();
     for (double b : d.buckets) le.push_back(JavaDouble(b));
     le.emplace_back("+Inf");
-    for (const SeriesSnapshot& s : fam.series) {
-      const std::string& labels = s.series->rendered_labels();
+    for (size_t i = 0; i < fam.series.size(); ++i) {
+      const std::string& labels = fam.series[i]->rendered_labels();
+      std::span<const uint64_t> cumulative = fam.Cumulative(i);
       if (want_bucket) {
-        for (size_t i = 0; i < s.cumulative.size(); ++i) {
-          AppendBucket(d, labels, le[i], s.cumulative[i], out);
+        for (size_t b = 0; b < cumulative.size(); ++b) {
+          AppendBucket(d, labels, le[b], cumulative[b], out);
         }
       }
       if (want_count) {
-        double count = s.cumulative.empty() ? 0.0 : static_cast<double>(s.cumulative.back());
-        AppendSample(d.name, "_count", labels, count, out);
+        AppendSample(d.name, "_count", labels, static_cast<double>(cumulative.back()), out);
       }
-      if (want_sum) AppendSample(d.name, "_sum", labels, s.sum, out);
+      if (want_sum) AppendSample(d.name, "_sum", labels, fam.values[i], out);
     }
   }
 }

@@ -17,6 +17,8 @@ class NameFilter {
   explicit NameFilter(const std::vector<std::string>& names) : names_(names.begin(), names.end()) {}
   bool Contains(std::string_view sample_name) const { return names_.count(sample_name) != 0; }
   bool empty() const { return names_.empty(); }
+  // Whether any sample of the family could pass (to skip collecting the others).
+  bool MayMatch(const FamilyDesc& d) const;
 
  private:
   std::set<std::string, std::less<>> names_;
@@ -29,6 +31,10 @@ struct RenderOptions {
   // Null, or the only families to render at all (legacy mode).
   const std::set<std::string, std::less<>>* families = nullptr;
 };
+
+// Whether the options can keep anything of the family: pass it to Registry::Collect so a
+// filtered scrape reads only what it renders.
+bool WantsFamily(const RenderOptions& options, const FamilyDesc& d);
 
 // Renders a snapshot in the Prometheus text format 0.0.4, byte-compatible with
 // TorchServe's Java client: trailing comma after every label, Java numbers, no timestamps.

@@ -84,7 +84,7 @@ TEST(RegistryTest, RemoveDropsSeriesButSnapshotKeepsItAlive) {
   f->Remove({{"WorkerName", "W-9000-m_1.0"}});
   EXPECT_EQ(f->SeriesCount(), 0u);
   ASSERT_EQ(before.families[0].series.size(), 1u);
-  EXPECT_EQ(before.families[0].series[0].series->label_values()[0], "W-9000-m_1.0");
+  EXPECT_EQ(before.families[0].series[0]->label_values()[0], "W-9000-m_1.0");
   EXPECT_TRUE(r.Collect().families[0].series.empty());
 }
 
@@ -132,7 +132,9 @@ TEST(HistogramTest, BucketsAreUpperInclusive) {
   EXPECT_EQ(h->Count(), 7u);
   EXPECT_DOUBLE_EQ(h->Sum(), 116.0);
   Snapshot s = r.Collect();
-  EXPECT_EQ(s.families[0].series[0].cumulative, (std::vector<uint64_t>{2, 4, 5, 7}));
+  auto cumulative = s.families[0].Cumulative(0);
+  EXPECT_EQ(std::vector<uint64_t>(cumulative.begin(), cumulative.end()),
+            (std::vector<uint64_t>{2, 4, 5, 7}));
 }
 
 TEST(HistogramTest, DefaultBucketsWhenNoneGiven) {
@@ -194,7 +196,7 @@ TEST(RegistryTest, SeriesAppearOnlyOnceRecorded) {
   h1->Observe(0.0);
   for (const auto& fam : r.Collect().families) {
     ASSERT_EQ(fam.series.size(), 1u) << fam.desc->name;
-    EXPECT_FALSE(std::signbit(fam.series[0].value)) << fam.desc->name;
+    EXPECT_FALSE(std::signbit(fam.values[0])) << fam.desc->name;
   }
 }
 
@@ -203,8 +205,8 @@ TEST(RegistryTest, CollectHooksRunBeforeSnapshot) {
   Gauge* g = *(*r.Add(Desc("G", MetricType::kGauge)))->GetGauge({});
   int calls = 0;
   r.AddCollectHook([&] { g->Set(++calls); });
-  EXPECT_EQ(r.Collect().families[0].series[0].value, 1.0);
-  EXPECT_EQ(r.Collect().families[0].series[0].value, 2.0);
+  EXPECT_EQ(r.Collect().families[0].values[0], 1.0);
+  EXPECT_EQ(r.Collect().families[0].values[0], 2.0);
 }
 
 }  // namespace
