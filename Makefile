@@ -18,6 +18,7 @@ $(BUILD_DIR)/CMakeCache.txt:
 
 build: deps $(BUILD_DIR)/CMakeCache.txt
 	cmake --build $(BUILD_DIR) -j $(JOBS)
+	$(PYTHON) scripts/make_demo_models.py --out $(BUILD_DIR)/model_store --archiver $(BUILD_DIR)/tserve-archiver
 
 unit: build
 	cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS)

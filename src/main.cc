@@ -12,6 +12,7 @@
 #include <csignal>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <thread>
@@ -25,13 +26,20 @@
 #include "common/malloc_tuning.h"
 #include "common/strings.h"
 #include "config/server_config.h"
+#include "backend/handler_factory.h"
 #include "http/router.h"
 #include "http/server.h"
 #include "metrics/log_sink.h"
 #include "metrics/metrics_yaml.h"
 #include "metrics/registry.h"
+#include "serving/model_manager.h"
+#include "serving/model_store.h"
 #include "sysmetrics/sampler.h"
 #include "sysmetrics/system_gauges.h"
+
+#ifdef TSERVE_HAVE_TORCH
+#include "backend/torchscript_handlers.h"
+#endif
 
 extern char** environ;
 
@@ -172,10 +180,32 @@ class App {
     options.observer = counters_.get();
     server_ = std::make_unique<http::Server>(options);
 
+    // Handlers and models.
+    backend::RegisterNoopHandler(&handlers_);
+#ifdef TSERVE_HAVE_TORCH
+    backend::RegisterTorchHandlers(&handlers_);
+#endif
+    serving::ModelManager::Options mo;
+    mo.model_store = config_.model_store;
+    extract_root_ = (std::filesystem::temp_directory_path() /
+                     ("tserve-models-" + std::to_string(getpid())))
+                        .string();
+    mo.extract_root = extract_root_;
+    mo.hostname = hostname_;
+    mo.default_workers = config_.default_workers_per_model > 0
+                             ? config_.default_workers_per_model
+                             : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    mo.job_queue_size = static_cast<size_t>(config_.job_queue_size);
+    mo.default_response_timeout_s = config_.default_response_timeout;
+    models_ = std::make_unique<serving::ModelManager>(mo, &handlers_, registry_.get());
+    LoadStartupModels();
+
+    inference_api_ = std::make_unique<api::InferenceApi>(models_.get());
+    management_api_ = std::make_unique<api::ManagementApi>(models_.get());
     inference_router_ = std::make_unique<http::Router>(&api::ErrorForStatus);
-    inference_api_.RegisterRoutes(inference_router_.get());
+    inference_api_->RegisterRoutes(inference_router_.get());
     management_router_ = std::make_unique<http::Router>(&api::ErrorForStatus);
-    management_api_.RegisterRoutes(management_router_.get());
+    management_api_->RegisterRoutes(management_router_.get());
 
     s = Listen("Inference", config_.inference_address, inference_router_.get());
     if (!s.ok()) return s;
@@ -221,11 +251,33 @@ class App {
   void Stop() {
     spdlog::info("Shutting down: no new connections; finishing requests in flight");
     server_->Shutdown(std::chrono::seconds(30));
+    models_->Shutdown();
+    std::error_code ignored;
+    std::filesystem::remove_all(extract_root_, ignored);
     if (sampler_ != nullptr) sampler_->Stop();
     if (sink_ != nullptr) sink_->Flush();
   }
 
  private:
+  // --models / load_models: a model that cannot load is logged with its file and cause;
+  // the server goes on with the others.
+  void LoadStartupModels() {
+    if (config_.load_models.empty()) return;
+    if (config_.model_store.empty()) {
+      spdlog::error("load_models is set but there is no model_store: no model loaded");
+      return;
+    }
+    auto specs = serving::ResolveLoadModels(config_.load_models, config_.model_store);
+    if (!specs.ok()) {
+      spdlog::error("load_models: {}", specs.status().message());
+      return;
+    }
+    for (const auto& spec : *specs) {
+      Status s = models_->Load(spec, /*at_startup=*/true);
+      if (!s.ok()) spdlog::error("Cannot load model {}: {}", spec.path, s.message());
+    }
+  }
+
   Status Listen(const char* name, const ListenAddress& address, http::RequestHandler* handler) {
     auto port = server_->AddListener(name, address.host, address.port, handler);
     if (!port.ok()) return port.status();
@@ -241,8 +293,11 @@ class App {
   std::unique_ptr<metrics::Registry> registry_;
   std::unique_ptr<api::ResponseCounters> counters_;
   std::unique_ptr<http::Server> server_;
-  api::InferenceApi inference_api_;
-  api::ManagementApi management_api_;
+  backend::HandlerFactory handlers_;
+  std::string extract_root_;
+  std::unique_ptr<serving::ModelManager> models_;
+  std::unique_ptr<api::InferenceApi> inference_api_;
+  std::unique_ptr<api::ManagementApi> management_api_;
   std::unique_ptr<api::MetricsApi> metrics_api_;
   std::unique_ptr<http::Router> inference_router_;
   std::unique_ptr<http::Router> management_router_;

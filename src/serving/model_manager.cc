@@ -1,0 +1,162 @@
+#include "serving/model_manager.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+
+namespace tserve::serving {
+
+ModelManager::ModelManager(Options options, const backend::HandlerFactory* factory,
+                           metrics::Registry* registry)
+    : options_(std::move(options)), factory_(factory), registry_(registry) {
+  reaper_ = std::thread([this] { Reap(); });
+}
+
+ModelManager::~ModelManager() { Shutdown(); }
+
+Status ModelManager::Load(const ModelSpec& spec, bool at_startup) {
+  auto archive = OpenModelArchive(spec.path, options_.extract_root);
+  if (!archive.ok()) return archive.status();
+  auto model = std::make_shared<LoadedModel>();
+  model->archive = std::move(*archive);
+  const Manifest& manifest = model->archive.manifest;
+  model->name = spec.name.empty() ? manifest.model_name : spec.name;
+  model->version = manifest.model_version.empty() ? "1.0" : manifest.model_version;
+  if (!IsValidModelName(model->name)) {
+    return Status::InvalidArgument(spec.path + ": invalid model name \"" + model->name +
+                                   "\" (a letter, then letters, digits, '_', '.' or '-')");
+  }
+  size_t slash = spec.path.find_last_of('/');
+  model->url = slash == std::string::npos ? spec.path : spec.path.substr(slash + 1);
+  const ModelConfig& config = model->archive.config;
+  model->min_workers = config.min_workers.value_or(options_.default_workers);
+  model->max_workers = std::max(model->min_workers, config.max_workers.value_or(model->min_workers));
+  model->batch_size = config.batch_size.value_or(1);
+  model->max_batch_delay_ms = config.max_batch_delay_ms.value_or(100);
+  model->response_timeout_s = config.response_timeout_s.value_or(options_.default_response_timeout_s);
+  model->loaded_at_startup = at_startup;
+
+  {
+    std::shared_lock<std::shared_mutex> lock(mu_);
+    auto it = models_.find(model->name);
+    if (it != models_.end() && it->second.versions.count(model->version) != 0) {
+      return Status::AlreadyExists("Model version " + model->version +
+                                   " is already registered for model " + model->name);
+    }
+  }
+
+  auto metrics = ModelMetrics::Resolve(registry_, model->name, model->version, options_.hostname);
+  if (!metrics.ok()) return Status::InvalidArgument(spec.path + ": " + metrics.status().message());
+  model->metrics = *metrics;
+  model->handler_metrics =
+      std::make_unique<HandlerMetrics>(registry_, model->name, options_.hostname);
+
+  PoolOptions po;
+  po.model_name = model->name;
+  po.model_version = model->version;
+  po.handler = manifest.handler;
+  po.model_dir = model->archive.dir;
+  po.serialized_file =
+      manifest.serialized_file.empty() ? "" : model->archive.dir + "/" + manifest.serialized_file;
+  po.config = config.scalars;
+  po.batch_size = model->batch_size;
+  po.max_batch_delay = std::chrono::milliseconds(model->max_batch_delay_ms);
+  po.queue_capacity = options_.job_queue_size;
+  po.intra_op_threads = options_.intra_op_threads;
+  po.hostname = options_.hostname;
+  model->pool = std::make_unique<WorkerPool>(po, factory_, registry_, model->metrics,
+                                             model->handler_metrics.get(),
+                                             [this] { return next_port_.fetch_add(1); });
+  {
+    std::unique_lock<std::shared_mutex> lock(mu_);
+    Entry& entry = models_[model->name];
+    if (entry.versions.count(model->version) != 0) {
+      return Status::AlreadyExists("Model version " + model->version +
+                                   " is already registered for model " + model->name);
+    }
+    if (entry.default_version.empty()) entry.default_version = model->version;
+    entry.versions[model->version] = model;
+  }
+  model->pool->SetWorkerCount(model->min_workers);
+  spdlog::info("Model {} version {} registered from {} (handler {}, batch size {}, {} worker{})",
+               model->name, model->version, model->url, manifest.handler, model->batch_size,
+               model->min_workers, model->min_workers == 1 ? "" : "s");
+  return Status::Ok();
+}
+
+std::shared_ptr<LoadedModel> ModelManager::Find(std::string_view name, std::string_view version,
+                                                FindError* error) const {
+  std::shared_lock<std::shared_mutex> lock(mu_);
+  auto it = models_.find(name);
+  if (it == models_.end()) {
+    *error = FindError::kNoModel;
+    return nullptr;
+  }
+  const Entry& entry = it->second;
+  auto v = entry.versions.find(version.empty() ? entry.default_version : std::string(version));
+  if (v == entry.versions.end()) {
+    *error = FindError::kNoVersion;
+    return nullptr;
+  }
+  *error = FindError::kNone;
+  return v->second;
+}
+
+std::vector<std::shared_ptr<LoadedModel>> ModelManager::List() const {
+  std::shared_lock<std::shared_mutex> lock(mu_);
+  std::vector<std::shared_ptr<LoadedModel>> out;
+  for (const auto& [name, entry] : models_) {
+    auto it = entry.versions.find(entry.default_version);
+    if (it != entry.versions.end()) out.push_back(it->second);
+  }
+  return out;
+}
+
+bool ModelManager::Healthy() const {
+  std::shared_lock<std::shared_mutex> lock(mu_);
+  for (const auto& [name, entry] : models_) {
+    for (const auto& [version, model] : entry.versions) {
+      if (model->pool->ready_workers() < model->min_workers) return false;
+    }
+  }
+  return true;
+}
+
+void ModelManager::Reap() {
+  std::unique_lock<std::mutex> lock(reaper_mu_);
+  while (!stopping_) {
+    reaper_cv_.wait_for(lock, std::chrono::milliseconds(100));
+    if (stopping_) break;
+    lock.unlock();
+    std::vector<std::shared_ptr<LoadedModel>> all;
+    {
+      std::shared_lock<std::shared_mutex> mlock(mu_);
+      for (const auto& [name, entry] : models_) {
+        for (const auto& [version, model] : entry.versions) all.push_back(model);
+      }
+    }
+    const auto now = Clock::now();
+    for (auto& m : all) m->pool->ExpireOverdue(now);
+    lock.lock();
+  }
+}
+
+void ModelManager::Shutdown() {
+  {
+    std::lock_guard<std::mutex> lock(reaper_mu_);
+    if (stopping_) return;
+    stopping_ = true;
+  }
+  reaper_cv_.notify_all();
+  if (reaper_.joinable()) reaper_.join();
+  std::vector<std::shared_ptr<LoadedModel>> all;
+  {
+    std::unique_lock<std::shared_mutex> lock(mu_);
+    for (auto& [name, entry] : models_) {
+      for (auto& [version, model] : entry.versions) all.push_back(model);
+    }
+  }
+  for (auto& m : all) m->pool->Shutdown();
+}
+
+}  // namespace tserve::serving

@@ -1,0 +1,96 @@
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <shared_mutex>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+#include "backend/handler_factory.h"
+#include "common/status.h"
+#include "metrics/registry.h"
+#include "serving/handler_metrics.h"
+#include "serving/model_archive.h"
+#include "serving/model_metrics.h"
+#include "serving/model_store.h"
+#include "serving/worker_pool.h"
+
+namespace tserve::serving {
+
+// One loaded model version: its archive, its metrics handles, its worker pool.
+// Immutable after load except through the pool; shared by requests in flight.
+struct LoadedModel {
+  std::string name;
+  std::string version;
+  std::string url;  // what it was loaded from (archive file name, as TorchServe's modelUrl)
+  ModelArchive archive;
+  int min_workers = 1;
+  int max_workers = 1;
+  int batch_size = 1;
+  int max_batch_delay_ms = 100;
+  int response_timeout_s = 120;
+  bool loaded_at_startup = false;
+  ModelMetrics metrics;
+  std::unique_ptr<HandlerMetrics> handler_metrics;
+  std::unique_ptr<WorkerPool> pool;
+};
+
+// All models, by name and version, with each name's default version. Loads models from
+// the model store, answers lookups for the request path, and runs the timeout reaper.
+// Thread safety: all public methods are safe to call concurrently; Find takes a shared lock.
+class ModelManager {
+ public:
+  struct Options {
+    std::string model_store;
+    std::string extract_root;  // where .mar archives are unpacked
+    std::string hostname;
+    int default_workers = 1;  // when model-config.yaml names no minWorkers
+    size_t job_queue_size = 100;
+    int default_response_timeout_s = 120;
+    int intra_op_threads = 1;
+  };
+  ModelManager(Options options, const backend::HandlerFactory* factory,
+               metrics::Registry* registry);
+  ~ModelManager();
+
+  // Opens the archive, resolves metrics, starts min workers (without waiting for them).
+  // Errors name the file and the cause.
+  Status Load(const ModelSpec& spec, bool at_startup);
+
+  enum class FindError { kNone, kNoModel, kNoVersion };
+  // version "" means the model's default version.
+  std::shared_ptr<LoadedModel> Find(std::string_view name, std::string_view version,
+                                    FindError* error) const;
+  // Every model's default version, sorted by name.
+  std::vector<std::shared_ptr<LoadedModel>> List() const;
+  // False while some model has fewer ready workers than its minimum.
+  bool Healthy() const;
+  // Stops every pool (their queued jobs answer 503) and the reaper.
+  void Shutdown();
+
+ private:
+  struct Entry {
+    std::string default_version;
+    std::map<std::string, std::shared_ptr<LoadedModel>> versions;
+  };
+  void Reap();
+
+  const Options options_;
+  const backend::HandlerFactory* factory_;
+  metrics::Registry* registry_;
+  std::atomic<int> next_port_{9000};
+  mutable std::shared_mutex mu_;
+  std::map<std::string, Entry, std::less<>> models_;
+
+  std::mutex reaper_mu_;
+  std::condition_variable reaper_cv_;
+  bool stopping_ = false;
+  std::thread reaper_;
+};
+
+}  // namespace tserve::serving

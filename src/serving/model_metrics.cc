@@ -1,0 +1,100 @@
+#include "serving/model_metrics.h"
+
+namespace tserve::serving {
+
+namespace {
+
+// Collects the first error of a series of resolutions.
+class Resolver {
+ public:
+  explicit Resolver(metrics::Registry* r) : r_(r) {}
+  metrics::Counter* C(std::string_view name, const metrics::Labels& l) {
+    auto s = r_->CounterFor(name, l);
+    return Keep(s);
+  }
+  metrics::Gauge* G(std::string_view name, const metrics::Labels& l) {
+    auto s = r_->GaugeFor(name, l);
+    return Keep(s);
+  }
+  metrics::Histogram* H(std::string_view name, const metrics::Labels& l) {
+    auto s = r_->HistogramFor(name, l);
+    return Keep(s);
+  }
+  const Status& status() const { return status_; }
+
+ private:
+  template <typename T>
+  T* Keep(StatusOr<T*>& s) {
+    if (!s.ok()) {
+      if (status_.ok()) status_ = s.status();
+      return nullptr;
+    }
+    return *s;
+  }
+  metrics::Registry* r_;
+  Status status_;
+};
+
+}  // namespace
+
+StatusOr<ModelMetrics> ModelMetrics::Resolve(metrics::Registry* registry, const std::string& model,
+                                             const std::string& version,
+                                             const std::string& hostname) {
+  Resolver r(registry);
+  ModelMetrics m;
+  auto labelled = [&](VersionLabelled* out, const std::string& v) {
+    const metrics::Labels l = {{"model_name", model}, {"model_version", v}, {"hostname", hostname}};
+    out->requests = r.C("ts_inference_requests_total", l);
+    out->latency_us = r.C("ts_inference_latency_microseconds", l);
+    out->queue_latency_us = r.C("ts_queue_latency_microseconds", l);
+  };
+  labelled(&m.by_default, "default");
+  labelled(&m.by_explicit, version);
+  const metrics::Labels host = {{"Level", "Host"}, {"Hostname", hostname}};
+  m.queue_time_ms = r.G("QueueTime", host);
+  m.worker_thread_time_ms = r.G("WorkerThreadTime", host);
+  const metrics::Labels model_level = {
+      {"ModelName", model}, {"Level", "Model"}, {"Hostname", hostname}};
+  m.handler_time_ms = r.G("HandlerTime", model_level);
+  m.prediction_time_ms = r.G("PredictionTime", model_level);
+
+  const metrics::Labels mv = {{"model_name", model}, {"model_version", version}};
+  m.request_duration = r.H("ts_request_duration_seconds", mv);
+  m.queue_duration = r.H("ts_queue_duration_seconds", mv);
+  m.handler_duration = r.H("ts_handler_duration_seconds", mv);
+  m.batch_size = r.H("ts_batch_size", mv);
+  m.queue_depth = r.G("ts_queue_depth", mv);
+  auto state = [&](const char* s) {
+    return r.G("ts_workers", {{"model_name", model}, {"model_version", version}, {"state", s}});
+  };
+  m.workers_starting = state("starting");
+  m.workers_ready = state("ready");
+  m.workers_failed = state("failed");
+  auto reason = [&](const char* why) {
+    return r.C("ts_inference_failures_total",
+               {{"model_name", model}, {"model_version", version}, {"reason", why}});
+  };
+  m.fail_queue_full = reason("queue_full");
+  m.fail_no_worker = reason("no_worker");
+  m.fail_timeout = reason("timeout");
+  m.fail_handler_error = reason("handler_error");
+  m.fail_bad_input = reason("bad_input");
+  if (!r.status().ok()) return r.status();
+  return m;
+}
+
+StatusOr<metrics::Gauge*> WorkerLoadTimeGauge(metrics::Registry* registry,
+                                              const std::string& worker_name,
+                                              const std::string& hostname) {
+  return registry->GaugeFor("WorkerLoadTime",
+                            {{"WorkerName", worker_name}, {"Level", "Host"}, {"Hostname", hostname}});
+}
+
+void RemoveWorkerLoadTime(metrics::Registry* registry, const std::string& worker_name,
+                          const std::string& hostname) {
+  if (metrics::Family* f = registry->Find("WorkerLoadTime")) {
+    f->Remove({{"WorkerName", worker_name}, {"Level", "Host"}, {"Hostname", hostname}});
+  }
+}
+
+}  // namespace tserve::serving

@@ -1,0 +1,394 @@
+#include "serving/worker_pool.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <cmath>
+
+namespace tserve::serving {
+
+namespace {
+
+enum WorkerState { kLoading = 0, kReady = 1, kFailed = 2, kStopped = 3 };
+
+double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
+double Millis(Clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); }
+double Micros(Clock::duration d) { return std::chrono::duration<double, std::micro>(d).count(); }
+
+JobResult Error(int status, const char* type, std::string message) {
+  JobResult r;
+  r.status = status;
+  r.error_type = type;
+  r.body = std::move(message);
+  return r;
+}
+
+}  // namespace
+
+JobQueue::JobQueue(size_t capacity, metrics::Gauge* depth, Now now)
+    : capacity_(capacity), depth_(depth), now_(std::move(now)) {}
+
+bool JobQueue::Push(std::shared_ptr<Job> job) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (closed_ || jobs_.size() >= capacity_) return false;
+    job->set_enqueued(now_());
+    jobs_.push_back(std::move(job));
+    if (depth_ != nullptr) depth_->Set(static_cast<double>(jobs_.size()));
+  }
+  cv_.notify_one();
+  return true;
+}
+
+std::vector<std::shared_ptr<Job>> JobQueue::PopBatch(size_t max_jobs,
+                                                     std::chrono::milliseconds max_delay,
+                                                     const std::atomic<bool>& stop) {
+  std::vector<std::shared_ptr<Job>> batch;
+  std::unique_lock<std::mutex> lock(mu_);
+  auto wake = [&] { return !jobs_.empty() || closed_ || stop.load(); };
+  auto take = [&] {
+    while (!jobs_.empty() && batch.size() < max_jobs) {
+      std::shared_ptr<Job> job = std::move(jobs_.front());
+      jobs_.pop_front();
+      if (!job->completed()) batch.push_back(std::move(job));
+    }
+  };
+  while (batch.empty()) {
+    cv_.wait(lock, wake);
+    if (stop.load() || jobs_.empty()) break;  // stopping, or closed and drained
+    take();
+    if (batch.empty()) continue;  // only timed-out jobs were there
+    // Dynamic batching: wait up to max_delay after the first job for the batch to fill.
+    const auto deadline = Clock::now() + max_delay;
+    while (batch.size() < max_jobs) {
+      if (!cv_.wait_until(lock, deadline, wake)) break;
+      if (stop.load() || (closed_ && jobs_.empty())) break;
+      take();
+    }
+  }
+  if (depth_ != nullptr) depth_->Set(static_cast<double>(jobs_.size()));
+  return batch;
+}
+
+void JobQueue::ExpireOverdue(Clock::time_point now, const std::function<void(Job&)>& expire) {
+  std::vector<std::shared_ptr<Job>> overdue;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto it = jobs_.begin(); it != jobs_.end();) {
+      if ((*it)->deadline() <= now) {
+        overdue.push_back(std::move(*it));
+        it = jobs_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    if (!overdue.empty() && depth_ != nullptr) depth_->Set(static_cast<double>(jobs_.size()));
+  }
+  for (auto& job : overdue) expire(*job);
+}
+
+void JobQueue::Close() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    closed_ = true;
+  }
+  cv_.notify_all();
+}
+
+std::vector<std::shared_ptr<Job>> JobQueue::Drain() {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<std::shared_ptr<Job>> out(std::make_move_iterator(jobs_.begin()),
+                                        std::make_move_iterator(jobs_.end()));
+  jobs_.clear();
+  if (depth_ != nullptr) depth_->Set(0.0);
+  return out;
+}
+
+void JobQueue::WakeAll() {
+  { std::lock_guard<std::mutex> lock(mu_); }
+  cv_.notify_all();
+}
+
+size_t JobQueue::size() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return jobs_.size();
+}
+
+WorkerPool::WorkerPool(PoolOptions options, const backend::HandlerFactory* factory,
+                       metrics::Registry* registry, ModelMetrics metrics,
+                       tserve::Metrics* handler_metrics, std::function<int()> next_worker_port)
+    : options_(std::move(options)),
+      factory_(factory),
+      registry_(registry),
+      metrics_(metrics),
+      handler_metrics_(handler_metrics),
+      next_worker_port_(std::move(next_worker_port)),
+      queue_(options_.queue_capacity, metrics_.queue_depth) {
+  metrics_.queue_depth->Set(0.0);
+  PublishWorkerStates();
+}
+
+WorkerPool::~WorkerPool() { Shutdown(); }
+
+WorkerPool::SubmitResult WorkerPool::Submit(std::shared_ptr<Job> job) {
+  if (worker_count() == 0) {
+    metrics_.fail_no_worker->Inc();
+    return SubmitResult::kNoWorker;
+  }
+  if (!queue_.Push(std::move(job))) {
+    metrics_.fail_queue_full->Inc();
+    return SubmitResult::kQueueFull;
+  }
+  return SubmitResult::kAccepted;
+}
+
+int WorkerPool::worker_count() const {
+  std::lock_guard<std::mutex> lock(workers_mu_);
+  return static_cast<int>(workers_.size());
+}
+
+void WorkerPool::SetState(Worker* w, int state) {
+  int old = w->state.exchange(state);
+  if (old == state) return;
+  auto counter = [this](int s) -> std::atomic<int>* {
+    switch (s) {
+      case kLoading:
+        return &starting_;
+      case kReady:
+        return &ready_;
+      case kFailed:
+        return &failed_;
+      default:
+        return nullptr;
+    }
+  };
+  if (auto* c = counter(old)) c->fetch_sub(1);
+  if (auto* c = counter(state)) c->fetch_add(1);
+  PublishWorkerStates();
+}
+
+void WorkerPool::PublishWorkerStates() {
+  metrics_.workers_starting->Set(starting_.load());
+  metrics_.workers_ready->Set(ready_.load());
+  metrics_.workers_failed->Set(failed_.load());
+}
+
+void WorkerPool::SetWorkerCount(int count) {
+  std::vector<std::unique_ptr<Worker>> stopping;
+  {
+    std::lock_guard<std::mutex> lock(workers_mu_);
+    if (shut_down_) return;
+    while (static_cast<int>(workers_.size()) < count) {
+      auto w = std::make_unique<Worker>();
+      w->port = next_worker_port_();
+      w->name = "W-" + std::to_string(w->port) + "-" + options_.model_name + "_" +
+                options_.model_version;
+      w->start_time = std::chrono::system_clock::now();
+      auto gauge = WorkerLoadTimeGauge(registry_, w->name, options_.hostname);
+      w->load_time = gauge.ok() ? *gauge : nullptr;
+      starting_.fetch_add(1);  // state starts at kLoading
+      Worker* raw = w.get();
+      workers_.push_back(std::move(w));
+      raw->thread = std::thread([this, raw] { Run(raw); });
+    }
+    while (static_cast<int>(workers_.size()) > count) {
+      workers_.back()->stop = true;
+      stopping.push_back(std::move(workers_.back()));
+      workers_.pop_back();
+    }
+  }
+  PublishWorkerStates();
+  if (stopping.empty()) return;
+  queue_.WakeAll();
+  for (auto& w : stopping) {
+    if (w->thread.joinable()) w->thread.join();
+    RemoveWorkerLoadTime(registry_, w->name, options_.hostname);
+  }
+}
+
+void WorkerPool::Shutdown() {
+  if (shut_down_.exchange(true)) return;
+  std::vector<std::unique_ptr<Worker>> all;
+  {
+    std::lock_guard<std::mutex> lock(workers_mu_);
+    all = std::move(workers_);
+    workers_.clear();
+  }
+  queue_.Close();
+  for (auto& w : all) w->stop = true;
+  queue_.WakeAll();
+  for (auto& w : all) {
+    if (w->thread.joinable()) w->thread.join();
+  }
+  for (auto& job : queue_.Drain()) {
+    job->Complete(Error(503, "ServiceUnavailableException",
+                        "Model \"" + options_.model_name + "\" is being unloaded"));
+  }
+}
+
+void WorkerPool::ExpireOverdue(Clock::time_point now) {
+  const std::string message = "Timed out waiting for model \"" + options_.model_name +
+                              "\" to answer (responseTimeout)";
+  auto expire = [&](Job& job) {
+    if (job.Complete(Error(408, "RequestTimeoutException", message))) {
+      metrics_.fail_timeout->Inc();
+    }
+  };
+  queue_.ExpireOverdue(now, expire);
+  std::lock_guard<std::mutex> lock(running_mu_);
+  std::lock_guard<std::mutex> wlock(workers_mu_);
+  for (auto& w : workers_) {
+    for (auto& job : w->running) {
+      if (job->deadline() <= now) expire(*job);
+    }
+  }
+}
+
+std::vector<WorkerPool::WorkerInfo> WorkerPool::Workers() const {
+  std::lock_guard<std::mutex> lock(workers_mu_);
+  std::vector<WorkerInfo> out;
+  for (const auto& w : workers_) {
+    int s = w->state.load();
+    out.push_back({w->port, w->name, s == kReady ? "READY" : s == kFailed ? "FAILED" : "LOADING",
+                   w->start_time});
+  }
+  return out;
+}
+
+std::unique_ptr<Handler> WorkerPool::LoadHandler(Worker* w) {
+  const auto t0 = Clock::now();
+  auto handler = factory_->Create(options_.handler, options_.model_dir);
+  if (!handler.ok()) {
+    spdlog::error("{}: cannot create handler for model {}: {}", w->name, options_.model_name,
+                  handler.status().message());
+    return nullptr;
+  }
+  ModelContext ctx;
+  ctx.model_name = options_.model_name;
+  ctx.model_version = options_.model_version;
+  ctx.model_dir = options_.model_dir;
+  ctx.serialized_file = options_.serialized_file;
+  ctx.handler = options_.handler;
+  ctx.intra_op_threads = options_.intra_op_threads;
+  ctx.batch_size = options_.batch_size;
+  ctx.worker_id = w->port;
+  ctx.config = options_.config;
+  ctx.metrics = handler_metrics_;
+  try {
+    (*handler)->Initialize(ctx);
+  } catch (const std::exception& e) {
+    spdlog::error("{}: model {} failed to load: {}", w->name, options_.model_name, e.what());
+    return nullptr;
+  }
+  const double ms = Millis(Clock::now() - t0);
+  if (w->load_time != nullptr) w->load_time->Set(std::round(ms));
+  spdlog::info("{}: model {} version {} loaded in {:.0f} ms", w->name, options_.model_name,
+               options_.model_version, ms);
+  return std::move(*handler);
+}
+
+void WorkerPool::Run(Worker* w) {
+  std::unique_ptr<Handler> handler;
+  auto backoff = std::chrono::milliseconds(1000);
+  while (!w->stop) {
+    handler = LoadHandler(w);
+    if (handler != nullptr) break;
+    SetState(w, kFailed);
+    spdlog::warn("{}: retrying in {} ms", w->name, backoff.count());
+    const auto until = Clock::now() + backoff;
+    while (!w->stop && Clock::now() < until) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    backoff = std::min(backoff * 2, std::chrono::milliseconds(30000));
+    if (!w->stop) SetState(w, kLoading);
+  }
+  if (handler != nullptr) {
+    SetState(w, kReady);
+    while (!w->stop) {
+      auto jobs = queue_.PopBatch(static_cast<size_t>(std::max(1, options_.batch_size)),
+                                  options_.max_batch_delay, w->stop);
+      if (jobs.empty()) {
+        if (w->stop || shut_down_) break;
+        continue;
+      }
+      RunBatch(w, handler.get(), jobs);
+    }
+  }
+  SetState(w, kStopped);
+}
+
+void WorkerPool::RunBatch(Worker* w, Handler* handler, std::vector<std::shared_ptr<Job>>& jobs) {
+  const auto picked = Clock::now();
+  for (auto& job : jobs) job->set_started(picked);
+  {
+    std::lock_guard<std::mutex> lock(running_mu_);
+    w->running = jobs;
+  }
+  tserve::Batch batch;
+  batch.requests.reserve(jobs.size());
+  for (const auto& job : jobs) {
+    batch.requests.push_back({job->request_id(), job->content_type(), job->body()});
+  }
+  std::string error;
+  Clock::time_point t0 = Clock::now(), t1 = t0, t2 = t0, t3 = t0;
+  try {
+    handler->Preprocess(batch);
+    t1 = Clock::now();
+    handler->Inference(batch);
+    t2 = Clock::now();
+    handler->Postprocess(batch);
+    t3 = Clock::now();
+    if (batch.responses.size() != jobs.size()) {
+      error = "handler returned " + std::to_string(batch.responses.size()) + " responses for " +
+              std::to_string(jobs.size()) + " requests";
+    }
+  } catch (const std::exception& e) {
+    error = e.what();
+  } catch (...) {
+    error = "unknown exception";
+  }
+  const auto end = Clock::now();
+  metrics_.batch_size->Observe(static_cast<double>(jobs.size()));
+  if (error.empty()) {
+    metrics_.handler_time_ms->Set(Millis(t3 - t0));
+    metrics_.prediction_time_ms->Set(Millis(t2 - t1));
+    metrics_.handler_duration->Observe(Seconds(t3 - t0));
+    metrics_.worker_thread_time_ms->Set(Millis((end - picked) - (t3 - t0)));
+    for (size_t i = 0; i < jobs.size(); ++i) {
+      InferenceResponse& r = batch.responses[i];
+      JobResult result;
+      result.status = r.status;
+      result.content_type = std::move(r.content_type);
+      result.body = std::move(r.body);
+      Finish(*jobs[i], std::move(result), end);
+    }
+  } else {
+    spdlog::warn("{}: batch of {} failed: {}", w->name, jobs.size(), error);
+    for (auto& job : jobs) {
+      Finish(*job, Error(500, "InternalServerException", "Prediction failed: " + error), end);
+    }
+  }
+  std::lock_guard<std::mutex> lock(running_mu_);
+  w->running.clear();
+}
+
+void WorkerPool::Finish(Job& job, JobResult result, Clock::time_point end) {
+  const int status = result.status;
+  if (!job.Complete(std::move(result))) return;  // the reaper answered 408 already
+  if (status >= 200 && status < 300) {
+    const ModelMetrics::VersionLabelled& l =
+        job.explicit_version() ? metrics_.by_explicit : metrics_.by_default;
+    const auto queued = job.started() - job.enqueued();
+    l.latency_us->Add(Micros(end - job.arrival()));
+    l.queue_latency_us->Add(Micros(queued));
+    metrics_.queue_time_ms->Set(Millis(queued));
+    metrics_.request_duration->Observe(Seconds(end - job.arrival()));
+    metrics_.queue_duration->Observe(Seconds(queued));
+  } else if (status >= 400 && status < 500) {
+    metrics_.fail_bad_input->Inc();
+  } else {
+    metrics_.fail_handler_error->Inc();
+  }
+}
+
+}  // namespace tserve::serving

@@ -1,0 +1,361 @@
+#include "backend/handler_factory.h"
+
+#include <dlfcn.h>
+#include <gtest/gtest.h>
+#include <link.h>
+
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <mutex>
+#include <random>
+#include <string>
+#include <vector>
+
+namespace tserve::backend {
+namespace {
+
+namespace fs = std::filesystem;
+
+// A fresh directory under the system temp dir, removed with its contents at scope exit.
+class TempDir {
+ public:
+  TempDir() {
+    std::random_device rd;
+    path_ = fs::temp_directory_path() / ("tserve_handler_factory_" + std::to_string(rd()));
+    fs::create_directories(path_);
+  }
+  ~TempDir() {
+    std::error_code ec;
+    fs::remove_all(path_, ec);
+  }
+  const fs::path& path() const { return path_; }
+  std::string str() const { return path_.string(); }
+
+ private:
+  fs::path path_;
+};
+
+void WriteFile(const fs::path& p, const std::string& text) {
+  std::ofstream out(p, std::ios::binary);
+  out << text;
+}
+
+// Records every call, as the server's HandlerMetrics would receive them.
+class FakeMetrics final : public Metrics {
+ public:
+  struct Call {
+    std::string api;
+    std::string name;
+    double value;
+    std::string unit;
+    Dimensions dimensions;
+  };
+
+  void AddCounter(std::string_view name, double value, const Dimensions& d) override {
+    Add("counter", name, value, "", d);
+  }
+  void AddTime(std::string_view name, double value, const Dimensions& d,
+               std::string_view unit) override {
+    Add("time", name, value, unit, d);
+  }
+  void AddSize(std::string_view name, double value, const Dimensions& d,
+               std::string_view unit) override {
+    Add("size", name, value, unit, d);
+  }
+  void AddPercent(std::string_view name, double value, const Dimensions& d) override {
+    Add("percent", name, value, "", d);
+  }
+  void AddMetric(std::string_view name, double value, std::string_view unit,
+                 const Dimensions& d) override {
+    Add("metric", name, value, unit, d);
+  }
+
+  std::vector<Call> calls() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return calls_;
+  }
+
+ private:
+  void Add(std::string api, std::string_view name, double value, std::string_view unit,
+           const Dimensions& d) {
+    std::lock_guard<std::mutex> lock(mu_);
+    calls_.push_back({std::move(api), std::string(name), value, std::string(unit), d});
+  }
+  mutable std::mutex mu_;
+  std::vector<Call> calls_;
+};
+
+// Runs the four phases as a worker does.
+void RunBatch(Handler& h, Batch& batch) {
+  h.Preprocess(batch);
+  h.Inference(batch);
+  h.Postprocess(batch);
+}
+
+Batch MakeBatch(const std::vector<std::pair<std::string_view, std::string_view>>& requests) {
+  Batch b;
+  for (const auto& [content_type, body] : requests)
+    b.requests.push_back({"req", content_type, body});
+  return b;
+}
+
+// Copies the example plugin into `dir` under `name`.
+void InstallExamplePlugin(const fs::path& dir, const std::string& name) {
+  fs::create_directories((dir / name).parent_path());
+  fs::copy_file(TSERVE_EXAMPLE_PLUGIN, dir / name, fs::copy_options::overwrite_existing);
+}
+
+class DummyHandler final : public Handler {
+ public:
+  void Initialize(const ModelContext&) override {}
+  void Preprocess(Batch&) override {}
+  void Inference(Batch&) override {}
+  void Postprocess(Batch&) override {}
+};
+
+TEST(HandlerFactoryTest, BuiltinIsRegisteredAndCreated) {
+  HandlerFactory f;
+  RegisterNoopHandler(&f);
+  f.RegisterBuiltin("tensor", [] { return std::make_unique<DummyHandler>(); });
+  EXPECT_TRUE(f.IsBuiltin("noop"));
+  EXPECT_TRUE(f.IsBuiltin("tensor"));
+  EXPECT_FALSE(f.IsBuiltin("image_classifier"));
+  EXPECT_EQ(f.BuiltinNames(), (std::vector<std::string>{"noop", "tensor"}));
+  auto h = f.Create("noop", "/nonexistent");
+  ASSERT_TRUE(h.ok()) << h.status().message();
+  EXPECT_NE(h->get(), nullptr);
+  // Each Create makes a new instance (one per worker).
+  auto h2 = f.Create("noop", "/nonexistent");
+  ASSERT_TRUE(h2.ok());
+  EXPECT_NE(h->get(), h2->get());
+}
+
+TEST(HandlerFactoryTest, UnknownNameListsBuiltins) {
+  HandlerFactory f;
+  RegisterNoopHandler(&f);
+  f.RegisterBuiltin("tensor", [] { return std::make_unique<DummyHandler>(); });
+  f.RegisterBuiltin("image_classifier", [] { return std::make_unique<DummyHandler>(); });
+  TempDir dir;
+  auto h = f.Create("foo", dir.str());
+  ASSERT_FALSE(h.ok());
+  EXPECT_EQ(h.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(h.status().message(),
+            "unknown handler \"foo\" (built-in handlers: image_classifier, noop, tensor; or a "
+            ".so plugin inside the model folder)");
+}
+
+TEST(HandlerFactoryTest, PythonHandlerGetsAHint) {
+  HandlerFactory f;
+  RegisterNoopHandler(&f);
+  TempDir dir;
+  auto h = f.Create("image_classifier.py", dir.str());
+  ASSERT_FALSE(h.ok());
+  EXPECT_NE(h.status().message().find("Python handlers are not supported"), std::string::npos)
+      << h.status().message();
+}
+
+TEST(HandlerFactoryTest, BuiltinMakerFailuresAreErrors) {
+  HandlerFactory f;
+  f.RegisterBuiltin("null", [] { return std::unique_ptr<Handler>(); });
+  f.RegisterBuiltin(
+      "throws", []() -> std::unique_ptr<Handler> { throw std::runtime_error("no model file"); });
+  auto a = f.Create("null", "/");
+  ASSERT_FALSE(a.ok());
+  EXPECT_EQ(a.status().message(), "handler \"null\": built-in maker returned null");
+  auto b = f.Create("throws", "/");
+  ASSERT_FALSE(b.ok());
+  EXPECT_EQ(b.status().message(), "handler \"throws\": no model file");
+}
+
+TEST(HandlerFactoryTest, NoopEchoesBodiesWithContentType) {
+  HandlerFactory f;
+  RegisterNoopHandler(&f);
+  auto h = f.Create("noop", "");
+  ASSERT_TRUE(h.ok());
+  (*h)->Initialize(ModelContext{});
+  Batch b = MakeBatch({{"text/plain", "hello"}, {"", std::string_view("\0bin", 4)}, {"x/y", ""}});
+  RunBatch(**h, b);
+  ASSERT_EQ(b.responses.size(), 3u);
+  EXPECT_EQ(b.responses[0].status, 200);
+  EXPECT_EQ(b.responses[0].content_type, "text/plain");
+  EXPECT_EQ(b.responses[0].body, "hello");
+  EXPECT_EQ(b.responses[1].content_type, "application/octet-stream");
+  EXPECT_EQ(b.responses[1].body, std::string("\0bin", 4));
+  EXPECT_EQ(b.responses[2].content_type, "x/y");
+  EXPECT_EQ(b.responses[2].body, "");
+  // A second batch on the same instance starts clean.
+  Batch b2 = MakeBatch({{"a/b", "again"}});
+  RunBatch(**h, b2);
+  ASSERT_EQ(b2.responses.size(), 1u);
+  EXPECT_EQ(b2.responses[0].body, "again");
+}
+
+TEST(HandlerFactoryTest, PluginRunsAllPhasesAndRecordsMetrics) {
+  TempDir dir;
+  InstallExamplePlugin(dir.path(), "libexample_handler.so");
+  HandlerFactory f;
+  RegisterNoopHandler(&f);
+  auto h = f.Create("libexample_handler.so", dir.str());
+  ASSERT_TRUE(h.ok()) << h.status().message();
+
+  FakeMetrics metrics;
+  ModelContext ctx;
+  ctx.model_name = "example";
+  ctx.model_dir = dir.str();
+  ctx.handler = "libexample_handler.so";
+  ctx.metrics = &metrics;
+  (*h)->Initialize(ctx);
+
+  Batch b = MakeBatch(
+      {{"text/plain", "hello world"}, {"text/plain", ""}, {"text/plain", "  one\ttwo\nthree  "}});
+  RunBatch(**h, b);
+  ASSERT_EQ(b.responses.size(), 3u);
+  EXPECT_EQ(b.responses[0].status, 200);
+  EXPECT_EQ(b.responses[0].content_type, "application/json");
+  EXPECT_EQ(b.responses[0].body, R"({"length": 11, "words": 2})");
+  EXPECT_EQ(b.responses[1].body, R"({"length": 0, "words": 0})");
+  EXPECT_EQ(b.responses[2].body, R"({"length": 17, "words": 3})");
+
+  const auto calls = metrics.calls();
+  ASSERT_EQ(calls.size(), 4u);
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(calls[i].api, "counter");
+    EXPECT_EQ(calls[i].name, "ExampleRequests");
+    EXPECT_EQ(calls[i].value, 1.0);
+    EXPECT_TRUE(calls[i].dimensions.empty());
+  }
+  EXPECT_EQ(calls[3].api, "time");
+  EXPECT_EQ(calls[3].name, "ExampleHandlerTime");
+  EXPECT_EQ(calls[3].unit, "ms");
+  EXPECT_GE(calls[3].value, 0.0);
+}
+
+TEST(HandlerFactoryTest, PluginInSubfolderAndOutlivingFactory) {
+  TempDir dir;
+  InstallExamplePlugin(dir.path(), "handlers/libx.so");
+  std::unique_ptr<Handler> h1, h2;
+  {
+    HandlerFactory f;
+    auto a = f.Create("handlers/libx.so", dir.str());
+    ASSERT_TRUE(a.ok()) << a.status().message();
+    auto b = f.Create("./handlers/../handlers/libx.so", dir.str());
+    ASSERT_TRUE(b.ok()) << b.status().message();
+    h1 = std::move(*a);
+    h2 = std::move(*b);
+  }
+  // The library stays loaded while any handler lives, whatever order they go in.
+  h1.reset();
+  h2->Initialize(ModelContext{});
+  Batch batch = MakeBatch({{"text/plain", "a b"}});
+  RunBatch(*h2, batch);
+  ASSERT_EQ(batch.responses.size(), 1u);
+  EXPECT_EQ(batch.responses[0].body, R"({"length": 3, "words": 2})");
+}
+
+TEST(HandlerFactoryTest, AbsolutePathRejected) {
+  TempDir dir;
+  InstallExamplePlugin(dir.path(), "libexample_handler.so");
+  HandlerFactory f;
+  const std::string abs = (dir.path() / "libexample_handler.so").string();
+  auto h = f.Create(abs, dir.str());
+  ASSERT_FALSE(h.ok());
+  EXPECT_EQ(h.status().message(),
+            "handler \"" + abs +
+                "\": a plugin must be named by a path relative to the model folder, not an "
+                "absolute path");
+}
+
+TEST(HandlerFactoryTest, EscapeFromModelFolderRejected) {
+  TempDir outer;
+  const fs::path model = outer.path() / "model";
+  fs::create_directories(model);
+  InstallExamplePlugin(outer.path(), "libevil.so");
+  const std::string root = fs::canonical(model).string();
+  HandlerFactory f;
+
+  auto a = f.Create("../libevil.so", model.string());
+  ASSERT_FALSE(a.ok());
+  EXPECT_EQ(a.status().code(), StatusCode::kPermissionDenied);
+  EXPECT_EQ(a.status().message(),
+            "handler \"../libevil.so\": plugin path resolves outside the "
+            "model folder \"" +
+                root + "\"");
+
+  // A missing file reached through ".." is still "outside", not "not found".
+  auto b = f.Create("../missing.so", model.string());
+  ASSERT_FALSE(b.ok());
+  EXPECT_EQ(b.status().code(), StatusCode::kPermissionDenied);
+
+  // A symlink inside the folder that points outside it.
+  fs::create_symlink(outer.path() / "libevil.so", model / "liblink.so");
+  auto c = f.Create("liblink.so", model.string());
+  ASSERT_FALSE(c.ok());
+  EXPECT_EQ(c.status().message(),
+            "handler \"liblink.so\": plugin path resolves outside the "
+            "model folder \"" +
+                root + "\"");
+}
+
+TEST(HandlerFactoryTest, MissingPluginFile) {
+  TempDir dir;
+  HandlerFactory f;
+  auto h = f.Create("libnothere.so", dir.str());
+  ASSERT_FALSE(h.ok());
+  EXPECT_EQ(h.status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(h.status().message(),
+            "handler \"libnothere.so\": plugin file not found in the model folder (No such "
+            "file or directory)");
+}
+
+TEST(HandlerFactoryTest, NotALibraryGivesDlerror) {
+  TempDir dir;
+  WriteFile(dir.path() / "libbroken.so", "this is not an ELF file, just text\n");
+  HandlerFactory f;
+  auto h = f.Create("libbroken.so", dir.str());
+  ASSERT_FALSE(h.ok());
+  const std::string& m = h.status().message();
+  const std::string prefix = "handler \"libbroken.so\": cannot load plugin: ";
+  EXPECT_EQ(m.substr(0, prefix.size()), prefix) << m;
+  // dlerror names the file and the cause (glibc: "invalid ELF header" or "file too short").
+  EXPECT_NE(m.find("libbroken.so:"), std::string::npos) << m;
+  EXPECT_TRUE(m.find("invalid ELF header") != std::string::npos ||
+              m.find("file too short") != std::string::npos)
+      << m;
+}
+
+// Finds zlib (always installed on Debian) beside the system libraries this test loads: an
+// ordinary shared library without the factory symbol, safe to load a private copy of.
+std::string FindPlainLibrary() {
+  std::vector<fs::path> dirs;
+  dl_iterate_phdr(
+      [](dl_phdr_info* info, size_t, void* data) {
+        if (info->dlpi_name != nullptr && info->dlpi_name[0] == '/') {
+          static_cast<std::vector<fs::path>*>(data)->push_back(
+              fs::path(info->dlpi_name).parent_path());
+        }
+        return 0;
+      },
+      &dirs);
+  for (const fs::path& dir : dirs) {
+    std::error_code ec;
+    if (fs::is_regular_file(dir / "libz.so.1", ec)) return (dir / "libz.so.1").string();
+  }
+  return "";
+}
+
+TEST(HandlerFactoryTest, LibraryWithoutFactorySymbol) {
+  const std::string lib = FindPlainLibrary();
+  if (lib.empty()) GTEST_SKIP() << "no plain shared library loaded to copy";
+  TempDir dir;
+  fs::copy_file(lib, dir.path() / "libplain.so");
+  HandlerFactory f;
+  auto h = f.Create("libplain.so", dir.str());
+  ASSERT_FALSE(h.ok());
+  EXPECT_EQ(h.status().message(),
+            "handler \"libplain.so\": plugin does not export tserve_create_handler (declare it "
+            "extern \"C\" tserve::Handler* tserve_create_handler())");
+}
+
+}  // namespace
+}  // namespace tserve::backend

@@ -1,0 +1,266 @@
+#include "serving/worker_pool.h"
+
+#include <gtest/gtest.h>
+
+#include <future>
+#include <thread>
+
+#include "metrics/metrics_yaml.h"
+#include "serving/job.h"
+
+namespace tserve::serving {
+namespace {
+
+using namespace std::chrono_literals;
+
+// A handler whose behaviour the test controls: echoes bodies, sleeps, or throws.
+struct Script {
+  std::atomic<int> batches{0};
+  std::atomic<int> max_batch{0};
+  std::chrono::milliseconds inference_time{0};
+  std::atomic<bool> throw_next{false};
+  std::atomic<bool> fail_initialize{false};
+};
+
+class ScriptedHandler : public Handler {
+ public:
+  explicit ScriptedHandler(Script* s) : s_(s) {}
+  void Initialize(const ModelContext&) override {
+    if (s_->fail_initialize) throw std::runtime_error("cannot load");
+  }
+  void Preprocess(Batch& b) override {
+    s_->batches++;
+    int n = static_cast<int>(b.requests.size());
+    int m = s_->max_batch.load();
+    while (n > m && !s_->max_batch.compare_exchange_weak(m, n)) {
+    }
+  }
+  void Inference(Batch&) override {
+    if (s_->inference_time.count() > 0) std::this_thread::sleep_for(s_->inference_time);
+    if (s_->throw_next.exchange(false)) throw std::runtime_error("boom");
+  }
+  void Postprocess(Batch& b) override {
+    for (const auto& r : b.requests) b.responses.push_back({200, "text/plain", std::string(r.body)});
+  }
+
+ private:
+  Script* s_;
+};
+
+class WorkerPoolTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto fams = metrics::ParseMetricsYaml(metrics::DefaultMetricsYaml(), "metrics.yaml");
+    ASSERT_TRUE(fams.ok());
+    ASSERT_TRUE(metrics::AddFamilies(*fams, &registry_).ok());
+    factory_.RegisterBuiltin("scripted",
+                             [this] { return std::make_unique<ScriptedHandler>(&script_); });
+    auto m = ModelMetrics::Resolve(&registry_, "m", "1.0", "h");
+    ASSERT_TRUE(m.ok()) << m.status().message();
+    metrics_ = *m;
+  }
+
+  std::unique_ptr<WorkerPool> MakePool(int batch_size, std::chrono::milliseconds delay,
+                                       size_t capacity = 100) {
+    PoolOptions o;
+    o.model_name = "m";
+    o.model_version = "1.0";
+    o.handler = "scripted";
+    o.batch_size = batch_size;
+    o.max_batch_delay = delay;
+    o.queue_capacity = capacity;
+    o.hostname = "h";
+    return std::make_unique<WorkerPool>(o, &factory_, &registry_, metrics_, nullptr,
+                                        [this] { return port_++; });
+  }
+
+  // A job whose result lands in the returned future.
+  std::pair<std::shared_ptr<Job>, std::future<JobResult>> MakeJob(
+      std::string body, std::chrono::milliseconds timeout = 10s) {
+    auto promise = std::make_shared<std::promise<JobResult>>();
+    auto future = promise->get_future();
+    auto now = Clock::now();
+    auto job = std::make_shared<Job>("id", std::move(body), "text/plain", false, now,
+                                     now + timeout,
+                                     [promise](JobResult r) { promise->set_value(std::move(r)); });
+    return {job, std::move(future)};
+  }
+
+  void WaitReady(WorkerPool& pool, int n) {
+    for (int i = 0; i < 200 && pool.ready_workers() < n; ++i) std::this_thread::sleep_for(10ms);
+    ASSERT_EQ(pool.ready_workers(), n);
+  }
+
+  metrics::Registry registry_;
+  backend::HandlerFactory factory_;
+  Script script_;
+  ModelMetrics metrics_;
+  int port_ = 9000;
+};
+
+TEST_F(WorkerPoolTest, AnswersEveryJobAndRecordsMetricsExactly) {
+  auto pool = MakePool(1, 0ms);
+  pool->SetWorkerCount(2);
+  WaitReady(*pool, 2);
+  std::vector<std::future<JobResult>> results;
+  for (int i = 0; i < 50; ++i) {
+    auto [job, fut] = MakeJob("req" + std::to_string(i));
+    ASSERT_EQ(pool->Submit(job), WorkerPool::SubmitResult::kAccepted);
+    results.push_back(std::move(fut));
+  }
+  for (int i = 0; i < 50; ++i) {
+    JobResult r = results[i].get();
+    EXPECT_EQ(r.status, 200);
+    EXPECT_EQ(r.body, "req" + std::to_string(i));
+  }
+  EXPECT_EQ(metrics_.request_duration->Count(), 50u);
+  EXPECT_EQ(metrics_.queue_duration->Count(), 50u);
+  EXPECT_GT(metrics_.by_default.latency_us->Value(), 0.0);
+  EXPECT_EQ(metrics_.by_explicit.latency_us->Value(), 0.0);
+  EXPECT_EQ(metrics_.workers_ready->Value(), 2.0);
+  pool->Shutdown();
+}
+
+TEST_F(WorkerPoolTest, BatchesUpToBatchSizeWithinTheDelay) {
+  script_.inference_time = 20ms;
+  auto pool = MakePool(4, 200ms);
+  pool->SetWorkerCount(1);
+  WaitReady(*pool, 1);
+  std::vector<std::future<JobResult>> results;
+  for (int i = 0; i < 4; ++i) {
+    auto [job, fut] = MakeJob("x");
+    ASSERT_EQ(pool->Submit(job), WorkerPool::SubmitResult::kAccepted);
+    results.push_back(std::move(fut));
+  }
+  for (auto& f : results) EXPECT_EQ(f.get().status, 200);
+  EXPECT_EQ(script_.max_batch.load(), 4);
+  EXPECT_EQ(script_.batches.load(), 1);
+  EXPECT_EQ(metrics_.batch_size->Count(), 1u);
+  EXPECT_DOUBLE_EQ(metrics_.batch_size->Sum(), 4.0);
+}
+
+TEST_F(WorkerPoolTest, PartialBatchLeavesAfterTheDelay) {
+  auto pool = MakePool(8, 100ms);
+  pool->SetWorkerCount(1);
+  WaitReady(*pool, 1);
+  auto t0 = Clock::now();
+  auto [job, fut] = MakeJob("alone");
+  ASSERT_EQ(pool->Submit(job), WorkerPool::SubmitResult::kAccepted);
+  EXPECT_EQ(fut.get().status, 200);
+  auto waited = Clock::now() - t0;
+  EXPECT_GE(waited, 90ms);  // it waited for company...
+  EXPECT_LT(waited, 2s);    // ...but not forever
+  EXPECT_EQ(script_.max_batch.load(), 1);
+}
+
+TEST_F(WorkerPoolTest, FullQueueRefusesAtOnce) {
+  script_.inference_time = 300ms;
+  auto pool = MakePool(1, 0ms, /*capacity=*/2);
+  pool->SetWorkerCount(1);
+  WaitReady(*pool, 1);
+  std::vector<std::future<JobResult>> accepted;
+  int refused = 0;
+  for (int i = 0; i < 6; ++i) {
+    auto [job, fut] = MakeJob("x");
+    if (pool->Submit(job) == WorkerPool::SubmitResult::kAccepted) {
+      accepted.push_back(std::move(fut));
+    } else {
+      ++refused;
+    }
+    if (i == 0) std::this_thread::sleep_for(50ms);  // let the worker take the first
+  }
+  EXPECT_EQ(accepted.size(), 3u);  // one running + two queued
+  EXPECT_EQ(refused, 3);
+  EXPECT_EQ(metrics_.fail_queue_full->Value(), 3.0);
+  for (auto& f : accepted) EXPECT_EQ(f.get().status, 200);
+}
+
+TEST_F(WorkerPoolTest, NoWorkersRefuses) {
+  auto pool = MakePool(1, 0ms);
+  auto [job, fut] = MakeJob("x");
+  EXPECT_EQ(pool->Submit(job), WorkerPool::SubmitResult::kNoWorker);
+  EXPECT_EQ(metrics_.fail_no_worker->Value(), 1.0);
+}
+
+TEST_F(WorkerPoolTest, ThrowingHandlerFailsOnlyItsBatch) {
+  auto pool = MakePool(1, 0ms);
+  pool->SetWorkerCount(1);
+  WaitReady(*pool, 1);
+  script_.throw_next = true;
+  auto [bad, bad_f] = MakeJob("x");
+  pool->Submit(bad);
+  JobResult r = bad_f.get();
+  EXPECT_EQ(r.status, 500);
+  EXPECT_EQ(r.error_type, "InternalServerException");
+  EXPECT_EQ(r.body, "Prediction failed: boom");
+  auto [good, good_f] = MakeJob("y");
+  pool->Submit(good);
+  EXPECT_EQ(good_f.get().status, 200);  // the worker goes on
+  EXPECT_EQ(metrics_.fail_handler_error->Value(), 1.0);
+  EXPECT_EQ(metrics_.request_duration->Count(), 1u);  // successes only
+}
+
+TEST_F(WorkerPoolTest, OverdueJobsAnswer408Once) {
+  script_.inference_time = 300ms;
+  auto pool = MakePool(1, 0ms);
+  pool->SetWorkerCount(1);
+  WaitReady(*pool, 1);
+  auto [running, running_f] = MakeJob("slow", 100ms);
+  auto [queued, queued_f] = MakeJob("queued", 100ms);
+  pool->Submit(running);
+  std::this_thread::sleep_for(20ms);
+  pool->Submit(queued);
+  std::this_thread::sleep_for(150ms);
+  pool->ExpireOverdue(Clock::now());
+  EXPECT_EQ(running_f.get().status, 408);
+  EXPECT_EQ(queued_f.get().status, 408);
+  EXPECT_EQ(metrics_.fail_timeout->Value(), 2.0);
+  EXPECT_EQ(pool->queue_depth(), 0u);
+  pool->Shutdown();  // the slow batch finishes; its late result is dropped
+  EXPECT_EQ(metrics_.request_duration->Count(), 0u);
+}
+
+TEST_F(WorkerPoolTest, FailedLoadIsRetriedAndReported) {
+  script_.fail_initialize = true;
+  auto pool = MakePool(1, 0ms);
+  pool->SetWorkerCount(1);
+  for (int i = 0; i < 100 && metrics_.workers_failed->Value() < 1.0; ++i) {
+    std::this_thread::sleep_for(10ms);
+  }
+  EXPECT_EQ(metrics_.workers_failed->Value(), 1.0);
+  EXPECT_EQ(pool->ready_workers(), 0);
+  script_.fail_initialize = false;  // the next retry (after ~1 s) succeeds
+  WaitReady(*pool, 1);
+  EXPECT_EQ(metrics_.workers_failed->Value(), 0.0);
+}
+
+TEST_F(WorkerPoolTest, ShutdownAnswersQueuedJobs503AndRemovesWorkerSeries) {
+  script_.inference_time = 200ms;
+  auto pool = MakePool(1, 0ms);
+  pool->SetWorkerCount(1);
+  WaitReady(*pool, 1);
+  auto [first, first_f] = MakeJob("a");
+  auto [second, second_f] = MakeJob("b");
+  pool->Submit(first);
+  std::this_thread::sleep_for(30ms);
+  pool->Submit(second);
+  pool->Shutdown();
+  EXPECT_EQ(first_f.get().status, 200);  // in flight: finished
+  EXPECT_EQ(second_f.get().status, 503);
+}
+
+TEST_F(WorkerPoolTest, ScalingDownRemovesWorkerLoadTimeSeries) {
+  auto pool = MakePool(1, 0ms);
+  pool->SetWorkerCount(2);
+  WaitReady(*pool, 2);
+  EXPECT_EQ(registry_.Find("WorkerLoadTime")->SeriesCount(), 2u);
+  auto workers = pool->Workers();
+  ASSERT_EQ(workers.size(), 2u);
+  EXPECT_EQ(workers[0].name, "W-9000-m_1.0");
+  pool->SetWorkerCount(1);
+  EXPECT_EQ(registry_.Find("WorkerLoadTime")->SeriesCount(), 1u);
+  EXPECT_EQ(pool->worker_count(), 1);
+}
+
+}  // namespace
+}  // namespace tserve::serving
