@@ -23,10 +23,10 @@
 #include "api/inference_api.h"
 #include "api/management_api.h"
 #include "api/metrics_api.h"
+#include "backend/handler_factory.h"
 #include "common/malloc_tuning.h"
 #include "common/strings.h"
 #include "config/server_config.h"
-#include "backend/handler_factory.h"
 #include "http/router.h"
 #include "http/server.h"
 #include "metrics/log_sink.h"
@@ -187,9 +187,9 @@ class App {
 #endif
     serving::ModelManager::Options mo;
     mo.model_store = config_.model_store;
-    extract_root_ = (std::filesystem::temp_directory_path() /
-                     ("tserve-models-" + std::to_string(getpid())))
-                        .string();
+    extract_root_ =
+        (std::filesystem::temp_directory_path() / ("tserve-models-" + std::to_string(getpid())))
+            .string();
     mo.extract_root = extract_root_;
     mo.hostname = hostname_;
     mo.default_workers = config_.default_workers_per_model > 0

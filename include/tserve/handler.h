@@ -85,11 +85,11 @@ struct ModelContext {
   std::string serialized_file;  // absolute path of the manifest's serializedFile ("" if none)
   std::string handler;          // the manifest's handler value
   std::string device = "cpu";
-  int intra_op_threads = 1;     // threads the handler may use for one inference
-  int batch_size = 1;           // the most requests one batch holds
+  int intra_op_threads = 1;  // threads the handler may use for one inference
+  int batch_size = 1;        // the most requests one batch holds
   int worker_id = 0;
   std::map<std::string, std::string> config;  // model-config.yaml's top-level scalars
-  Metrics* metrics = nullptr;   // valid while the handler lives
+  Metrics* metrics = nullptr;                 // valid while the handler lives
 };
 
 class Handler {

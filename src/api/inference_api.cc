@@ -57,9 +57,9 @@ void InferenceApi::Predict(http::Request& request, http::Responder responder) {
     auto parts = ParseMultipart(request.body, boundary);
     if (!parts.ok() || parts->empty()) {
       model->metrics.fail_bad_input->Inc();
-      responder.Send(JsonError(400, "BadRequestException",
-                               parts.ok() ? "multipart request without any part"
-                                          : parts.status().message()));
+      responder.Send(
+          JsonError(400, "BadRequestException",
+                    parts.ok() ? "multipart request without any part" : parts.status().message()));
       return;
     }
     const FormPart* chosen = &(*parts)[0];

@@ -115,18 +115,18 @@ StatusOr<std::unique_ptr<Handler>> HandlerFactory::Create(const std::string& han
   if (handler.empty()) {
     return Status::InvalidArgument("no handler given (manifest's model.handler is empty)");
   }
-  if (!LooksLikePlugin(handler, model_dir)) {
+  // A TorchServe Python handler (often shipped inside the archive) is never a plugin.
+  const bool python = EndsWith(handler, ".py") || handler.find(".py:") != std::string::npos;
+  if (python || !LooksLikePlugin(handler, model_dir)) {
     std::string known;
     for (const std::string& name : BuiltinNames()) {
       if (!known.empty()) known += ", ";
       known += name;
     }
-    std::string hint;
-    if (EndsWith(handler, ".py") || handler.find(".py:") != std::string::npos) {
-      hint = "; Python handlers are not supported: use a built-in or a C++ plugin";
-    }
-    return Status::InvalidArgument("unknown handler " + Quoted(handler) + " (built-in handlers: " +
-                                   known + "; or a .so plugin inside the model folder)" + hint);
+    return Status::InvalidArgument(
+        "unknown handler " + Quoted(handler) + " (built-in handlers: " + known +
+        "; or a .so plugin inside the model folder)" +
+        (python ? "; Python handlers are not supported: use a built-in or a C++ plugin" : ""));
   }
 
   // A plugin: a shared library inside the model folder, named relative to it.

@@ -309,9 +309,10 @@ Coefficients PrecomputeCoefficients(int in_size, int out_size) {
   for (int xx = 0; xx < out_size; ++xx) {
     const double center = (xx + 0.5) * scale;
     const double ss = 1.0 / filter_scale;
-    int xmin = static_cast<int>(center - support + 0.5);
+    // Pillow's rounding (truncation toward zero after + 0.5), kept for identical bounds.
+    int xmin = static_cast<int>(center - support + 0.5);  // NOLINT(bugprone-incorrect-roundings)
     if (xmin < 0) xmin = 0;
-    int xmax = static_cast<int>(center + support + 0.5);
+    int xmax = static_cast<int>(center + support + 0.5);  // NOLINT(bugprone-incorrect-roundings)
     if (xmax > in_size) xmax = in_size;
     xmax -= xmin;
     double ww = 0.0;

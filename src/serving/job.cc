@@ -2,11 +2,9 @@
 
 namespace tserve::serving {
 
-bool Job::Complete(JobResult result) {
-  if (completed_.exchange(true, std::memory_order_acq_rel)) return false;
+void Job::Deliver(JobResult result) {
   Done done = std::move(done_);
   if (done) done(std::move(result));
-  return true;
 }
 
 }  // namespace tserve::serving

@@ -35,7 +35,16 @@ class Job {
         done_(std::move(done)) {}
 
   // Delivers the result if the job is not complete yet; returns whether this call did.
-  bool Complete(JobResult result);
+  bool Complete(JobResult result) {
+    if (!Claim()) return false;
+    Deliver(std::move(result));
+    return true;
+  }
+  // The two halves of Complete, for callers that record metrics in between so that a
+  // client that got its answer always sees it counted: Claim wins the job (once), Deliver
+  // (only after a successful Claim) sends the result.
+  bool Claim() { return !completed_.exchange(true, std::memory_order_acq_rel); }
+  void Deliver(JobResult result);
   bool completed() const { return completed_.load(std::memory_order_acquire); }
 
   const std::string& request_id() const { return request_id_; }

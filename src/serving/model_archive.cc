@@ -97,6 +97,8 @@ std::string ZipErrorString(int code) {
   return s;
 }
 
+// Owners for libzip handles. zip_discard: an archive opened for writing is abandoned unless
+// zip_close succeeded (and the pointer was released).
 struct ZipCloser {
   void operator()(zip_t* z) const { zip_discard(z); }
 };

@@ -30,10 +30,12 @@ Status ModelManager::Load(const ModelSpec& spec, bool at_startup) {
   model->url = slash == std::string::npos ? spec.path : spec.path.substr(slash + 1);
   const ModelConfig& config = model->archive.config;
   model->min_workers = config.min_workers.value_or(options_.default_workers);
-  model->max_workers = std::max(model->min_workers, config.max_workers.value_or(model->min_workers));
+  model->max_workers =
+      std::max(model->min_workers, config.max_workers.value_or(model->min_workers));
   model->batch_size = config.batch_size.value_or(1);
   model->max_batch_delay_ms = config.max_batch_delay_ms.value_or(100);
-  model->response_timeout_s = config.response_timeout_s.value_or(options_.default_response_timeout_s);
+  model->response_timeout_s =
+      config.response_timeout_s.value_or(options_.default_response_timeout_s);
   model->loaded_at_startup = at_startup;
 
   {

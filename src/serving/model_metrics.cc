@@ -86,8 +86,8 @@ StatusOr<ModelMetrics> ModelMetrics::Resolve(metrics::Registry* registry, const 
 StatusOr<metrics::Gauge*> WorkerLoadTimeGauge(metrics::Registry* registry,
                                               const std::string& worker_name,
                                               const std::string& hostname) {
-  return registry->GaugeFor("WorkerLoadTime",
-                            {{"WorkerName", worker_name}, {"Level", "Host"}, {"Hostname", hostname}});
+  return registry->GaugeFor(
+      "WorkerLoadTime", {{"WorkerName", worker_name}, {"Level", "Host"}, {"Hostname", hostname}});
 }
 
 void RemoveWorkerLoadTime(metrics::Registry* registry, const std::string& worker_name,

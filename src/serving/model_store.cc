@@ -66,7 +66,9 @@ StatusOr<std::vector<ModelSpec>> ListStore(const std::string& store, const std::
   std::vector<ModelSpec> out;
   for (const std::string& name : names) {
     StatusOr<std::string> path = ResolveInsideStore(store, name);
-    if (!path.ok()) return path.status();
+    if (!path.ok()) {
+      return Status(path.status().code(), "load_models: " + path.status().message());
+    }
     out.push_back({"", std::move(path).value()});
   }
   return out;
@@ -111,6 +113,9 @@ StatusOr<std::vector<ModelSpec>> ResolveLoadModels(const std::vector<std::string
     }
   }
   if (items.empty()) return std::vector<ModelSpec>{};
+  // A missing or unset store is one error about the store, not one per entry.
+  StatusOr<std::string> store = RealStore(model_store);
+  if (!store.ok()) return store.status();
 
   bool has_all = std::any_of(items.begin(), items.end(),
                              [](const std::string& s) { return EqualsIgnoreCase(s, "all"); });
@@ -118,8 +123,6 @@ StatusOr<std::vector<ModelSpec>> ResolveLoadModels(const std::vector<std::string
     if (items.size() != 1) {
       return Status::InvalidArgument("load_models: \"all\" cannot be combined with other models");
     }
-    StatusOr<std::string> store = RealStore(model_store);
-    if (!store.ok()) return store.status();
     return ListStore(*store, model_store);
   }
 

@@ -181,8 +181,8 @@ void WorkerPool::SetWorkerCount(int count) {
     while (static_cast<int>(workers_.size()) < count) {
       auto w = std::make_unique<Worker>();
       w->port = next_worker_port_();
-      w->name = "W-" + std::to_string(w->port) + "-" + options_.model_name + "_" +
-                options_.model_version;
+      w->name =
+          "W-" + std::to_string(w->port) + "-" + options_.model_name + "_" + options_.model_version;
       w->start_time = std::chrono::system_clock::now();
       auto gauge = WorkerLoadTimeGauge(registry_, w->name, options_.hostname);
       w->load_time = gauge.ok() ? *gauge : nullptr;
@@ -227,12 +227,12 @@ void WorkerPool::Shutdown() {
 }
 
 void WorkerPool::ExpireOverdue(Clock::time_point now) {
-  const std::string message = "Timed out waiting for model \"" + options_.model_name +
-                              "\" to answer (responseTimeout)";
+  const std::string message =
+      "Timed out waiting for model \"" + options_.model_name + "\" to answer (responseTimeout)";
   auto expire = [&](Job& job) {
-    if (job.Complete(Error(408, "RequestTimeoutException", message))) {
-      metrics_.fail_timeout->Inc();
-    }
+    if (!job.Claim()) return;
+    metrics_.fail_timeout->Inc();
+    job.Deliver(Error(408, "RequestTimeoutException", message));
   };
   queue_.ExpireOverdue(now, expire);
   std::lock_guard<std::mutex> lock(running_mu_);
@@ -249,7 +249,10 @@ std::vector<WorkerPool::WorkerInfo> WorkerPool::Workers() const {
   std::vector<WorkerInfo> out;
   for (const auto& w : workers_) {
     int s = w->state.load();
-    out.push_back({w->port, w->name, s == kReady ? "READY" : s == kFailed ? "FAILED" : "LOADING",
+    out.push_back({w->port, w->name,
+                   s == kReady    ? "READY"
+                   : s == kFailed ? "FAILED"
+                                  : "LOADING",
                    w->start_time});
   }
   return out;
@@ -373,8 +376,9 @@ void WorkerPool::RunBatch(Worker* w, Handler* handler, std::vector<std::shared_p
 }
 
 void WorkerPool::Finish(Job& job, JobResult result, Clock::time_point end) {
+  if (!job.Claim()) return;  // the reaper answered 408 already
+  // Metrics first, then the answer: a client that got its response sees it counted.
   const int status = result.status;
-  if (!job.Complete(std::move(result))) return;  // the reaper answered 408 already
   if (status >= 200 && status < 300) {
     const ModelMetrics::VersionLabelled& l =
         job.explicit_version() ? metrics_.by_explicit : metrics_.by_default;
@@ -389,6 +393,7 @@ void WorkerPool::Finish(Job& job, JobResult result, Clock::time_point end) {
   } else {
     metrics_.fail_handler_error->Inc();
   }
+  job.Deliver(std::move(result));
 }
 
 }  // namespace tserve::serving

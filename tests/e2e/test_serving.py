@@ -52,6 +52,18 @@ def wait_healthy(server, timeout: float = 60.0) -> None:
     e2e_util.wait_for(healthy, timeout, "all models' workers ready (/ping Healthy)")
 
 
+def tally_from_now(server) -> Tally:
+    """A Tally that starts from the counters as they are (the /ping polls of wait_healthy
+    were counted too); the baseline scrape itself is tallied."""
+    tally = Tally(server)
+    r = server.metrics()
+    assert r.status_code == 200
+    for k, v in e2e_util.request_counters(r.text).items():
+        tally.counts[k] += int(v)
+    tally.record(r.status_code, "GET /metrics (baseline)")
+    return tally
+
+
 def metric_value(text: str, name: str, **labels) -> float | None:
     fams = e2e_util.parse_exposition(text)
     for fam in fams:
@@ -193,7 +205,7 @@ def test_batching_under_concurrent_load(models_server):
 
 def test_handler_error_is_500_and_worker_goes_on(models_server):
     url = f"{models_server.inference_url}/predictions/linear"
-    tally = Tally(models_server)
+    tally = tally_from_now(models_server)
     r = tally.request("POST", url, json=[1.0, 2.0, 3.0])  # wrong shape: the model throws
     assert r.status_code == 500, r.text
     err = r.json()
@@ -206,7 +218,7 @@ def test_errors_and_request_classes_are_exact(tserve, tmp_path):
     store = store_with(tmp_path / "w", "noop.mar")
     server = tserve(config={"model_store": str(store), "load_models": "noop.mar"})
     wait_healthy(server)
-    tally = Tally(server)
+    tally = tally_from_now(server)
     tally.get(f"{server.inference_url}/ping")
     r = tally.request("POST", f"{server.inference_url}/predictions/nope", data="x")
     assert r.status_code == 404
@@ -228,7 +240,7 @@ def test_queue_full_is_503_and_counted(tserve, tmp_path):
     server = tserve(config={"model_store": str(store), "load_models": "resnet18.mar",
                             "job_queue_size": 1})
     wait_healthy(server)
-    tally = Tally(server)
+    tally = tally_from_now(server)
     image = KITTEN.read_bytes()
 
     def call(_):
@@ -262,7 +274,7 @@ def test_broken_archive_does_not_stop_the_others(tserve, tmp_path):
     assert [m["modelName"] for m in r.json()["models"]] == ["noop"]
     assert requests.post(f"{server.inference_url}/predictions/noop", data="x",
                          timeout=10).status_code == 200
-    logs = server.stderr + server.stdout
+    logs = server.stderr() + server.stdout()
     assert "broken.mar" in logs, logs
 
 

@@ -149,10 +149,15 @@ TEST(HandlerFactoryTest, PythonHandlerGetsAHint) {
   HandlerFactory f;
   RegisterNoopHandler(&f);
   TempDir dir;
-  auto h = f.Create("image_classifier.py", dir.str());
-  ASSERT_FALSE(h.ok());
-  EXPECT_NE(h.status().message().find("Python handlers are not supported"), std::string::npos)
-      << h.status().message();
+  WriteFile(dir.path() / "my_handler.py", "class MyHandler: pass\n");
+  for (const std::string name : {"image_classifier.py", "my_handler.py", "my_handler.py:handle"}) {
+    auto h = f.Create(name, dir.str());
+    ASSERT_FALSE(h.ok());
+    EXPECT_EQ(h.status().message(),
+              "unknown handler \"" + name +
+                  "\" (built-in handlers: noop; or a .so plugin inside the model folder); Python "
+                  "handlers are not supported: use a built-in or a C++ plugin");
+  }
 }
 
 TEST(HandlerFactoryTest, BuiltinMakerFailuresAreErrors) {

@@ -70,14 +70,14 @@ constexpr const char* kRequests4xx =
     "# TYPE Requests4XX counter\n"
     "Requests4XX{Level=\"Host\",Hostname=\"host1\",} 2.0\n";
 constexpr const char* kHistHeader =
-    "# HELP ts_request_duration_seconds End-to-end request duration.\n"
-    "# TYPE ts_request_duration_seconds histogram\n";
+    "# HELP test_request_duration_seconds End-to-end request duration.\n"
+    "# TYPE test_request_duration_seconds histogram\n";
 constexpr const char* kHistBuckets =
-    "ts_request_duration_seconds_bucket{model_name=\"m\",le=\"1.0\",} 1.0\n"
-    "ts_request_duration_seconds_bucket{model_name=\"m\",le=\"5.0\",} 1.0\n"
-    "ts_request_duration_seconds_bucket{model_name=\"m\",le=\"+Inf\",} 2.0\n";
-constexpr const char* kHistCount = "ts_request_duration_seconds_count{model_name=\"m\",} 2.0\n";
-constexpr const char* kHistSum = "ts_request_duration_seconds_sum{model_name=\"m\",} 10.5\n";
+    "test_request_duration_seconds_bucket{model_name=\"m\",le=\"1.0\",} 1.0\n"
+    "test_request_duration_seconds_bucket{model_name=\"m\",le=\"5.0\",} 1.0\n"
+    "test_request_duration_seconds_bucket{model_name=\"m\",le=\"+Inf\",} 2.0\n";
+constexpr const char* kHistCount = "test_request_duration_seconds_count{model_name=\"m\",} 2.0\n";
+constexpr const char* kHistSum = "test_request_duration_seconds_sum{model_name=\"m\",} 10.5\n";
 
 // A registry with the default metrics.yaml families plus one histogram, and some values:
 // Requests2XX = 8, Requests4XX = 2, Requests5XX has no series, ts_inference_requests_total
@@ -91,7 +91,7 @@ class MetricsApiTest : public ::testing::Test {
     ASSERT_TRUE(added.ok()) << added.message();
 
     metrics::FamilyDesc hist;
-    hist.name = "ts_request_duration_seconds";
+    hist.name = "test_request_duration_seconds";
     hist.help = "End-to-end request duration.";
     hist.unit = "Seconds";
     hist.type = metrics::MetricType::kHistogram;
@@ -111,7 +111,7 @@ class MetricsApiTest : public ::testing::Test {
         {{"model_name", "m"}, {"model_version", "default"}, {"hostname", "host1"}});
     ASSERT_TRUE(inf.ok());
     (*inf)->Inc();
-    auto h = registry_.HistogramFor("ts_request_duration_seconds", {{"model_name", "m"}});
+    auto h = registry_.HistogramFor("test_request_duration_seconds", {{"model_name", "m"}});
     ASSERT_TRUE(h.ok());
     (*h)->Observe(0.5);
     (*h)->Observe(10);
@@ -241,17 +241,18 @@ TEST_F(MetricsApiTest, FilterDropsFamiliesWithoutSamples) {
 
 TEST_F(MetricsApiTest, FilterHistogramNeedsSampleNames) {
   // The family name alone matches no sample.
-  EXPECT_EQ(Scrape("name[]=ts_request_duration_seconds"), "");
-  EXPECT_EQ(Scrape("name[]=ts_request_duration_seconds_bucket"),
+  EXPECT_EQ(Scrape("name[]=test_request_duration_seconds"), "");
+  EXPECT_EQ(Scrape("name[]=test_request_duration_seconds_bucket"),
             std::string(kHistHeader) + kHistBuckets);
-  EXPECT_EQ(Scrape("name[]=ts_request_duration_seconds_count"),
+  EXPECT_EQ(Scrape("name[]=test_request_duration_seconds_count"),
             std::string(kHistHeader) + kHistCount);
-  EXPECT_EQ(Scrape("name[]=ts_request_duration_seconds_sum"), std::string(kHistHeader) + kHistSum);
-  EXPECT_EQ(Scrape("name[]=ts_request_duration_seconds_sum&name[]=ts_request_duration_seconds_"
+  EXPECT_EQ(Scrape("name[]=test_request_duration_seconds_sum"),
+            std::string(kHistHeader) + kHistSum);
+  EXPECT_EQ(Scrape("name[]=test_request_duration_seconds_sum&name[]=test_request_duration_seconds_"
                    "count"),
             std::string(kHistHeader) + kHistCount + kHistSum);
-  EXPECT_EQ(Scrape("name[]=ts_request_duration_seconds_bucket&name[]=ts_request_duration_"
-                   "seconds_count&name[]=ts_request_duration_seconds_sum"),
+  EXPECT_EQ(Scrape("name[]=test_request_duration_seconds_bucket&name[]=test_request_duration_"
+                   "seconds_count&name[]=test_request_duration_seconds_sum"),
             std::string(kHistHeader) + kHistBuckets + kHistCount + kHistSum);
 }
 
@@ -331,7 +332,7 @@ TEST_F(MetricsApiTest, LegacyModeShowsOnlyTheThreeTsCounters) {
   EXPECT_NE(body.find("# TYPE ts_inference_latency_microseconds counter\n"), std::string::npos);
   EXPECT_NE(body.find("# TYPE ts_queue_latency_microseconds counter\n"), std::string::npos);
   EXPECT_EQ(body.find("Requests2XX"), std::string::npos);
-  EXPECT_EQ(body.find("ts_request_duration_seconds"), std::string::npos);
+  EXPECT_EQ(body.find("test_request_duration_seconds"), std::string::npos);
 }
 
 TEST_F(MetricsApiTest, LegacyModeFilterAppliesWithinTsCounters) {

@@ -1,1 +1,371 @@
-// placeholder: being written
+// The LibTorch handlers (backend/torchscript_handlers.h) on small committed TorchScript
+// fixtures. Expected values come from `/usr/bin/python3 scripts/make_test_fixtures.py
+// --print-expected` (PIL + torchvision + torch on the same files):
+//   models/linear.pt                nn.Linear(4, 2), weight [[1, 2, 3, 4], [-1, .5, 0, 2]],
+//                                   bias [.5, -1]: outputs checkable by hand
+//   models/tiny_classifier/         adaptive-avg-pool 4x4 + Linear(48, 10) with seeded
+//                                   weights, labels "zero".."nine" in TorchServe's
+//                                   {"0": ["n00", "zero"]} format
+// The classifier's expected bodies are what TorchServe's image_classifier answers for the
+// same model and images (json.dumps(indent=2) of its top-5 dict), byte for byte.
+
+#include "backend/torchscript_handlers.h"
+
+#include <ATen/Parallel.h>
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "backend/handler_factory.h"
+
+namespace tserve::backend {
+namespace {
+
+const std::string kFixtures = TSERVE_FIXTURES_DIR;
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  EXPECT_TRUE(in.good()) << "cannot open " << path;
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+ModelContext Context(const std::string& model_dir, const std::string& serialized_file) {
+  ModelContext context;
+  context.model_name = "test";
+  context.model_version = "1.0";
+  context.model_dir = model_dir;
+  context.serialized_file = serialized_file;
+  return context;
+}
+
+// Runs the three phases on bodies held by the caller (requests point into them).
+std::vector<InferenceResponse> RunBatch(Handler& handler, const std::vector<std::string>& bodies) {
+  Batch batch;
+  for (const std::string& body : bodies) {
+    batch.requests.push_back(InferenceRequest{"id", "application/octet-stream", body});
+  }
+  handler.Preprocess(batch);
+  handler.Inference(batch);
+  handler.Postprocess(batch);
+  EXPECT_EQ(batch.responses.size(), bodies.size());
+  return batch.responses;
+}
+
+std::unique_ptr<Handler> LinearHandler() {
+  std::unique_ptr<Handler> handler = MakeTensorHandler();
+  handler->Initialize(Context(kFixtures + "/models", kFixtures + "/models/linear.pt"));
+  return handler;
+}
+
+constexpr const char* kBadRequestPrefix =
+    "{\n  \"code\": 400,\n  \"type\": \"BadRequestException\",\n  \"message\": \"";
+
+// ---- registration -----------------------------------------------------------------------
+
+TEST(TorchHandlersTest, RegistersBothHandlers) {
+  HandlerFactory factory;
+  RegisterTorchHandlers(&factory);
+  EXPECT_TRUE(factory.IsBuiltin("image_classifier"));
+  EXPECT_TRUE(factory.IsBuiltin("tensor"));
+  StatusOr<std::unique_ptr<Handler>> handler = factory.Create("tensor", kFixtures + "/models");
+  ASSERT_TRUE(handler.ok()) << handler.status().message();
+  ASSERT_NE(handler.value(), nullptr);
+  handler.value()->Initialize(Context(kFixtures + "/models", kFixtures + "/models/linear.pt"));
+  EXPECT_EQ(RunBatch(*handler.value(), {"[1, 2, 3, 4]"})[0].body, "[30.5,7.0]");
+}
+
+// ---- tensor -----------------------------------------------------------------------------
+
+TEST(TensorHandlerTest, OneRequest) {
+  auto handler = LinearHandler();
+  const auto responses = RunBatch(*handler, {"[1, 2, 3, 4]"});
+  EXPECT_EQ(responses[0].status, 200);
+  EXPECT_EQ(responses[0].content_type, "application/json");
+  EXPECT_EQ(responses[0].body, "[30.5,7.0]");
+}
+
+TEST(TensorHandlerTest, BatchOfThreeIsStackedAndSplit) {
+  auto handler = LinearHandler();
+  const auto responses =
+      RunBatch(*handler, {"[1, 2, 3, 4]", "{\"data\": [0, 0, 0, 0]}", "[0.5, -1, 2, 0.25]"});
+  for (const auto& r : responses) EXPECT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(responses[0].body, "[30.5,7.0]");
+  EXPECT_EQ(responses[1].body, "[0.5,-1.0]");
+  EXPECT_EQ(responses[2].body, "[6.0,-1.5]");
+}
+
+TEST(TensorHandlerTest, BadJsonFailsOnlyItsRequest) {
+  auto handler = LinearHandler();
+  const auto responses = RunBatch(*handler, {"[1, 2, 3, 4]", "[1, 2,", "[0, 0, 0, 0]"});
+  EXPECT_EQ(responses[0].status, 200);
+  EXPECT_EQ(responses[0].body, "[30.5,7.0]");
+  EXPECT_EQ(responses[1].status, 400);
+  EXPECT_EQ(responses[1].content_type, "application/json");
+  EXPECT_EQ(responses[1].body.rfind(std::string(kBadRequestPrefix) + "invalid JSON: ", 0), 0u)
+      << responses[1].body;
+  EXPECT_EQ(responses[1].body.back(), '\n');
+  EXPECT_EQ(responses[2].status, 200);
+  EXPECT_EQ(responses[2].body, "[0.5,-1.0]");
+}
+
+TEST(TensorHandlerTest, MalformedTensorsAre400) {
+  auto handler = LinearHandler();
+  const auto responses = RunBatch(*handler, {"[[1, 2], [3]]", "[1, \"a\", 3, 4]", "{\"x\": 1}",
+                                             "[true, 1, 2, 3]", "[1, 2, 3, 4]"});
+  EXPECT_EQ(responses[0].status, 400);
+  EXPECT_NE(responses[0].body.find("ragged lists: expected a list of 2 at depth 1"),
+            std::string::npos)
+      << responses[0].body;
+  EXPECT_EQ(responses[1].status, 400);
+  EXPECT_NE(responses[1].body.find("expected a number, got string"), std::string::npos);
+  EXPECT_EQ(responses[2].status, 400);
+  EXPECT_NE(responses[2].body.find("{\\\"data\\\": \\u003cnested lists\\u003e}"), std::string::npos)
+      << responses[2].body;
+  EXPECT_EQ(responses[3].status, 400);
+  EXPECT_NE(responses[3].body.find("expected a number, got boolean"), std::string::npos);
+  EXPECT_EQ(responses[4].status, 200);
+  EXPECT_EQ(responses[4].body, "[30.5,7.0]");
+}
+
+TEST(TensorHandlerTest, AllRequestsRejectedRunsNoForward) {
+  auto handler = LinearHandler();
+  const auto responses = RunBatch(*handler, {"nope", ""});
+  EXPECT_EQ(responses[0].status, 400);
+  EXPECT_EQ(responses[1].status, 400);
+}
+
+TEST(TensorHandlerTest, DifferentShapesRunOneByOne) {
+  auto handler = LinearHandler();
+  // [1, 4] and [4]: each runs alone with its own batch dimension.
+  const auto responses = RunBatch(*handler, {"[[1, 2, 3, 4], [0, 0, 0, 0]]", "[1, 2, 3, 4]"});
+  EXPECT_EQ(responses[0].status, 200);
+  EXPECT_EQ(responses[0].body, "[[30.5,7.0],[0.5,-1.0]]");
+  EXPECT_EQ(responses[1].status, 200);
+  EXPECT_EQ(responses[1].body, "[30.5,7.0]");
+}
+
+TEST(TensorHandlerTest, ModelErrorFailsTheBatchWithAClearMessage) {
+  auto handler = LinearHandler();
+  Batch batch;
+  const std::string body = "[1, 2, 3]";  // Linear(4, 2) needs 4 features
+  batch.requests.push_back(InferenceRequest{"id", "application/json", body});
+  handler->Preprocess(batch);
+  try {
+    handler->Inference(batch);
+    FAIL() << "expected an exception";
+  } catch (const std::runtime_error& e) {
+    // The exception raised in the TorchScript code, without its TorchScript tracebacks.
+    EXPECT_STREQ(e.what(),
+                 "tensor inference: RuntimeError: mat1 and mat2 shapes cannot be multiplied "
+                 "(1x3 and 4x2)");
+  }
+}
+
+TEST(TensorHandlerTest, InitializeErrors) {
+  auto handler = MakeTensorHandler();
+  try {
+    handler->Initialize(Context(kFixtures, kFixtures + "/models/missing.pt"));
+    FAIL() << "expected an exception";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("cannot load TorchScript model " + kFixtures +
+                                         "/models/missing.pt"),
+              std::string::npos)
+        << e.what();
+  }
+  EXPECT_THROW(handler->Initialize(Context(kFixtures, "")), std::runtime_error);
+  // Not a TorchScript file.
+  EXPECT_THROW(handler->Initialize(Context(kFixtures, kFixtures + "/images/kitten_small.png")),
+               std::runtime_error);
+}
+
+TEST(TensorHandlerTest, SetsIntraOpThreadsOnTheCallingThread) {
+  auto handler = MakeTensorHandler();
+  ModelContext context = Context(kFixtures + "/models", kFixtures + "/models/linear.pt");
+  context.intra_op_threads = 2;
+  handler->Initialize(context);
+  EXPECT_EQ(at::get_num_threads(), 2);
+  at::set_num_threads(1);
+  RunBatch(*handler, {"[1, 2, 3, 4]"});  // Inference re-applies the model's setting
+  EXPECT_EQ(at::get_num_threads(), 2);
+  at::set_num_threads(1);
+}
+
+// ---- image_classifier -------------------------------------------------------------------
+
+constexpr const char* kTinyJpgBody = R"({
+  "seven": 0.6905785202980042,
+  "six": 0.06427084654569626,
+  "five": 0.0461917445063591,
+  "four": 0.04126840829849243,
+  "eight": 0.04030407592654228
+})";
+
+constexpr const char* kTinyPngBody = R"({
+  "seven": 0.7016118168830872,
+  "six": 0.062135860323905945,
+  "five": 0.044182103127241135,
+  "four": 0.04043198749423027,
+  "eight": 0.03822169452905655
+})";
+
+std::unique_ptr<Handler> TinyClassifier(const std::string& model_dir) {
+  std::unique_ptr<Handler> handler = MakeImageClassifierHandler();
+  handler->Initialize(Context(model_dir, kFixtures + "/models/tiny_classifier/model.pt"));
+  return handler;
+}
+
+TEST(ImageClassifierTest, AnswersAsTorchServeWithLabels) {
+  auto handler = TinyClassifier(kFixtures + "/models/tiny_classifier");
+  const std::string jpg = ReadFile(kFixtures + "/images/kitten_small.jpg");
+  const std::string png = ReadFile(kFixtures + "/images/kitten_small.png");
+  const auto responses = RunBatch(*handler, {jpg, png});
+  EXPECT_EQ(responses[0].status, 200);
+  EXPECT_EQ(responses[0].content_type, "application/json");
+  EXPECT_EQ(responses[0].body, kTinyJpgBody);
+  EXPECT_EQ(responses[1].status, 200);
+  EXPECT_EQ(responses[1].body, kTinyPngBody);
+}
+
+TEST(ImageClassifierTest, UndecodableImageFailsOnlyItsRequest) {
+  auto handler = TinyClassifier(kFixtures + "/models/tiny_classifier");
+  const std::string jpg = ReadFile(kFixtures + "/images/kitten_small.jpg");
+  const std::string truncated = jpg.substr(0, jpg.size() / 2);
+  const auto responses = RunBatch(*handler, {"{\"not\": \"an image\"}", jpg, truncated, jpg});
+  EXPECT_EQ(responses[0].status, 400);
+  EXPECT_EQ(responses[0].body,
+            std::string(kBadRequestPrefix) +
+                "not a JPEG or PNG image (19 bytes, first bytes 7b 22 6e 6f 74 22 3a 20 "
+                "...)\"\n}\n");
+  EXPECT_EQ(responses[1].status, 200);
+  EXPECT_EQ(responses[1].body, kTinyJpgBody);
+  EXPECT_EQ(responses[2].status, 400);
+  EXPECT_NE(responses[2].body.find("invalid JPEG image"), std::string::npos);
+  EXPECT_EQ(responses[3].status, 200);
+  EXPECT_EQ(responses[3].body, kTinyJpgBody);
+}
+
+TEST(ImageClassifierTest, WithoutIndexToNameLabelsAreClassIndices) {
+  // A model folder without index_to_name.json.
+  auto handler = TinyClassifier(kFixtures + "/models");
+  const auto responses = RunBatch(*handler, {ReadFile(kFixtures + "/images/kitten_small.jpg")});
+  EXPECT_EQ(responses[0].body, R"({
+  "7": 0.6905785202980042,
+  "6": 0.06427084654569626,
+  "5": 0.0461917445063591,
+  "4": 0.04126840829849243,
+  "8": 0.04030407592654228
+})");
+}
+
+class TempDir {
+ public:
+  TempDir() {
+    path_ = std::filesystem::temp_directory_path() /
+            ("tserve_torch_test_" + std::to_string(::getpid()) + "_" + std::to_string(count_++));
+    std::filesystem::create_directories(path_);
+  }
+  ~TempDir() { std::filesystem::remove_all(path_); }
+  std::string path() const { return path_.string(); }
+  void Write(const std::string& name, const std::string& text) const {
+    std::ofstream(path_ / name) << text;
+  }
+
+ private:
+  static inline int count_ = 0;
+  std::filesystem::path path_;
+};
+
+TEST(ImageClassifierTest, PlainIndexToNameAndMissingClasses) {
+  TempDir dir;
+  // {"index": "label"}; class 6 unmapped -> its index; non-ASCII escaped as json.dumps does.
+  dir.Write("index_to_name.json", R"({"4": "four", "5": "f\u00fcnf", "7": "seven", "8": "eight"})");
+  auto handler = TinyClassifier(dir.path());
+  const auto responses = RunBatch(*handler, {ReadFile(kFixtures + "/images/kitten_small.jpg")});
+  EXPECT_EQ(responses[0].body, R"({
+  "seven": 0.6905785202980042,
+  "6": 0.06427084654569626,
+  "f\u00fcnf": 0.0461917445063591,
+  "four": 0.04126840829849243,
+  "eight": 0.04030407592654228
+})");
+}
+
+TEST(ImageClassifierTest, DuplicateLabelsKeepFirstPlaceAndLastValue) {
+  TempDir dir;
+  // As a Python dict comprehension over the top 5: "x" stays first, with six's probability.
+  dir.Write("index_to_name.json", R"({"object_type_names": ["a", "b", "c", "d", "e", "f",
+      "x", "x", "i", "j"]})");
+  auto handler = TinyClassifier(dir.path());
+  const auto responses = RunBatch(*handler, {ReadFile(kFixtures + "/images/kitten_small.jpg")});
+  EXPECT_EQ(responses[0].body, R"({
+  "x": 0.06427084654569626,
+  "f": 0.0461917445063591,
+  "e": 0.04126840829849243,
+  "i": 0.04030407592654228
+})");
+}
+
+TEST(ImageClassifierTest, BadIndexToNameFailsInitialize) {
+  TempDir dir;
+  dir.Write("index_to_name.json", R"({"0": 5})");
+  auto handler = MakeImageClassifierHandler();
+  try {
+    handler->Initialize(Context(dir.path(), kFixtures + "/models/tiny_classifier/model.pt"));
+    FAIL() << "expected an exception";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("labels in index->name mapping must be"),
+              std::string::npos)
+        << e.what();
+  }
+  dir.Write("index_to_name.json", "[1, 2");
+  EXPECT_THROW(
+      handler->Initialize(Context(dir.path(), kFixtures + "/models/tiny_classifier/model.pt")),
+      std::runtime_error);
+}
+
+TEST(ImageClassifierTest, WarmupIterationsFromModelConfig) {
+  auto handler = MakeImageClassifierHandler();
+  ModelContext context =
+      Context(kFixtures + "/models", kFixtures + "/models/tiny_classifier/model.pt");
+  context.config["warmupIterations"] = "0";
+  handler->Initialize(context);
+  context.config["warmupIterations"] = "lots";
+  try {
+    handler->Initialize(context);
+    FAIL() << "expected an exception";
+  } catch (const std::runtime_error& e) {
+    EXPECT_STREQ(e.what(), "image_classifier: warmupIterations must be 0..100, got \"lots\"");
+  }
+  // The warm-up runs the model: one that cannot take an image batch fails to load.
+  context.config.clear();
+  context.serialized_file = kFixtures + "/models/linear.pt";
+  EXPECT_THROW(handler->Initialize(context), std::runtime_error);
+}
+
+TEST(ImageClassifierTest, ModelOfTheWrongShapeFailsTheBatch) {
+  auto handler = MakeImageClassifierHandler();
+  ModelContext context = Context(kFixtures + "/models", kFixtures + "/models/linear.pt");
+  context.config["warmupIterations"] = "0";  // else Initialize would already fail
+  handler->Initialize(context);
+  Batch batch;
+  const std::string jpg = ReadFile(kFixtures + "/images/kitten_small.jpg");
+  batch.requests.push_back(InferenceRequest{"id", "image/jpeg", jpg});
+  handler->Preprocess(batch);
+  EXPECT_THROW(handler->Inference(batch), std::runtime_error);
+}
+
+TEST(ImageClassifierTest, AllImagesRejectedRunsNoForward) {
+  auto handler = TinyClassifier(kFixtures + "/models/tiny_classifier");
+  const auto responses = RunBatch(*handler, {"", "GIF89a"});
+  EXPECT_EQ(responses[0].status, 400);
+  EXPECT_EQ(responses[1].status, 400);
+}
+
+}  // namespace
+}  // namespace tserve::backend

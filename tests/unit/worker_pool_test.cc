@@ -40,7 +40,8 @@ class ScriptedHandler : public Handler {
     if (s_->throw_next.exchange(false)) throw std::runtime_error("boom");
   }
   void Postprocess(Batch& b) override {
-    for (const auto& r : b.requests) b.responses.push_back({200, "text/plain", std::string(r.body)});
+    for (const auto& r : b.requests)
+      b.responses.push_back({200, "text/plain", std::string(r.body)});
   }
 
  private:
@@ -80,8 +81,7 @@ class WorkerPoolTest : public ::testing::Test {
     auto promise = std::make_shared<std::promise<JobResult>>();
     auto future = promise->get_future();
     auto now = Clock::now();
-    auto job = std::make_shared<Job>("id", std::move(body), "text/plain", false, now,
-                                     now + timeout,
+    auto job = std::make_shared<Job>("id", std::move(body), "text/plain", false, now, now + timeout,
                                      [promise](JobResult r) { promise->set_value(std::move(r)); });
     return {job, std::move(future)};
   }

@@ -1,0 +1,135 @@
+#!/usr/bin/python3
+"""Builds the demo model archives that `make run` serves and the end-to-end tests use,
+locally and without network access:
+
+  resnet18.mar  image_classifier: torchvision's resnet18 with seeded random weights
+                (torch.manual_seed(0), weights=None), TorchScript; index_to_name.json with
+                the 1000 ImageNet class names bundled in torchvision ({"0": "tench", ...});
+                minWorkers 1, maxWorkers 2, batchSize 1, maxBatchDelay 50, responseTimeout 120
+  noop.mar      the noop handler (echo), no model file; batchSize 1
+  linear.mar    the tensor handler on a seeded TorchScript nn.Linear(4, 2);
+                minWorkers 1, maxWorkers 1, batchSize 4, maxBatchDelay 50
+
+    /usr/bin/python3 scripts/make_demo_models.py --out build/model_store \\
+        --archiver build/tserve-archiver [--force]
+
+An archive that already exists is kept unless --force. Needs Debian 12's python3-torch and
+python3-torchvision. Takes a few seconds (resnet18.mar is ~45 MB).
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+RESNET18_CONFIG = """\
+minWorkers: 1
+maxWorkers: 2
+batchSize: 1
+maxBatchDelay: 50
+responseTimeout: 120
+"""
+
+NOOP_CONFIG = """\
+batchSize: 1
+"""
+
+LINEAR_CONFIG = """\
+minWorkers: 1
+maxWorkers: 1
+batchSize: 4
+maxBatchDelay: 50
+responseTimeout: 120
+"""
+
+
+def write(path, text):
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def archive(archiver, out, name, handler, work, serialized=None, extra=None):
+    """Runs tserve-archiver with torch-model-archiver's flags."""
+    cmd = [archiver, "--model-name", name, "--version", "1.0", "--handler", handler]
+    if serialized:
+        cmd += ["--serialized-file", os.path.join(work, serialized)]
+    if extra:
+        cmd += ["--extra-files", ",".join(os.path.join(work, e) for e in extra)]
+    cmd += ["--config-file", os.path.join(work, "model-config.yaml"),
+            "--export-path", out, "--force"]
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    if result.returncode != 0:
+        sys.exit(f"make_demo_models: {' '.join(cmd)} failed ({result.returncode}):\n"
+                 f"{result.stdout}{result.stderr}")
+
+
+def build_resnet18(work):
+    import torch
+    import torchvision
+
+    torch.manual_seed(0)
+    model = torch.jit.script(torchvision.models.resnet18(weights=None)).eval()
+    model.save(os.path.join(work, "model.pt"))
+    categories = torchvision.models.ResNet18_Weights.IMAGENET1K_V1.meta["categories"]
+    # TorchServe's {"0": ["n01440764", "tench"]} needs the WordNet ids, which torchvision
+    # does not ship; {"0": "tench"} is the other format TorchServe reads.
+    labels = {str(i): name for i, name in enumerate(categories)}
+    write(os.path.join(work, "index_to_name.json"), json.dumps(labels, indent=2) + "\n")
+    write(os.path.join(work, "model-config.yaml"), RESNET18_CONFIG)
+    return {"serialized": "model.pt", "extra": ["index_to_name.json"]}
+
+
+def build_noop(work):
+    write(os.path.join(work, "model-config.yaml"), NOOP_CONFIG)
+    return {}
+
+
+def build_linear(work):
+    import torch
+
+    torch.manual_seed(0)
+    model = torch.jit.script(torch.nn.Linear(4, 2)).eval()
+    model.save(os.path.join(work, "model.pt"))
+    write(os.path.join(work, "model-config.yaml"), LINEAR_CONFIG)
+    return {"serialized": "model.pt"}
+
+
+MODELS = [
+    ("resnet18", "image_classifier", build_resnet18),
+    ("noop", "noop", build_noop),
+    ("linear", "tensor", build_linear),
+]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", required=True, help="model store folder to write to")
+    parser.add_argument("--archiver", required=True, help="the tserve-archiver binary")
+    parser.add_argument("--force", action="store_true", help="rebuild existing archives")
+    args = parser.parse_args()
+
+    out = os.path.abspath(args.out)
+    os.makedirs(out, exist_ok=True)
+    todo = [m for m in MODELS if args.force or not os.path.exists(os.path.join(out, m[0] + ".mar"))]
+    if not todo:
+        print(f"make_demo_models: {', '.join(m[0] + '.mar' for m in MODELS)} present in {out}")
+        return
+    if not (os.path.isfile(args.archiver) and os.access(args.archiver, os.X_OK)):
+        sys.exit(f"make_demo_models: archiver {args.archiver} not found or not executable")
+
+    for name, handler, build in todo:
+        start = time.monotonic()
+        with tempfile.TemporaryDirectory(prefix=f"tserve-{name}-") as work:
+            files = build(work)
+            archive(args.archiver, out, name, handler, work, files.get("serialized"),
+                    files.get("extra"))
+        mar = os.path.join(out, name + ".mar")
+        print(f"make_demo_models: {mar} ({os.path.getsize(mar) / 1e6:.1f} MB, "
+              f"{time.monotonic() - start:.1f} s)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,72 @@
+#pragma once
+
+// The built-in handlers that run TorchScript models through LibTorch. LibTorch stays inside
+// torchscript_handlers.cc: this header includes none of it.
+//
+// "image_classifier" (TorchServe's handler of that name):
+//   Initialize  torch::jit::load(serialized_file) into this handler (one module per worker),
+//               eval mode; reads index_to_name.json from the model folder when present
+//               ({"0": ["n01440764", "tench"], ...}: the last element is the label, or
+//               {"0": "tench"}, or {"object_type_names": [...]}, as TorchServe accepts);
+//               then runs warm-up forwards on a zero [1, 3, 224, 224] input (TorchScript's
+//               first two calls are several times slower): model-config.yaml's
+//               warmupIterations, default 2, 0 for none.
+//   Preprocess  each request's body is a JPEG or PNG image: decode, Resize(256),
+//               CenterCrop(224), ToTensor, ImageNet Normalize (exactly PIL/torchvision's
+//               pixels, see image.h), stacked into one [N, 3, 224, 224] float tensor.
+//   Inference   forward under c10::InferenceMode; the output must be [N, classes].
+//   Postprocess softmax, top 5 per request -> {"label": probability, ...} highest first,
+//               as TorchServe answers: Python's json.dumps(indent=2) byte for byte (labels
+//               are the class index as a string when there is no index_to_name.json or it
+//               lacks the class).
+//
+// "tensor" (generic): each request's body is JSON: nested lists of numbers (one sample), or
+//   {"data": <nested lists>}. Samples of equal shape are stacked along a new first dimension
+//   and run as one forward; otherwise each request runs alone (with a batch dimension of 1).
+//   Each request answers, as compact JSON, its slice of the output along the first
+//   dimension: nested lists for a tensor output, a list of those for a tuple or list of
+//   tensors. Floating outputs are written as the doubles of their values (what Python's
+//   tensor.tolist() gives), integer and bool outputs as such.
+//
+// Per-request errors: a body that cannot be decoded (not an image; bad JSON, ragged lists,
+// non-numbers) answers 400 with TorchServe's error shape,
+//   {"code": 400, "type": "BadRequestException", "message": "..."}
+// pretty-printed as TorchServe's Gson does, and is left out of the batch's tensor; the
+// other requests of the batch are served. How the batch tracks that: Preprocess sizes
+// batch.responses to one per request and fills the rejected requests' responses; the
+// tensor's rows are mapped back to request indices in batch.data; Postprocess fills only
+// the responses of requests that were run. A batch whose requests were all rejected runs no
+// forward at all.
+//
+// Whole-batch errors: LibTorch exceptions (c10::Error, TorchScript errors) and model outputs
+// of an unexpected type or shape are rethrown from the phase as std::runtime_error with the
+// handler's name and LibTorch's message (no C++ backtrace); the worker answers 500 for the
+// batch. Initialize throws std::runtime_error for a missing or unloadable model file or a
+// malformed index_to_name.json.
+//
+// Threads: Initialize and Inference set LibTorch's intra-op thread count to
+// ModelContext::intra_op_threads (at least 1). at::set_num_threads is documented as
+// process wide; with Debian's OpenMP build it sets a process-wide default (used by threads
+// that have not yet run a parallel op) and the calling thread's OpenMP team size. So each
+// worker thread ends up with its own model's setting, which is why Inference re-applies it
+// (a no-op when already set) rather than trusting Initialize's thread. ModelContext::device
+// is ignored: Debian's LibTorch is CPU only.
+//
+// Thread safety: as any Handler, one instance is used by one thread at a time; distinct
+// instances (each with its own module) run concurrently.
+
+#include <memory>
+
+#include "backend/handler_factory.h"
+#include "tserve/handler.h"
+
+namespace tserve::backend {
+
+// Registers "image_classifier" and "tensor".
+void RegisterTorchHandlers(HandlerFactory* factory);
+
+// The makers RegisterTorchHandlers registers (tests use them directly).
+std::unique_ptr<Handler> MakeImageClassifierHandler();
+std::unique_ptr<Handler> MakeTensorHandler();
+
+}  // namespace tserve::backend
