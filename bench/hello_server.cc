@@ -7,6 +7,9 @@
 // Usage: hello_server PORT [THREADS]   (THREADS defaults to the number of CPUs, as tserve's
 // number_of_netty_threads; PORT 0 picks a free port). Binds 127.0.0.1, prints
 // "listening on 127.0.0.1:PORT" once ready, runs until SIGINT or SIGTERM.
+// <utility> first: Boost 1.74's asio/awaitable.hpp uses std::exchange without including it.
+#include <utility>
+
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>

@@ -14,6 +14,9 @@
 //   RESNET_RESULT mode=e2e batch=8 threads=2 batches=.. images=.. seconds=..
 //                 images_per_s=.. batch_p50_ms=.. batch_p99_ms=..
 // where the latencies are per forward call (one batch), across all threads.
+// <torch/script.h> for the module, <ATen/Parallel.h> for at::set_num_threads (as
+// src/backend/torchscript_handlers.cc); nothing of the heavier <torch/torch.h>.
+#include <ATen/Parallel.h>
 #include <torch/script.h>
 
 #include <algorithm>

@@ -201,11 +201,16 @@ class App {
     LoadStartupModels();
 
     inference_api_ = std::make_unique<api::InferenceApi>(models_.get());
-    management_api_ = std::make_unique<api::ManagementApi>(models_.get());
+    api::ManagementApi::Options mgmt;
+    mgmt.enable_model_api = config_.enable_model_api;
+    mgmt.fetch = [this](const std::string& url) { return FetchForRegistration(url); };
+    management_api_ = std::make_unique<api::ManagementApi>(models_.get(), std::move(mgmt));
     inference_router_ = std::make_unique<http::Router>(&api::ErrorForStatus);
     inference_api_->RegisterRoutes(inference_router_.get());
     management_router_ = std::make_unique<http::Router>(&api::ErrorForStatus);
     management_api_->RegisterRoutes(management_router_.get());
+    AddOpenApiRoute(inference_router_.get(), "inference");
+    AddOpenApiRoute(management_router_.get(), "management");
 
     s = Listen("Inference", config_.inference_address, inference_router_.get());
     if (!s.ok()) return s;
@@ -216,6 +221,7 @@ class App {
           registry_.get(), api::MetricsApi::Options{config_.metrics_mode, config_.metrics_token});
       metrics_router_ = std::make_unique<http::Router>(&api::ErrorForStatus);
       metrics_api_->RegisterRoutes(metrics_router_.get());
+      AddOpenApiRoute(metrics_router_.get(), "metrics");
       s = Listen("Metrics", config_.metrics_address, metrics_router_.get());
       if (!s.ok()) return s;
     } else {
@@ -259,6 +265,22 @@ class App {
   }
 
  private:
+  static void AddOpenApiRoute(http::Router* router, const std::string& listener) {
+    router->Add(http::Method::kOptions, "/", [listener](http::Request&, http::Responder r) {
+      http::Response resp;
+      resp.body = api::OpenApiDescription(listener);
+      r.Send(std::move(resp));
+    });
+  }
+
+  // POST /models?url=...: a file name or path inside the model store for now.
+  StatusOr<std::string> FetchForRegistration(const std::string& url) {
+    if (config_.model_store.empty()) {
+      return Status::InvalidArgument("no model_store is configured to register models into");
+    }
+    return serving::ResolveInsideStore(config_.model_store, url);
+  }
+
   // --models / load_models: a model that cannot load is logged with its file and cause;
   // the server goes on with the others.
   void LoadStartupModels() {

@@ -1,25 +1,359 @@
 #include "api/management_api.h"
 
+#include <chrono>
+#include <ctime>
 #include <nlohmann/json.hpp>
+#include <optional>
 
 #include "api/errors.h"
+#include "common/strings.h"
 
 namespace tserve::api {
 
-void ManagementApi::RegisterRoutes(http::Router* router) {
-  router->Add(http::Method::kGet, "/models", [this](http::Request&, http::Responder r) {
-    nlohmann::ordered_json j;
-    j["models"] = nlohmann::json::array();
-    if (models_ != nullptr) {
-      for (const auto& m : models_->List()) {
-        nlohmann::ordered_json entry;
-        entry["modelName"] = m->name;
-        entry["modelUrl"] = m->url;
-        j["models"].push_back(std::move(entry));
+namespace {
+
+using Json = nlohmann::ordered_json;
+
+// The request's parameters: query string, then a form body (curl -d), then a JSON object
+// body. Later sources do not override earlier ones.
+class Params {
+ public:
+  explicit Params(const http::Request& request) {
+    for (auto& [k, v] : http::ParseQuery(request.query)) values_.emplace(k, v);
+    const std::string_view type = request.Header("Content-Type");
+    const std::string_view body = request.body;
+    if (body.empty()) return;
+    if (EqualsIgnoreCase(TrimWhitespace(type.substr(0, type.find(';'))), "application/json")) {
+      Json j = Json::parse(body, nullptr, /*allow_exceptions=*/false);
+      if (j.is_object()) {
+        for (auto& [k, v] : j.items()) {
+          values_.emplace(k, v.is_string() ? v.get<std::string>() : v.dump());
+        }
       }
+      return;
     }
-    r.Send(JsonResponse(200, j));
+    // Form bodies: curl -d sends application/x-www-form-urlencoded; accept a body without
+    // a type the same way, as TorchServe's decoder does.
+    for (auto& [k, v] : http::ParseQuery(body)) values_.emplace(k, v);
+  }
+
+  std::optional<std::string> Get(const std::string& key) const {
+    auto it = values_.find(key);
+    if (it == values_.end()) return std::nullopt;
+    return it->second;
+  }
+  // Absent: nullopt; present but not an integer: an error naming the parameter.
+  StatusOr<std::optional<int>> Int(const std::string& key) const {
+    auto v = Get(key);
+    if (!v) return std::optional<int>();
+    auto n = ParseInt64(*v);
+    if (!n || *n < 0 || *n > 1000000) {
+      return Status::InvalidArgument("Invalid value for parameter " + key + ": \"" + *v +
+                                     "\" (expected a non-negative integer)");
+    }
+    return std::optional<int>(static_cast<int>(*n));
+  }
+  StatusOr<std::optional<bool>> Bool(const std::string& key) const {
+    auto v = Get(key);
+    if (!v) return std::optional<bool>();
+    auto b = ParseBool(*v);
+    if (!b) {
+      return Status::InvalidArgument("Invalid value for parameter " + key + ": \"" + *v +
+                                     "\" (expected true or false)");
+    }
+    return std::optional<bool>(*b);
+  }
+
+ private:
+  std::multimap<std::string, std::string> values_;
+};
+
+http::Response ManagementError(const Status& s) {
+  switch (s.code()) {
+    case StatusCode::kNotFound:
+      return JsonError(404, "ModelNotFoundException", s.message());
+    case StatusCode::kAlreadyExists:
+      return JsonError(409, "ConflictStatusException", s.message());
+    case StatusCode::kPermissionDenied:
+      return JsonError(403, "InvalidModelVersionException", s.message());
+    case StatusCode::kInvalidArgument:
+      return JsonError(400, "BadRequestException", s.message());
+    default:
+      return ErrorFromStatus(s);
+  }
+}
+
+http::Response MethodNotAllowed() {
+  return ErrorForStatus(405, "Requested method is not allowed, please refer to API document.");
+}
+
+std::string Iso8601(std::chrono::system_clock::time_point t) {
+  const auto ms =
+      std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count();
+  time_t secs = static_cast<time_t>(ms / 1000);
+  struct tm tm_utc;
+  gmtime_r(&secs, &tm_utc);
+  char buf[40];
+  size_t n = strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%S", &tm_utc);
+  snprintf(buf + n, sizeof(buf) - n, ".%03dZ", static_cast<int>(ms % 1000));
+  return buf;
+}
+
+Json DescribeModel(const serving::LoadedModel& m) {
+  Json j;
+  j["modelName"] = m.name;
+  j["modelVersion"] = m.version;
+  j["modelUrl"] = m.url;
+  j["runtime"] = m.archive.manifest.runtime.empty() ? "python" : m.archive.manifest.runtime;
+  j["minWorkers"] = m.min_workers.load();
+  j["maxWorkers"] = m.max_workers.load();
+  j["batchSize"] = m.batch_size;
+  j["maxBatchDelay"] = m.max_batch_delay_ms;
+  j["responseTimeout"] = m.response_timeout_s;
+  j["loadedAtStartup"] = m.loaded_at_startup;
+  j["workers"] = Json::array();
+  for (const auto& w : m.pool->Workers()) {
+    Json wj;
+    wj["id"] = std::to_string(w.id);
+    wj["startTime"] = Iso8601(w.start_time);
+    wj["status"] = w.status;
+    // Workers are threads of this process: per-worker memory and pid are not separate.
+    wj["memoryUsage"] = 0;
+    wj["pid"] = static_cast<int>(getpid());
+    wj["gpu"] = false;
+    wj["gpuUsage"] = "N/A";
+    j["workers"].push_back(std::move(wj));
+  }
+  Json q;
+  const size_t depth = m.pool->queue_depth();
+  q["remainingCapacity"] = m.pool->queue_capacity() - std::min(depth, m.pool->queue_capacity());
+  q["pendingRequests"] = depth;
+  j["jobQueueStatus"] = std::move(q);
+  return j;
+}
+
+}  // namespace
+
+void ManagementApi::RegisterRoutes(http::Router* router) {
+  using M = http::Method;
+  auto bind = [this](void (ManagementApi::*fn)(http::Request&, http::Responder)) {
+    return [this, fn](http::Request& req, http::Responder r) { (this->*fn)(req, std::move(r)); };
+  };
+  router->Add(M::kGet, "/models", bind(&ManagementApi::List));
+  router->Add(M::kPost, "/models", bind(&ManagementApi::Register));
+  router->Add(M::kGet, "/models/{name}", bind(&ManagementApi::Describe));
+  router->Add(M::kGet, "/models/{name}/{version}", bind(&ManagementApi::Describe));
+  router->Add(M::kPut, "/models/{name}", bind(&ManagementApi::Scale));
+  router->Add(M::kPut, "/models/{name}/{version}", bind(&ManagementApi::Scale));
+  router->Add(M::kDelete, "/models/{name}", bind(&ManagementApi::Unregister));
+  router->Add(M::kDelete, "/models/{name}/{version}", bind(&ManagementApi::Unregister));
+  router->Add(M::kPut, "/models/{name}/{version}/set-default", bind(&ManagementApi::SetDefault));
+}
+
+void ManagementApi::List(http::Request& request, http::Responder responder) {
+  Params p(request);
+  auto limit = p.Int("limit");
+  if (!limit.ok()) return responder.Send(ManagementError(limit.status()));
+  auto token = p.Int("next_page_token");
+  if (!token.ok()) return responder.Send(ManagementError(token.status()));
+  // TorchServe: limit defaults to 100 and is capped at 100; the token is an offset.
+  int n = limit->value_or(100);
+  if (n <= 0 || n > 100) n = 100;
+  const size_t offset = static_cast<size_t>(token->value_or(0));
+  auto all = models_->List();
+  Json j;
+  if (offset + static_cast<size_t>(n) < all.size()) {
+    j["nextPageToken"] = std::to_string(offset + static_cast<size_t>(n));
+  }
+  j["models"] = Json::array();
+  for (size_t i = offset; i < all.size() && i < offset + static_cast<size_t>(n); ++i) {
+    Json m;
+    m["modelName"] = all[i]->name;
+    m["modelUrl"] = all[i]->url;
+    j["models"].push_back(std::move(m));
+  }
+  responder.Send(JsonResponse(200, j));
+}
+
+void ManagementApi::Describe(http::Request& request, http::Responder responder) {
+  const std::string name(request.path_params[0]);
+  const std::string version =
+      request.path_params.size() > 1 ? std::string(request.path_params[1]) : "";
+  Json out = Json::array();
+  if (version == "all") {
+    auto versions = models_->Versions(name);
+    if (versions.empty()) {
+      return responder.Send(JsonError(404, "ModelNotFoundException", "Model not found: " + name));
+    }
+    for (const auto& m : versions) out.push_back(DescribeModel(*m));
+  } else {
+    serving::ModelManager::FindError why;
+    auto m = models_->Find(name, version, &why);
+    if (m == nullptr) {
+      return responder.Send(JsonError(
+          404, "ModelNotFoundException",
+          why == serving::ModelManager::FindError::kNoVersion
+              ? "Model version: " + version + " does not exist for model: " + name
+              : "Model not found: " + name));
+    }
+    out.push_back(DescribeModel(*m));
+  }
+  responder.Send(JsonResponse(200, out));
+}
+
+void ManagementApi::Scale(http::Request& request, http::Responder responder) {
+  const std::string name(request.path_params[0]);
+  const std::string version =
+      request.path_params.size() > 1 ? std::string(request.path_params[1]) : "";
+  Params p(request);
+  auto min = p.Int("min_worker");
+  if (!min.ok()) return responder.Send(ManagementError(min.status()));
+  auto max = p.Int("max_worker");
+  if (!max.ok()) return responder.Send(ManagementError(max.status()));
+  auto sync = p.Bool("synchronous");
+  if (!sync.ok()) return responder.Send(ManagementError(sync.status()));
+  serving::ModelManager::FindError why;
+  auto model = models_->Find(name, version, &why);
+  if (model == nullptr) {
+    return responder.Send(JsonError(
+        404, "ModelNotFoundException",
+        why == serving::ModelManager::FindError::kNoVersion
+            ? "Model version: " + version + " does not exist for model: " + name
+            : "Model not found: " + name));
+  }
+  const int min_workers = min->value_or(1);
+  const int max_workers = max->value_or(min_workers);
+  if (max_workers < min_workers) {
+    return responder.Send(
+        JsonError(400, "BadRequestException", "max_worker cannot be less than min_worker."));
+  }
+  if (!sync->value_or(false)) {
+    models_->ScaleAsync(model, min_workers, max_workers, false, nullptr);
+    return responder.Send(JsonStatus(202, "Processing worker updates..."));
+  }
+  auto shared = std::make_shared<http::Responder>(std::move(responder));
+  models_->ScaleAsync(model, min_workers, max_workers, true, [shared, name, version](int n) {
+    std::string msg = "Workers scaled to " + std::to_string(n) + " for model: " + name;
+    if (!version.empty()) msg += ", version: " + version;
+    shared->Send(JsonStatus(200, msg));
   });
+}
+
+void ManagementApi::Register(http::Request& request, http::Responder responder) {
+  if (!options_.enable_model_api) return responder.Send(MethodNotAllowed());
+  Params p(request);
+  auto url = p.Get("url");
+  if (!url || url->empty()) {
+    return responder.Send(JsonError(400, "BadRequestException", "Parameter url is required."));
+  }
+  serving::ModelManager::LoadOverrides o;
+  for (auto [key, field] : {std::pair{"batch_size", &o.batch_size},
+                            std::pair{"max_batch_delay", &o.max_batch_delay_ms},
+                            std::pair{"initial_workers", &o.initial_workers},
+                            std::pair{"response_timeout", &o.response_timeout_s}}) {
+    auto v = p.Int(key);
+    if (!v.ok()) return responder.Send(ManagementError(v.status()));
+    *field = *v;
+  }
+  if (o.batch_size && *o.batch_size < 1) {
+    return responder.Send(
+        JsonError(400, "BadRequestException", "Invalid value for parameter batch_size: 0"));
+  }
+  auto sync = p.Bool("synchronous");
+  if (!sync.ok()) return responder.Send(ManagementError(sync.status()));
+  const int workers = o.initial_workers.value_or(0);  // TorchServe: 0 unless asked
+  o.initial_workers = workers;
+
+  if (!options_.fetch) {
+    return responder.Send(ErrorForStatus(500, "model registration is not configured"));
+  }
+  // Fetching (a download) and loading (unzipping) are slow: off the I/O thread.
+  auto shared = std::make_shared<http::Responder>(std::move(responder));
+  auto name = p.Get("model_name").value_or("");
+  const bool synchronous = sync->value_or(false);
+  models_->RunInBackground([this, shared, u = *url, name, o, workers, synchronous] {
+    auto path = options_.fetch(u);
+    if (!path.ok()) return shared->Send(ManagementError(path.status()));
+    auto model = models_->LoadAndGet({name, *path}, /*at_startup=*/false, o);
+    if (!model.ok()) return shared->Send(ManagementError(model.status()));
+    const std::string head =
+        "Model \"" + (*model)->name + "\" Version: " + (*model)->version + " registered with ";
+    if (workers == 0) {
+      return shared->Send(JsonStatus(200, head + "0 initial workers. Use scale workers API to "
+                                                 "add workers for the model."));
+    }
+    if (!synchronous) return shared->Send(JsonStatus(202, "Processing worker updates..."));
+    auto m = *model;
+    models_->ScaleAsync(m, workers, std::max(workers, m->max_workers.load()), true,
+                        [shared, head](int n) {
+                          shared->Send(
+                              JsonStatus(200, head + std::to_string(n) + " initial workers"));
+                        });
+  });
+}
+
+void ManagementApi::Unregister(http::Request& request, http::Responder responder) {
+  if (!options_.enable_model_api) return responder.Send(MethodNotAllowed());
+  const std::string name(request.path_params[0]);
+  const std::string version =
+      request.path_params.size() > 1 ? std::string(request.path_params[1]) : "";
+  auto shared = std::make_shared<http::Responder>(std::move(responder));
+  std::string removed;
+  Status s = models_->UnregisterAsync(
+      name, version,
+      [shared, name] { shared->Send(JsonStatus(200, "Model \"" + name + "\" unregistered")); },
+      &removed);
+  if (!s.ok()) shared->Send(ManagementError(s));
+}
+
+void ManagementApi::SetDefault(http::Request& request, http::Responder responder) {
+  const std::string name(request.path_params[0]);
+  const std::string version(request.path_params[1]);
+  Status s = models_->SetDefault(name, version);
+  if (!s.ok()) return responder.Send(ManagementError(s));
+  responder.Send(JsonStatus(200, "Default version successfully updated for model \"" + name +
+                                     "\" to \"" + version + "\""));
+}
+
+std::string OpenApiDescription(const std::string& listener) {
+  Json j;
+  j["openapi"] = "3.0.1";
+  j["info"] = {{"title", "tserve " + listener + " API"},
+               {"description", "TorchServe-compatible " + listener + " API served by tserve"},
+               {"version", "0.12.0"}};
+  Json paths = Json::object();
+  auto op = [](const std::string& id, const std::string& desc) {
+    Json o;
+    o["operationId"] = id;
+    o["description"] = desc;
+    o["responses"] = {{"200", {{"description", "OK"}}}};
+    return o;
+  };
+  if (listener == "inference") {
+    paths["/ping"]["get"] = op("ping", "Health of the server and its models.");
+    paths["/predictions/{model_name}"]["post"] = op("predictions", "Predict with a model.");
+    paths["/predictions/{model_name}/{model_version}"]["post"] =
+        op("version_predictions", "Predict with a version of a model.");
+  } else if (listener == "management") {
+    paths["/models"]["get"] = op("listModels", "List registered models (paginated).");
+    paths["/models"]["post"] = op("registerModel", "Register a model from a URL.");
+    paths["/models/{model_name}"]["get"] = op("describeModel", "Describe a model.");
+    paths["/models/{model_name}"]["put"] = op("setAutoScale", "Scale a model's workers.");
+    paths["/models/{model_name}"]["delete"] = op("unregisterModel", "Unregister a model.");
+    paths["/models/{model_name}/{model_version}"]["get"] =
+        op("describeModelVersion", "Describe a model version (or all).");
+    paths["/models/{model_name}/{model_version}"]["put"] =
+        op("setAutoScaleVersion", "Scale a model version's workers.");
+    paths["/models/{model_name}/{model_version}"]["delete"] =
+        op("unregisterModelVersion", "Unregister a model version.");
+    paths["/models/{model_name}/{model_version}/set-default"]["put"] =
+        op("setDefault", "Make a version the model's default.");
+  } else {
+    paths["/metrics"]["get"] = op("metrics", "Metrics in the Prometheus text format; "
+                                             "filter with name[].");
+  }
+  j["paths"] = std::move(paths);
+  return j.dump(2);
 }
 
 }  // namespace tserve::api

@@ -10,15 +10,32 @@ ModelManager::ModelManager(Options options, const backend::HandlerFactory* facto
                            metrics::Registry* registry)
     : options_(std::move(options)), factory_(factory), registry_(registry) {
   reaper_ = std::thread([this] { Reap(); });
+  control_ = std::thread([this] { ControlLoop(); });
 }
 
 ModelManager::~ModelManager() { Shutdown(); }
 
-Status ModelManager::Load(const ModelSpec& spec, bool at_startup) {
+Status ModelManager::Load(const ModelSpec& spec, bool at_startup,
+                          const LoadOverrides& overrides) {
+  auto loaded = LoadAndGet(spec, at_startup, overrides);
+  return loaded.ok() ? Status::Ok() : loaded.status();
+}
+
+StatusOr<std::shared_ptr<LoadedModel>> ModelManager::LoadAndGet(const ModelSpec& spec,
+                                                                 bool at_startup,
+                                                                 const LoadOverrides& overrides) {
   auto archive = OpenModelArchive(spec.path, options_.extract_root);
   if (!archive.ok()) return archive.status();
   auto model = std::make_shared<LoadedModel>();
   model->archive = std::move(*archive);
+  // Until the model is registered, a failure removes what the archive unpacked.
+  struct Cleanup {
+    LoadedModel* m;
+    bool armed = true;
+    ~Cleanup() {
+      if (armed) RemoveExtractedArchive(m->archive);
+    }
+  } cleanup{model.get()};
   const Manifest& manifest = model->archive.manifest;
   model->name = spec.name.empty() ? manifest.model_name : spec.name;
   model->version = manifest.model_version.empty() ? "1.0" : manifest.model_version;
@@ -29,13 +46,15 @@ Status ModelManager::Load(const ModelSpec& spec, bool at_startup) {
   size_t slash = spec.path.find_last_of('/');
   model->url = slash == std::string::npos ? spec.path : spec.path.substr(slash + 1);
   const ModelConfig& config = model->archive.config;
-  model->min_workers = config.min_workers.value_or(options_.default_workers);
-  model->max_workers =
-      std::max(model->min_workers, config.max_workers.value_or(model->min_workers));
-  model->batch_size = config.batch_size.value_or(1);
-  model->max_batch_delay_ms = config.max_batch_delay_ms.value_or(100);
-  model->response_timeout_s =
-      config.response_timeout_s.value_or(options_.default_response_timeout_s);
+  const int min_workers =
+      overrides.initial_workers.value_or(config.min_workers.value_or(options_.default_workers));
+  model->min_workers = min_workers;
+  model->max_workers = std::max(min_workers, config.max_workers.value_or(min_workers));
+  model->batch_size = overrides.batch_size.value_or(config.batch_size.value_or(1));
+  model->max_batch_delay_ms =
+      overrides.max_batch_delay_ms.value_or(config.max_batch_delay_ms.value_or(100));
+  model->response_timeout_s = overrides.response_timeout_s.value_or(
+      config.response_timeout_s.value_or(options_.default_response_timeout_s));
   model->loaded_at_startup = at_startup;
 
   {
@@ -78,12 +97,123 @@ Status ModelManager::Load(const ModelSpec& spec, bool at_startup) {
     }
     if (entry.default_version.empty()) entry.default_version = model->version;
     entry.versions[model->version] = model;
+    cleanup.armed = false;
   }
-  model->pool->SetWorkerCount(model->min_workers);
+  model->pool->SetWorkerCount(min_workers);
   spdlog::info("Model {} version {} registered from {} (handler {}, batch size {}, {} worker{})",
                model->name, model->version, model->url, manifest.handler, model->batch_size,
-               model->min_workers, model->min_workers == 1 ? "" : "s");
+               min_workers, min_workers == 1 ? "" : "s");
+  return model;
+}
+
+void ModelManager::Post(std::function<void()> task) {
+  {
+    std::lock_guard<std::mutex> lock(control_mu_);
+    control_tasks_.push_back(std::move(task));
+  }
+  control_cv_.notify_one();
+}
+
+void ModelManager::ControlLoop() {
+  std::unique_lock<std::mutex> lock(control_mu_);
+  while (true) {
+    control_cv_.wait(lock, [this] { return control_stop_ || !control_tasks_.empty(); });
+    if (control_tasks_.empty()) return;  // stopping and nothing left
+    auto task = std::move(control_tasks_.front());
+    control_tasks_.pop_front();
+    lock.unlock();
+    task();
+    lock.lock();
+  }
+}
+
+void ModelManager::ScaleAsync(std::shared_ptr<LoadedModel> model, int min_workers,
+                              int max_workers, bool wait_ready,
+                              std::function<void(int workers)> done) {
+  Post([model, min_workers, max_workers, wait_ready, done = std::move(done)] {
+    model->min_workers = min_workers;
+    model->max_workers = max_workers;
+    const int current = model->pool->worker_count();
+    int target = current;
+    if (current < min_workers) {
+      target = min_workers;
+    } else if (current > max_workers) {
+      target = max_workers;
+    }
+    model->pool->SetWorkerCount(target);
+    if (wait_ready) {
+      // Until every worker is ready, or has failed to load (it keeps retrying).
+      const auto until = Clock::now() + std::chrono::seconds(model->response_timeout_s);
+      while (Clock::now() < until && model->pool->ready_workers() < target &&
+             !model->pool->all_settled()) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      }
+    }
+    spdlog::info("Model {} version {}: {} worker{} (min {}, max {})", model->name,
+                 model->version, target, target == 1 ? "" : "s", min_workers, max_workers);
+    if (done) done(target);
+  });
+}
+
+Status ModelManager::UnregisterAsync(std::string_view name, std::string_view version,
+                                     std::function<void()> done, std::string* removed_version) {
+  std::shared_ptr<LoadedModel> model;
+  {
+    std::unique_lock<std::shared_mutex> lock(mu_);
+    auto it = models_.find(name);
+    if (it == models_.end()) {
+      return Status::NotFound("Model not found: " + std::string(name));
+    }
+    Entry& entry = it->second;
+    const std::string v = version.empty() ? entry.default_version : std::string(version);
+    auto vit = entry.versions.find(v);
+    if (vit == entry.versions.end()) {
+      return Status::NotFound("Model version: " + v + " does not exist for model: " +
+                              std::string(name));
+    }
+    if (v == entry.default_version && entry.versions.size() > 1) {
+      return Status::PermissionDenied("Cannot remove default version for model " +
+                                      std::string(name));
+    }
+    model = vit->second;
+    entry.versions.erase(vit);
+    if (entry.versions.empty()) models_.erase(it);
+    *removed_version = v;
+  }
+  // No new request reaches it now; let the queued ones finish, then stop the workers.
+  Post([this, model, done = std::move(done)] {
+    const auto until = Clock::now() + std::chrono::seconds(model->response_timeout_s);
+    while (model->pool->queue_depth() > 0 && model->pool->ready_workers() > 0 &&
+           Clock::now() < until) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    model->pool->Shutdown();
+    RemoveExtractedArchive(model->archive);
+    spdlog::info("Model {} version {} unregistered", model->name, model->version);
+    if (done) done();
+  });
   return Status::Ok();
+}
+
+Status ModelManager::SetDefault(std::string_view name, std::string_view version) {
+  std::unique_lock<std::shared_mutex> lock(mu_);
+  auto it = models_.find(name);
+  if (it == models_.end()) return Status::NotFound("Model not found: " + std::string(name));
+  if (it->second.versions.count(std::string(version)) == 0) {
+    return Status::NotFound("Model version: " + std::string(version) +
+                            " does not exist for model: " + std::string(name));
+  }
+  it->second.default_version = std::string(version);
+  return Status::Ok();
+}
+
+std::vector<std::shared_ptr<LoadedModel>> ModelManager::Versions(std::string_view name) const {
+  std::shared_lock<std::shared_mutex> lock(mu_);
+  std::vector<std::shared_ptr<LoadedModel>> out;
+  auto it = models_.find(name);
+  if (it == models_.end()) return out;
+  for (const auto& [v, model] : it->second.versions) out.push_back(model);
+  return out;
 }
 
 std::shared_ptr<LoadedModel> ModelManager::Find(std::string_view name, std::string_view version,
@@ -151,6 +281,12 @@ void ModelManager::Shutdown() {
   }
   reaper_cv_.notify_all();
   if (reaper_.joinable()) reaper_.join();
+  {
+    std::lock_guard<std::mutex> lock(control_mu_);
+    control_stop_ = true;
+  }
+  control_cv_.notify_all();
+  if (control_.joinable()) control_.join();
   std::vector<std::shared_ptr<LoadedModel>> all;
   {
     std::unique_lock<std::shared_mutex> lock(mu_);

@@ -2,6 +2,9 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <deque>
+#include <functional>
+#include <optional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -29,8 +32,8 @@ struct LoadedModel {
   std::string version;
   std::string url;  // what it was loaded from (archive file name, as TorchServe's modelUrl)
   ModelArchive archive;
-  int min_workers = 1;
-  int max_workers = 1;
+  std::atomic<int> min_workers{1};  // changed by scaling
+  std::atomic<int> max_workers{1};
   int batch_size = 1;
   int max_batch_delay_ms = 100;
   int response_timeout_s = 120;
@@ -58,9 +61,35 @@ class ModelManager {
                metrics::Registry* registry);
   ~ModelManager();
 
+  // Overrides of a registration (POST /models); unset fields come from model-config.yaml.
+  struct LoadOverrides {
+    std::optional<int> batch_size;
+    std::optional<int> max_batch_delay_ms;
+    std::optional<int> initial_workers;
+    std::optional<int> response_timeout_s;
+  };
   // Opens the archive, resolves metrics, starts min workers (without waiting for them).
   // Errors name the file and the cause.
-  Status Load(const ModelSpec& spec, bool at_startup);
+  Status Load(const ModelSpec& spec, bool at_startup, const LoadOverrides& overrides = {});
+  StatusOr<std::shared_ptr<LoadedModel>> LoadAndGet(const ModelSpec& spec, bool at_startup,
+                                                    const LoadOverrides& overrides);
+
+  // Scales a model version: min/max as TorchServe (max < min is an error). Starts workers
+  // up to min when fewer run, else stops down to max (each finishes its batch first; queued
+  // requests stay queued). Runs on the manager's control thread; `done` gets the worker
+  // count once the change is made (and, when `wait_ready`, once they are ready or failed).
+  void ScaleAsync(std::shared_ptr<LoadedModel> model, int min_workers, int max_workers,
+                  bool wait_ready, std::function<void(int workers)> done);
+  // Removes a version (its default if version is ""): refuses the default version while
+  // others exist, stops routing to it at once, lets queued requests finish, then unloads.
+  // `done` runs on the control thread when it is gone.
+  Status UnregisterAsync(std::string_view name, std::string_view version,
+                         std::function<void()> done, std::string* removed_version);
+  Status SetDefault(std::string_view name, std::string_view version);
+  // Runs slow work (a download, an unzip) on the control thread, after what is queued.
+  void RunInBackground(std::function<void()> task) { Post(std::move(task)); }
+  // Every version of a model, sorted; empty when unknown.
+  std::vector<std::shared_ptr<LoadedModel>> Versions(std::string_view name) const;
 
   enum class FindError { kNone, kNoModel, kNoVersion };
   // version "" means the model's default version.
@@ -79,6 +108,8 @@ class ModelManager {
     std::map<std::string, std::shared_ptr<LoadedModel>> versions;
   };
   void Reap();
+  void ControlLoop();
+  void Post(std::function<void()> task);
 
   const Options options_;
   const backend::HandlerFactory* factory_;
@@ -91,6 +122,14 @@ class ModelManager {
   std::condition_variable reaper_cv_;
   bool stopping_ = false;
   std::thread reaper_;
+
+  // Slow changes (scaling joins workers, unloading drains queues) run here, never on an
+  // HTTP thread.
+  std::mutex control_mu_;
+  std::condition_variable control_cv_;
+  std::deque<std::function<void()>> control_tasks_;
+  bool control_stop_ = false;
+  std::thread control_;
 };
 
 }  // namespace tserve::serving

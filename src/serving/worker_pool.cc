@@ -131,7 +131,8 @@ WorkerPool::WorkerPool(PoolOptions options, const backend::HandlerFactory* facto
 WorkerPool::~WorkerPool() { Shutdown(); }
 
 WorkerPool::SubmitResult WorkerPool::Submit(std::shared_ptr<Job> job) {
-  if (worker_count() == 0) {
+  // No worker at all, or every one failed to load (none ready or starting): 503 at once.
+  if (worker_count() == 0 || (ready_.load() == 0 && starting_.load() == 0)) {
     metrics_.fail_no_worker->Inc();
     return SubmitResult::kNoWorker;
   }
@@ -226,6 +227,18 @@ void WorkerPool::Shutdown() {
   }
 }
 
+void WorkerPool::FailQueuedIfNoWorker() {
+  if (ready_.load() != 0 || starting_.load() != 0) return;
+  for (auto& job : queue_.Drain()) {
+    if (!job->Claim()) continue;
+    metrics_.fail_no_worker->Inc();
+    job->Deliver(Error(503, "ServiceUnavailableException",
+                       "Model \"" + options_.model_name +
+                           "\" has no worker to serve inference request. Please use scale "
+                           "workers API to add workers."));
+  }
+}
+
 void WorkerPool::ExpireOverdue(Clock::time_point now) {
   const std::string message =
       "Timed out waiting for model \"" + options_.model_name + "\" to answer (responseTimeout)";
@@ -297,6 +310,7 @@ void WorkerPool::Run(Worker* w) {
     handler = LoadHandler(w);
     if (handler != nullptr) break;
     SetState(w, kFailed);
+    FailQueuedIfNoWorker();
     spdlog::warn("{}: retrying in {} ms", w->name, backoff.count());
     const auto until = Clock::now() + backoff;
     while (!w->stop && Clock::now() < until) {

@@ -97,6 +97,8 @@ class WorkerPool {
 
   int worker_count() const;
   int ready_workers() const { return ready_.load(std::memory_order_relaxed); }
+  // True when no worker is still loading (each is ready or has failed).
+  bool all_settled() const { return starting_.load(std::memory_order_relaxed) == 0; }
   size_t queue_depth() const { return queue_.size(); }
   size_t queue_capacity() const { return queue_.capacity(); }
   const PoolOptions& options() const { return options_; }
@@ -127,6 +129,8 @@ class WorkerPool {
   void RunBatch(Worker* w, Handler* handler, std::vector<std::shared_ptr<Job>>& jobs);
   void Finish(Job& job, JobResult result, Clock::time_point end);
   void SetState(Worker* w, int state);
+  // Answers queued jobs 503 when no worker is ready or loading (all failed).
+  void FailQueuedIfNoWorker();
   void PublishWorkerStates();
 
   const PoolOptions options_;

@@ -298,3 +298,27 @@ def test_custom_plugin_metric(tserve, tmp_path):
     text = server.metrics().text
     assert re.search(r'^ExampleRequests\{ModelName="example",Level="Model",'
                      rf'Hostname="{re.escape(HOSTNAME)}",\}} 2\.0$', text, re.M), text
+
+
+def test_model_that_cannot_load_makes_ping_unhealthy(tserve, tmp_path):
+    work = tmp_path / "w"
+    store = store_with(work, "noop.mar")
+    (work / "model.pt").write_bytes(b"not a TorchScript archive")
+    subprocess.run([str(ARCHIVER), "--model-name", "broken", "--version", "1.0",
+                    "--serialized-file", str(work / "model.pt"), "--handler", "image_classifier",
+                    "--export-path", str(store)], check=True, timeout=60)
+    server = tserve(config={"model_store": str(store), "load_models": "all"})
+
+    def failed_worker_reported():
+        text = server.metrics().text
+        return (metric_value(text, "ts_workers", model_name="broken", state="failed") or 0) >= 1
+    e2e_util.wait_for(failed_worker_reported, 30, "the broken model's worker reported failed")
+    r = requests.get(f"{server.inference_url}/ping", timeout=5)
+    assert r.status_code == 500
+    assert r.json() == {"status": "Unhealthy"}
+    # the other model serves all the same
+    assert requests.post(f"{server.inference_url}/predictions/noop", data="x",
+                         timeout=10).status_code == 200
+    r = requests.post(f"{server.inference_url}/predictions/broken", data=b"x", timeout=10)
+    # no worker can serve it: 503 at once, as TorchServe, not a wait for the timeout
+    assert r.status_code == 503, r.text
