@@ -13,7 +13,9 @@
 // Prints one line per combination:
 //   RESNET_RESULT mode=e2e batch=8 threads=2 batches=.. images=.. seconds=..
 //                 images_per_s=.. batch_p50_ms=.. batch_p99_ms=..
-// where the latencies are per forward call (one batch), across all threads.
+// images_per_s sums each thread's rate over its whole batches (images it ran / time from
+// the common start to the end of its last batch); latencies are per batch (one forward
+// call, plus the preprocessing in e2e mode), across all threads.
 // <torch/script.h> for the module, <ATen/Parallel.h> for at::set_num_threads (as
 // src/backend/torchscript_handlers.cc); nothing of the heavier <torch/torch.h>.
 #include <ATen/Parallel.h>
@@ -126,6 +128,7 @@ at::Tensor Preprocess(const std::string& jpeg, int batch) {
 
 struct Result {
   int64_t batches = 0;
+  double seconds = 0;  // from the common start to the end of this thread's last batch
   std::vector<double> latencies_ms;
 };
 
@@ -164,7 +167,9 @@ void RunThread(const Options& o, const std::string& jpeg, const std::string& mod
     const auto t0 = Clock::now();
     if (t0 >= stop_at) break;
     once();
-    out->latencies_ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
+    const auto t1 = Clock::now();
+    out->latencies_ms.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
+    out->seconds = std::chrono::duration<double>(t1 - *start).count();
     ++out->batches;
   }
 }
@@ -212,14 +217,18 @@ int main(int argc, char** argv) {
           });
         }
         for (auto& t : threads) t.join();
-        const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
         for (auto& e : errors) {
           if (e) std::rethrow_exception(e);
         }
+        // Each thread's rate over its own whole batches (a thread that finished its last
+        // batch early does not idle into the denominator), summed.
         int64_t batches = 0;
+        double seconds = 0, images_per_s = 0;
         std::vector<double> all;
         for (const Result& r : results) {
           batches += r.batches;
+          seconds = std::max(seconds, r.seconds);
+          if (r.seconds > 0) images_per_s += static_cast<double>(r.batches * batch) / r.seconds;
           all.insert(all.end(), r.latencies_ms.begin(), r.latencies_ms.end());
         }
         const int64_t images = batches * batch;
@@ -227,8 +236,8 @@ int main(int argc, char** argv) {
             "RESNET_RESULT mode=%s batch=%d threads=%d batches=%lld images=%lld seconds=%.3f "
             "images_per_s=%.2f batch_p50_ms=%.2f batch_p99_ms=%.2f\n",
             mode.c_str(), batch, o.threads, static_cast<long long>(batches),
-            static_cast<long long>(images), seconds, static_cast<double>(images) / seconds,
-            Percentile(all, 50), Percentile(all, 99));
+            static_cast<long long>(images), seconds, images_per_s, Percentile(all, 50),
+            Percentile(all, 99));
         std::fflush(stdout);
       }
     }

@@ -7,17 +7,23 @@
 # tserve: the same model.pt and index_to_name.json repackaged with tserve-archiver as two
 # models, resnet18 (batchSize 1) and resnet18_b8 (batchSize 8, maxBatchDelay 50), each with
 # minWorkers = maxWorkers = $RESNET_THREADS (1 intra-op thread per worker, tserve's default),
-# and kitten.jpg POSTed by wrk (bench/post.lua) with $RESNET_THREADS connections for batch 1
-# and 8 x $RESNET_THREADS for batch 8, so every worker can fill its batches.
+# and kitten.jpg POSTed by bench/post_client.py (closed loop, keep-alive) on $RESNET_THREADS
+# connections for batch 1 and 8 x $RESNET_THREADS for batch 8, so every worker can fill its
+# batches. post_client.py rather than wrk: at a few requests per second, wrk's count of the
+# responses completed inside its window is off by up to a batch per worker (see there).
 # The two alternate (raw b1, tserve b1, raw b8, tserve b8) so that a change in background
-# load hits both sides of a ratio alike. tserve gets a 3 s warm-up load per model first
-# (TorchScript's profiling executor specializes on the first shapes it sees).
+# load hits both sides of a ratio alike. Both sides warm up first (raw: 3 batches per
+# thread; tserve: $RESNET_WARMUP s of load, not measured: TorchScript's profiling executor
+# specializes on the first shapes it sees).
+# Checks: per model, the requests counted, finished and run in batches agree, 0 failures;
+# tserve exits 0 on SIGTERM.
 #
 # Usage: bash bench/resnet_load.sh [BUILD_DIR]     (default build-bench; needs
 #        BUILD_DIR/tserve built with LibTorch, BUILD_DIR/tserve-archiver, BUILD_DIR/bench/resnet_bench)
-# Environment: RESNET_THREADS (2), RESNET_SECONDS (raw loop seconds per mode and batch, 6),
-# WRK_DURATION (10s), RESNET_MAR (default: resnet18.mar from BUILD_DIR/model_store or
-# build/model_store, else made by scripts/make_demo_models.py), RESNET_RESULTS (JSON summary).
+# Environment: RESNET_THREADS (2), RESNET_SECONDS (raw loop seconds per mode and batch, 8),
+# RESNET_WARMUP (2) and RESNET_DURATION (8): tserve's warm-up and measured seconds, per batch
+# size; RESNET_MAR (default: resnet18.mar from BUILD_DIR/model_store or build/model_store,
+# else made by scripts/make_demo_models.py); RESNET_RESULTS (write a JSON summary there).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -29,12 +35,11 @@ ARCHIVER=$BUILD_DIR/tserve-archiver
 RAW=$BUILD_DIR/bench/resnet_bench
 IMAGE=$ROOT/examples/images/kitten.jpg
 THREADS=${RESNET_THREADS:-2}
-RAW_SECONDS=${RESNET_SECONDS:-6}
-WRK_DURATION=${WRK_DURATION:-10s}
-WRK_THREADS=$THREADS
+RAW_SECONDS=${RESNET_SECONDS:-8}
+WARMUP=${RESNET_WARMUP:-2}
+DURATION=${RESNET_DURATION:-8}
 RESULTS=${RESNET_RESULTS:-}
 
-command -v wrk >/dev/null || { echo "resnet_load: wrk is not installed (make deps)" >&2; exit 1; }
 if [[ ! -x "$RAW" ]]; then
   echo "resnet_load: no $RAW (it needs LibTorch: configure found no Torch); skipped" >&2
   exit 0
@@ -110,7 +115,32 @@ if [[ $code != 200 ]]; then
   exit 1
 fi
 
-export WRK_BODY_FILE=$IMAGE WRK_CONTENT_TYPE=image/jpeg
+# run_client LABEL RESULT_JSON CONNECTIONS URL: bench/post_client.py posting kitten.jpg,
+# with tserve's CPU use over the run added to the result.
+run_client() {
+  local label=$1 out=$2 conns=$3 url=$4
+  echo "-- $label: post_client.py --connections $conns --warmup $WARMUP --duration $DURATION $url"
+  local cpu0 cpu1 busy0 busy1 t0 t1
+  cpu0=$(cpu_seconds "$TS_PID")
+  busy0=$(machine_busy_seconds)
+  t0=$(date +%s.%N)
+  "$PYTHON" "$HERE/post_client.py" "$url" "$IMAGE" --content-type image/jpeg \
+    --connections "$conns" --warmup "$WARMUP" --duration "$DURATION" --out "$out"
+  t1=$(date +%s.%N)
+  busy1=$(machine_busy_seconds)
+  cpu1=$(cpu_seconds "$TS_PID")
+  "$PYTHON" - "$out" "$cpu0" "$cpu1" "$busy0" "$busy1" "$t0" "$t1" <<'EOF'
+import json, sys
+out = sys.argv[1]
+cpu0, cpu1, busy0, busy1, t0, t1 = map(float, sys.argv[2:])
+r = json.load(open(out))
+r["server_cores"] = (cpu1 - cpu0) / (t1 - t0)
+r["machine_cores"] = (busy1 - busy0) / (t1 - t0)
+json.dump(r, open(out, "w"))
+print(f"   tserve CPU {r['server_cores']:.2f} cores, all processes {r['machine_cores']:.2f} cores")
+EOF
+}
+
 failed=0
 for batch in 1 8; do
   model=resnet18
@@ -121,34 +151,30 @@ for batch in 1 8; do
   "$RAW" "$WORK/model/model.pt" "$IMAGE" --batch "$batch" --threads "$THREADS" \
     --seconds "$RAW_SECONDS" --mode forward,e2e | tee "$WORK/raw-b$batch.txt"
   url="http://127.0.0.1:$INF/predictions/$model"
-  WRK_DURATION=3s run_wrk "warm-up of $model" "$WORK/warmup-b$batch.json" "$conns" "$url" >/dev/null
   curl -s --max-time 5 "http://127.0.0.1:$MET/metrics" >"$WORK/before.txt"
   before=$(metric_sum "$WORK/before.txt" ts_inference_requests_total "model_name=\"$model\"")
   echo
-  MEASURE_PID=$TS_PID run_wrk "tserve, $model (batch $batch), $conns connections" \
-    "$WORK/tserve-b$batch.json" "$conns" "$url"
-  sleep 1
+  run_client "tserve, $model (batch $batch), $conns connections" "$WORK/tserve-b$batch.json" \
+    "$conns" "$url"
   curl -s --max-time 5 "http://127.0.0.1:$MET/metrics" >"$WORK/after.txt"
-  after=$(metric_sum "$WORK/after.txt" ts_inference_requests_total "model_name=\"$model\"")
-  done_req=$("$PYTHON" -c "import json; print(json.load(open('$WORK/tserve-b$batch.json'))['requests'])")
-  diff=$((after - before - done_req))
-  if ((diff >= 0 && diff <= conns)); then
-    echo "   check: ts_inference_requests_total grew by $((after - before)) = $done_req completed" \
-      "+ $diff in flight when wrk stopped"
-  else
-    echo "   MISMATCH: ts_inference_requests_total grew by $((after - before)), wrk completed" \
-      "$done_req (difference $diff, in-flight bound 0..$conns)"
-    failed=1
-  fi
-  "$PYTHON" - "$WORK/after.txt" "$model" <<'EOF'
+  "$PYTHON" - "$WORK/before.txt" "$WORK/after.txt" "$model" <<'EOF' || failed=1
 import re, sys
-text, model = open(sys.argv[1]).read(), sys.argv[2]
-def sample(name):
-    m = re.search(r'^%s\{[^}]*model_name="%s"[^}]*\} (\S+)$' % (name, re.escape(model)), text, re.M)
-    return float(m.group(1)) if m else 0.0
-n, s = sample("ts_batch_size_count"), sample("ts_batch_size_sum")
-if n:
-    print(f"   batches run by the workers so far: {n:.0f}, mean batch size {s / n:.2f}")
+before, after, model = open(sys.argv[1]).read(), open(sys.argv[2]).read(), sys.argv[3]
+def sample(text, name):
+    pat = r'^%s\{[^}]*model_name="%s"[^}]*\} (\S+)$' % (name, re.escape(model))
+    return sum(float(v) for v in re.findall(pat, text, re.M))
+d = {n: sample(after, n) - sample(before, n) for n in (
+    "ts_inference_requests_total", "ts_request_duration_seconds_count", "ts_batch_size_count",
+    "ts_batch_size_sum", "ts_inference_failures_total")}
+print(f"   server side: {d['ts_batch_size_count']:.0f} batches, mean batch size "
+      f"{d['ts_batch_size_sum'] / max(1, d['ts_batch_size_count']):.2f}")
+ok = d["ts_inference_requests_total"] == d["ts_request_duration_seconds_count"] == \
+    d["ts_batch_size_sum"] and d["ts_inference_failures_total"] == 0
+print(f"   check: {d['ts_inference_requests_total']:.0f} requests counted, "
+      f"{d['ts_request_duration_seconds_count']:.0f} finished, {d['ts_batch_size_sum']:.0f} "
+      f"in batches, {d['ts_inference_failures_total']:.0f} failures: "
+      f"{'consistent' if ok else 'MISMATCH'}")
+sys.exit(0 if ok else 1)
 EOF
 done
 

@@ -63,8 +63,7 @@ struct Server {
 
   Server() {
     Must(metrics::AddFamilies(
-        Must(metrics::ParseMetricsYaml(metrics::DefaultMetricsYaml(), "metrics.yaml")),
-        &registry));
+        Must(metrics::ParseMetricsYaml(metrics::DefaultMetricsYaml(), "metrics.yaml")), &registry));
     const std::string host = LocalHostname();
     metrics = Must(serving::ModelMetrics::Resolve(&registry, "noop", "1.0", host));
     counters = Must(api::ResponseCounters::Create(&registry, host));
@@ -116,8 +115,7 @@ const std::vector<Timing>& Timings() {
 // One successful request at batch size 1, call for call as the server records it.
 inline void RecordRequest(Server& s, const Timing& t, bool explicit_version) {
   const serving::ModelMetrics& m = s.metrics;
-  const serving::ModelMetrics::VersionLabelled& l =
-      explicit_version ? m.by_explicit : m.by_default;
+  const serving::ModelMetrics::VersionLabelled& l = explicit_version ? m.by_explicit : m.by_default;
   // InferenceApi::Predict, on arrival.
   l.requests->Inc();
   // WorkerPool::RunBatch: the batch's share (the whole batch at batch size 1).

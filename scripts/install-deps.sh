@@ -9,7 +9,7 @@ PACKAGES=(
   build-essential cmake pkg-config git ca-certificates
   # libraries
   libboost-dev nlohmann-json3-dev libyaml-cpp-dev zlib1g-dev libspdlog-dev libfmt-dev
-  libcli11-dev libzip-dev libjpeg62-turbo-dev libpng-dev
+  libcli11-dev libzip-dev libcurl4-openssl-dev libjpeg62-turbo-dev libpng-dev
   # serving: LibTorch (CPU) with OpenBLAS (2.4-30x faster Linear layers than the reference
   # BLAS), and Python's torch/torchvision to script the demo models at build time
   libtorch-dev libopenblas0-openmp python3-torch python3-torchvision python3-pil python3-yaml

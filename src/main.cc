@@ -32,6 +32,7 @@
 #include "metrics/log_sink.h"
 #include "metrics/metrics_yaml.h"
 #include "metrics/registry.h"
+#include "serving/model_fetcher.h"
 #include "serving/model_manager.h"
 #include "serving/model_store.h"
 #include "sysmetrics/sampler.h"
@@ -201,6 +202,9 @@ class App {
     LoadStartupModels();
 
     inference_api_ = std::make_unique<api::InferenceApi>(models_.get());
+    auto policy = serving::UrlPolicy::Create(config_.allowed_urls);
+    if (!policy.ok()) return policy.status();
+    url_policy_ = std::move(*policy);
     api::ManagementApi::Options mgmt;
     mgmt.enable_model_api = config_.enable_model_api;
     mgmt.fetch = [this](const std::string& url) { return FetchForRegistration(url); };
@@ -273,12 +277,18 @@ class App {
     });
   }
 
-  // POST /models?url=...: a file name or path inside the model store for now.
+  // POST /models?url=...: a path inside the model store, a file:// URL resolving there, or
+  // an http(s) URL matching allowed_urls, downloaded into the store (size-capped).
   StatusOr<std::string> FetchForRegistration(const std::string& url) {
     if (config_.model_store.empty()) {
       return Status::InvalidArgument("no model_store is configured to register models into");
     }
-    return serving::ResolveInsideStore(config_.model_store, url);
+    serving::FetchRequest req;
+    req.url = url;
+    req.model_store = config_.model_store;
+    req.policy = &url_policy_;
+    req.max_bytes = config_.max_model_download_size;
+    return serving::FetchModelArchive(req);
   }
 
   // --models / load_models: a model that cannot load is logged with its file and cause;
@@ -317,6 +327,7 @@ class App {
   std::unique_ptr<http::Server> server_;
   backend::HandlerFactory handlers_;
   std::string extract_root_;
+  serving::UrlPolicy url_policy_;
   std::unique_ptr<serving::ModelManager> models_;
   std::unique_ptr<api::InferenceApi> inference_api_;
   std::unique_ptr<api::ManagementApi> management_api_;

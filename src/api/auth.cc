@@ -5,7 +5,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <algorithm>
 #include <cerrno>
 #include <cmath>
 #include <cstdio>
@@ -27,6 +26,7 @@ constexpr char kKey[] = "key";
 constexpr char kExpiration[] = "expiration time";  // TorchServe's member name, space included
 constexpr char kDefaultAllowedUrls[] = "file://.*|http(s)?://.*";
 constexpr size_t kMaxKeyBytes = 256;  // getrandom() never returns short below this
+constexpr off_t kMaxKeyFileSize = off_t{64} * 1024;
 
 std::string ErrnoText(int err) { return std::strerror(err); }
 
@@ -133,13 +133,15 @@ Status WriteFileAtomically(const std::string& path, const std::string& text) {
 // An existing key file we may trust: a regular file (lstat: a symlink does not count)
 // owned by us, readable by nobody else, that parses. nullopt otherwise.
 std::optional<KeySet> ReadTrustedKeyFile(const std::string& path) {
+  // O_NOFOLLOW, then fstat on the descriptor: what is checked is what is read.
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+  if (fd < 0) return std::nullopt;
   struct stat st;
-  if (lstat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode) || st.st_uid != geteuid() ||
-      (st.st_mode & (S_IRWXG | S_IRWXO)) != 0 || st.st_size > 64 * 1024) {
+  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_uid != geteuid() ||
+      (st.st_mode & (S_IRWXG | S_IRWXO)) != 0 || st.st_size > kMaxKeyFileSize) {
+    close(fd);
     return std::nullopt;
   }
-  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-  if (fd < 0) return std::nullopt;
   std::string text;
   char buf[4096];
   for (;;) {
@@ -147,7 +149,7 @@ std::optional<KeySet> ReadTrustedKeyFile(const std::string& path) {
     if (r < 0 && errno == EINTR) continue;
     if (r <= 0) break;
     text.append(buf, static_cast<size_t>(r));
-    if (text.size() > 64 * 1024) break;
+    if (text.size() > static_cast<size_t>(kMaxKeyFileSize)) break;
   }
   close(fd);
   auto keys = ParseKeyFile(text);
@@ -161,9 +163,13 @@ std::string AddressText(const ListenAddress& a) {
   return a.scheme + "://" + host + ":" + std::to_string(a.port);
 }
 
-// TorchServe: Instant.now().plusSeconds((long) (minutes * 60)); whole seconds.
+// TorchServe: Instant.now().plusSeconds((long) (minutes * 60)): whole seconds, and
+// Instant.now() has microsecond precision on Linux, so the key file shows 6 fraction digits
+// (some ISO-8601 readers, e.g. Python before 3.11, reject 9).
 AuthClock::time_point ExpiryAfter(double minutes, AuthClock::time_point now) {
-  return now + std::chrono::seconds(static_cast<int64_t>(minutes * 60.0));
+  const auto start = std::chrono::floor<std::chrono::microseconds>(now);
+  return std::chrono::time_point_cast<AuthClock::duration>(
+      start + std::chrono::seconds(static_cast<int64_t>(minutes * 60.0)));
 }
 
 bool ListenerNeedsToken(const ServerConfig& c, const ListenAddress& a) {
@@ -347,9 +353,7 @@ StatusOr<std::string> GenerateKey(size_t bytes) {
   std::string raw(bytes, '\0');
   Status s = FillRandom(reinterpret_cast<unsigned char*>(raw.data()), bytes);
   if (!s.ok()) return s;
-  std::string key = Base64Url(raw);
-  std::fill(raw.begin(), raw.end(), '\0');
-  return key;
+  return Base64Url(raw);
 }
 
 std::string_view BearerToken(std::string_view authorization) {

@@ -190,11 +190,11 @@ void ManagementApi::Describe(http::Request& request, http::Responder responder) 
     serving::ModelManager::FindError why;
     auto m = models_->Find(name, version, &why);
     if (m == nullptr) {
-      return responder.Send(JsonError(
-          404, "ModelNotFoundException",
-          why == serving::ModelManager::FindError::kNoVersion
-              ? "Model version: " + version + " does not exist for model: " + name
-              : "Model not found: " + name));
+      return responder.Send(
+          JsonError(404, "ModelNotFoundException",
+                    why == serving::ModelManager::FindError::kNoVersion
+                        ? "Model version: " + version + " does not exist for model: " + name
+                        : "Model not found: " + name));
     }
     out.push_back(DescribeModel(*m));
   }
@@ -215,11 +215,11 @@ void ManagementApi::Scale(http::Request& request, http::Responder responder) {
   serving::ModelManager::FindError why;
   auto model = models_->Find(name, version, &why);
   if (model == nullptr) {
-    return responder.Send(JsonError(
-        404, "ModelNotFoundException",
-        why == serving::ModelManager::FindError::kNoVersion
-            ? "Model version: " + version + " does not exist for model: " + name
-            : "Model not found: " + name));
+    return responder.Send(
+        JsonError(404, "ModelNotFoundException",
+                  why == serving::ModelManager::FindError::kNoVersion
+                      ? "Model version: " + version + " does not exist for model: " + name
+                      : "Model not found: " + name));
   }
   const int min_workers = min->value_or(1);
   const int max_workers = max->value_or(min_workers);
@@ -247,10 +247,10 @@ void ManagementApi::Register(http::Request& request, http::Responder responder) 
     return responder.Send(JsonError(400, "BadRequestException", "Parameter url is required."));
   }
   serving::ModelManager::LoadOverrides o;
-  for (auto [key, field] : {std::pair{"batch_size", &o.batch_size},
-                            std::pair{"max_batch_delay", &o.max_batch_delay_ms},
-                            std::pair{"initial_workers", &o.initial_workers},
-                            std::pair{"response_timeout", &o.response_timeout_s}}) {
+  for (auto [key, field] :
+       {std::pair{"batch_size", &o.batch_size}, std::pair{"max_batch_delay", &o.max_batch_delay_ms},
+        std::pair{"initial_workers", &o.initial_workers},
+        std::pair{"response_timeout", &o.response_timeout_s}}) {
     auto v = p.Int(key);
     if (!v.ok()) return responder.Send(ManagementError(v.status()));
     *field = *v;
@@ -284,11 +284,10 @@ void ManagementApi::Register(http::Request& request, http::Responder responder) 
     }
     if (!synchronous) return shared->Send(JsonStatus(202, "Processing worker updates..."));
     auto m = *model;
-    models_->ScaleAsync(m, workers, std::max(workers, m->max_workers.load()), true,
-                        [shared, head](int n) {
-                          shared->Send(
-                              JsonStatus(200, head + std::to_string(n) + " initial workers"));
-                        });
+    models_->ScaleAsync(
+        m, workers, std::max(workers, m->max_workers.load()), true, [shared, head](int n) {
+          shared->Send(JsonStatus(200, head + std::to_string(n) + " initial workers"));
+        });
   });
 }
 
@@ -349,8 +348,9 @@ std::string OpenApiDescription(const std::string& listener) {
     paths["/models/{model_name}/{model_version}/set-default"]["put"] =
         op("setDefault", "Make a version the model's default.");
   } else {
-    paths["/metrics"]["get"] = op("metrics", "Metrics in the Prometheus text format; "
-                                             "filter with name[].");
+    paths["/metrics"]["get"] = op("metrics",
+                                  "Metrics in the Prometheus text format; "
+                                  "filter with name[].");
   }
   j["paths"] = std::move(paths);
   return j.dump(2);

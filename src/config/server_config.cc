@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <functional>
+#include <limits>
 #include <optional>
 // With sanitizers on, GCC 12 reports a false -Wmaybe-uninitialized inside <regex>, which
 // -Werror would turn into a build failure; the header is not ours to fix.
@@ -310,6 +311,8 @@ const std::vector<KeySpec>& KnownKeys() {
       {"metrics_token", ApplyMetricsToken},
       {"log_location", StringKey(&C::log_location)},
       {"metrics_location", StringKey(&C::metrics_location)},
+      {"max_model_download_size",
+       IntegerKey(&C::max_model_download_size, 1, std::numeric_limits<int64_t>::max())},
   };
   return *keys;
 }

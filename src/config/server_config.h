@@ -55,6 +55,8 @@ struct ServerConfig {
   // LoadServerConfig resolves both, so they are never empty in a loaded config:
   std::string log_location;      // key, else $LOG_LOCATION, else "logs"
   std::string metrics_location;  // key, else $METRICS_LOCATION, else log_location
+  // The largest model archive POST /models downloads over http(s), in bytes (4 GiB).
+  int64_t max_model_download_size = int64_t{4} << 30;
 };
 
 // Everything LoadServerConfig reads; main fills it (this module does no I/O). Plain data.

@@ -7,8 +7,10 @@
 #include <unistd.h>
 #include <zip.h>
 
+#include <algorithm>
 #include <cctype>
 #include <cerrno>
+#include <cstdint>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -145,9 +147,15 @@ struct Entry {
   mode_t mode;  // permission bits for a file
 };
 
-// Reads every entry's name and attributes and refuses the unsafe ones (zip-slip).
-Status ListEntries(zip_t* za, const std::string& where, std::vector<Entry>* entries) {
+// Reads every entry's name and attributes and refuses the unsafe ones (zip-slip) and, from
+// the declared sizes, archives over `limits` (zip bombs), before anything is written.
+Status ListEntries(zip_t* za, const std::string& where, const ExtractLimits& limits,
+                   std::vector<Entry>* entries) {
   zip_int64_t n = zip_get_num_entries(za, 0);
+  if (n > limits.max_entries) {
+    return Invalid(where, "has more than " + std::to_string(limits.max_entries) + " entries");
+  }
+  int64_t declared_total = 0;
   for (zip_int64_t i = 0; i < n; ++i) {
     auto idx = static_cast<zip_uint64_t>(i);
     const char* raw = zip_get_name(za, idx, ZIP_FL_ENC_GUESS);
@@ -177,6 +185,24 @@ Status ListEntries(zip_t* za, const std::string& where, std::vector<Entry>* entr
       }
       if (mode & 0111) e.mode = 0755;
     }
+    if (!e.is_dir) {
+      zip_stat_t sb;
+      zip_stat_init(&sb);
+      if (zip_stat_index(za, idx, 0, &sb) != 0 || !(sb.valid & ZIP_STAT_SIZE)) {
+        return Invalid(where, "cannot read the size of entry " + Quote(name));
+      }
+      auto size = static_cast<int64_t>(std::min<zip_uint64_t>(sb.size, INT64_MAX));
+      if (size > limits.max_total_bytes - declared_total) {
+        return Invalid(where,
+                       "expands to more than " + std::to_string(limits.max_total_bytes) + " bytes");
+      }
+      declared_total += size;
+      if ((sb.valid & ZIP_STAT_COMP_SIZE) && size > (int64_t{1} << 20) &&
+          size / static_cast<int64_t>(std::max<zip_uint64_t>(sb.comp_size, 1)) > limits.max_ratio) {
+        return Invalid(where, "entry " + Quote(name) + " inflates more than " +
+                                  std::to_string(limits.max_ratio) + ":1");
+      }
+    }
     entries->push_back(std::move(e));
   }
   return Status::Ok();
@@ -199,7 +225,10 @@ Status MakeDirs(const std::string& root, const std::vector<std::string>& parts, 
   return Status::Ok();
 }
 
-Status ExtractEntry(zip_t* za, const Entry& e, const std::string& dir, const std::string& where) {
+// `budget`: bytes the whole extraction may still write, counted rather than trusted to the
+// headers.
+Status ExtractEntry(zip_t* za, const Entry& e, const std::string& dir, const std::string& where,
+                    const ExtractLimits& limits, int64_t* budget) {
   const std::string rel = Join(e.parts, e.parts.size());
   if (e.is_dir) return MakeDirs(dir, e.parts, e.parts.size(), where);
   if (Status s = MakeDirs(dir, e.parts, e.parts.size() - 1, where); !s.ok()) return s;
@@ -220,6 +249,11 @@ Status ExtractEntry(zip_t* za, const Entry& e, const std::string& dir, const std
       return Invalid(where, "entry " + rel + " is corrupt: " + zip_file_strerror(zf.get()));
     }
     if (n == 0) break;
+    if (n > *budget) {
+      return Invalid(where,
+                     "expands to more than " + std::to_string(limits.max_total_bytes) + " bytes");
+    }
+    *budget -= n;
     if (Status s = WriteAll(fd.get(), buf.data(), static_cast<size_t>(n)); !s.ok()) {
       return Err(StatusCode::kInternal, where, "cannot write " + rel + ": " + s.message());
     }
@@ -242,7 +276,8 @@ std::string SafeStem(const std::string& path) {
 }
 
 // Extracts the zip at `path` into a new folder under extract_root; returns that folder.
-StatusOr<std::string> Extract(const std::string& path, const std::string& extract_root) {
+StatusOr<std::string> Extract(const std::string& path, const std::string& extract_root,
+                              const ExtractLimits& limits) {
   struct stat st;
   if (::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode) && st.st_size == 0) {
     return Invalid(path, "not a zip archive (empty file)");
@@ -258,7 +293,7 @@ StatusOr<std::string> Extract(const std::string& path, const std::string& extrac
     return Invalid(path, std::string(kManifestPath) + " missing");
   }
   std::vector<Entry> entries;
-  if (Status s = ListEntries(za.get(), path, &entries); !s.ok()) return s;
+  if (Status s = ListEntries(za.get(), path, limits, &entries); !s.ok()) return s;
 
   std::error_code ec;
   fs::path root = fs::absolute(extract_root.empty() ? fs::path(".") : fs::path(extract_root), ec);
@@ -272,8 +307,9 @@ StatusOr<std::string> Extract(const std::string& path, const std::string& extrac
     return Err(StatusCode::kInternal, path,
                "cannot create a folder in " + root.string() + ": " + std::strerror(errno));
   }
+  int64_t budget = limits.max_total_bytes;
   for (const Entry& e : entries) {
-    if (Status s = ExtractEntry(za.get(), e, tmpl, path); !s.ok()) {
+    if (Status s = ExtractEntry(za.get(), e, tmpl, path, limits, &budget); !s.ok()) {
       fs::remove_all(tmpl, ec);
       return s;
     }
@@ -487,7 +523,8 @@ bool IsValidModelName(std::string_view name) {
   return true;
 }
 
-StatusOr<ModelArchive> OpenModelArchive(const std::string& path, const std::string& extract_root) {
+StatusOr<ModelArchive> OpenModelArchive(const std::string& path, const std::string& extract_root,
+                                        const ExtractLimits& limits) {
   struct stat st;
   if (::stat(path.c_str(), &st) != 0) {
     if (errno == ENOENT || errno == ENOTDIR) {
@@ -504,7 +541,7 @@ StatusOr<ModelArchive> OpenModelArchive(const std::string& path, const std::stri
     ::free(real);
     a.extracted = false;
   } else {
-    StatusOr<std::string> dir = Extract(path, extract_root);
+    StatusOr<std::string> dir = Extract(path, extract_root, limits);
     if (!dir.ok()) return dir.status();
     a.dir = std::move(dir).value();
     a.extracted = true;

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -29,6 +30,18 @@ struct ModelArchive {
   bool extracted = false;
 };
 
+// Bounds on what extracting one .mar may write (zip-bomb protection). The declared sizes
+// are checked before anything is written and the bytes actually written are counted too,
+// since a crafted archive can lie about its sizes (libzip does not stop at the declared
+// size). A plain value type.
+struct ExtractLimits {
+  int64_t max_total_bytes = int64_t{4} << 30;  // all entries together, uncompressed
+  int64_t max_entries = 65536;
+  // An entry over 1 MiB that inflates more than this many times is refused; deflate's
+  // ceiling is about 1032:1, so only runs of one byte come close.
+  int64_t max_ratio = 1000;
+};
+
 // Opens `path`: a directory is a model folder, used in place; anything else is read as a
 // zip (.mar) and extracted to a new folder extract_root/<basename>-XXXXXX (extract_root is
 // created if missing). Entries with absolute paths, `..` components or symlink attributes
@@ -38,8 +51,10 @@ struct ModelArchive {
 // "resnet18.mar: not a zip archive", "x.mar: MAR-INF/MANIFEST.json missing",
 // "x.mar: model-config.yaml:3: batchSize must be ...". On error nothing is left in
 // extract_root. Codes: NotFound for a missing path, InvalidArgument for a bad archive,
-// Internal for I/O failures.
-StatusOr<ModelArchive> OpenModelArchive(const std::string& path, const std::string& extract_root);
+// Internal for I/O failures. An archive over `limits` is InvalidArgument ("x.mar: expands to
+// more than N bytes", "... has more than N entries", "... entry E inflates more than N:1").
+StatusOr<ModelArchive> OpenModelArchive(const std::string& path, const std::string& extract_root,
+                                        const ExtractLimits& limits = {});
 
 // Deletes archive.dir when OpenModelArchive extracted it; a model folder is left alone.
 void RemoveExtractedArchive(const ModelArchive& archive);

@@ -280,7 +280,7 @@ class TempFile {
 };
 
 // The most a redirect response's body may hold; they are short HTML notes in practice.
-constexpr int64_t kMaxRedirectBody = 64 * 1024;
+constexpr int64_t kMaxRedirectBody = int64_t{64} << 10;
 
 // Where curl's write callback puts one response's body.
 struct Sink {
@@ -378,6 +378,10 @@ StatusOr<std::string> Download(const FetchRequest& req) {
   const std::string dest = *store + "/" + *name;
 
   struct stat st;
+  if (::lstat(dest.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) {
+    return Status::AlreadyExists("a folder named " + *name +
+                                 " exists in the model store; not replacing it with a download");
+  }
   if (!req.overwrite && ::lstat(dest.c_str(), &st) == 0) {
     return Status::AlreadyExists("model archive " + *name +
                                  " already exists in the model store; not overwriting it");

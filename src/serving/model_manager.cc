@@ -15,15 +15,14 @@ ModelManager::ModelManager(Options options, const backend::HandlerFactory* facto
 
 ModelManager::~ModelManager() { Shutdown(); }
 
-Status ModelManager::Load(const ModelSpec& spec, bool at_startup,
-                          const LoadOverrides& overrides) {
+Status ModelManager::Load(const ModelSpec& spec, bool at_startup, const LoadOverrides& overrides) {
   auto loaded = LoadAndGet(spec, at_startup, overrides);
   return loaded.ok() ? Status::Ok() : loaded.status();
 }
 
 StatusOr<std::shared_ptr<LoadedModel>> ModelManager::LoadAndGet(const ModelSpec& spec,
-                                                                 bool at_startup,
-                                                                 const LoadOverrides& overrides) {
+                                                                bool at_startup,
+                                                                const LoadOverrides& overrides) {
   auto archive = OpenModelArchive(spec.path, options_.extract_root);
   if (!archive.ok()) return archive.status();
   auto model = std::make_shared<LoadedModel>();
@@ -127,9 +126,8 @@ void ModelManager::ControlLoop() {
   }
 }
 
-void ModelManager::ScaleAsync(std::shared_ptr<LoadedModel> model, int min_workers,
-                              int max_workers, bool wait_ready,
-                              std::function<void(int workers)> done) {
+void ModelManager::ScaleAsync(std::shared_ptr<LoadedModel> model, int min_workers, int max_workers,
+                              bool wait_ready, std::function<void(int workers)> done) {
   Post([model, min_workers, max_workers, wait_ready, done = std::move(done)] {
     model->min_workers = min_workers;
     model->max_workers = max_workers;
@@ -149,8 +147,8 @@ void ModelManager::ScaleAsync(std::shared_ptr<LoadedModel> model, int min_worker
         std::this_thread::sleep_for(std::chrono::milliseconds(20));
       }
     }
-    spdlog::info("Model {} version {}: {} worker{} (min {}, max {})", model->name,
-                 model->version, target, target == 1 ? "" : "s", min_workers, max_workers);
+    spdlog::info("Model {} version {}: {} worker{} (min {}, max {})", model->name, model->version,
+                 target, target == 1 ? "" : "s", min_workers, max_workers);
     if (done) done(target);
   });
 }
@@ -168,8 +166,8 @@ Status ModelManager::UnregisterAsync(std::string_view name, std::string_view ver
     const std::string v = version.empty() ? entry.default_version : std::string(version);
     auto vit = entry.versions.find(v);
     if (vit == entry.versions.end()) {
-      return Status::NotFound("Model version: " + v + " does not exist for model: " +
-                              std::string(name));
+      return Status::NotFound("Model version: " + v +
+                              " does not exist for model: " + std::string(name));
     }
     if (v == entry.default_version && entry.versions.size() > 1) {
       return Status::PermissionDenied("Cannot remove default version for model " +

@@ -314,6 +314,13 @@ TEST(TokenAuthTest, ExpirationCountsWholeSecondsAsTorchServe) {
   EXPECT_EQ(auth->keys().inference_expires, kT0 + seconds(15));
 }
 
+TEST(TokenAuthTest, ExpiryHasMicrosecondPrecisionAsJava) {
+  TempDir dir;
+  auto auth = MakeAuth(dir, kT0 + std::chrono::nanoseconds(952499123));
+  ASSERT_NE(auth, nullptr);
+  EXPECT_EQ(FormatInstant(auth->keys().inference_expires), "2024-01-16T23:23:32.952499Z");
+}
+
 TEST(TokenAuthTest, CreateRejectsBadOptions) {
   TempDir dir;
   TokenAuth::Options o;
@@ -516,6 +523,7 @@ TEST(TokenAuthTest, ChecksRunSafelyDuringRotations) {
   std::atomic<bool> stop{false};
   std::atomic<int> management_failures{0};
   std::vector<std::thread> readers;
+  readers.reserve(3);
   for (int t = 0; t < 3; ++t) {
     readers.emplace_back([&] {
       while (!stop.load()) {
@@ -524,7 +532,7 @@ TEST(TokenAuthTest, ChecksRunSafelyDuringRotations) {
       }
     });
   }
-  for (int i = 0; i < 50; ++i) ASSERT_TRUE(auth->Rotate(TokenType::kInference, kT0).ok());
+  for (int i = 0; i < 20; ++i) ASSERT_TRUE(auth->Rotate(TokenType::kInference, kT0).ok());
   stop = true;
   for (auto& t : readers) t.join();
   EXPECT_EQ(management_failures.load(), 0);  // rotating one key never disturbs the other
@@ -716,6 +724,17 @@ TEST(TokenAuthTest, GateForwardsTheRightToken) {
   EXPECT_EQ(r.body, "next");
   EXPECT_EQ(next.calls, 1);
   EXPECT_EQ(next.last_path, "/models");
+}
+
+TEST(TokenAuthTest, GateUsesTheSystemClockByDefault) {
+  TempDir dir;
+  auto auth = MakeAuth(dir, AuthClock::now());
+  ASSERT_NE(auth, nullptr);
+  NextHandler next;
+  AuthGate gate(auth.get(), TokenType::kInference, &next, {});
+  FakeRequest req(http::Method::kPost, "/predictions/m",
+                  {{"Authorization", Bearer(auth->keys().inference_key)}});
+  EXPECT_EQ(Handle(gate, req.request).body, "next");
 }
 
 TEST(TokenAuthTest, GateRefusesAnExpiredToken) {

@@ -461,6 +461,82 @@ TEST(ModelArchiveTest, CorruptEntryIsReported) {
   EXPECT_EQ(CountEntries(tmp / "extract"), 0u);
 }
 
+TEST(ModelArchiveTest, ArchiveExpandingPastTheCapIsRefused) {
+  TempDir tmp;
+  const std::string mar = tmp / "x.mar";
+  MakeZip(mar, {{"MAR-INF/MANIFEST.json", kManifestJson},
+                {"model.pt", std::string(4096, 'w')},
+                {"model-config.yaml", ""},
+                {"extra.bin", std::string(4096, 'x')}});
+  ExtractLimits limits;
+  limits.max_total_bytes = 5000;
+  StatusOr<ModelArchive> a = OpenModelArchive(mar, tmp / "extract", limits);
+  ASSERT_FALSE(a.ok());
+  EXPECT_EQ(a.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(a.status().message(), mar + ": expands to more than 5000 bytes");
+  EXPECT_EQ(CountEntries(tmp / "extract"), 0u);
+  limits.max_total_bytes = 10000;
+  a = OpenModelArchive(mar, tmp / "extract", limits);
+  ASSERT_TRUE(a.ok()) << a.status().message();
+  RemoveExtractedArchive(*a);
+}
+
+TEST(ModelArchiveTest, LyingSizesAreCaughtWhileExtracting) {
+  TempDir tmp;
+  const std::string mar = tmp / "x.mar";
+  MakeZip(mar, {{"MAR-INF/MANIFEST.json", kManifestJson},
+                {"model.pt", std::string(8192, 'w')},
+                {"model-config.yaml", ""}});
+  // Rewrite model.pt's uncompressed size (local header offset 22, central header offset 24)
+  // to 1 byte, as a crafted archive would.
+  std::string bytes = ReadFile(mar);
+  auto patch = [&](const std::string& sig, size_t name_at, size_t size_at) {
+    for (size_t pos = bytes.find(sig); pos != std::string::npos; pos = bytes.find(sig, pos + 1)) {
+      if (bytes.compare(pos + name_at, 8, "model.pt") != 0) continue;
+      bytes[pos + size_at] = 1;
+      for (size_t i = 1; i < 4; ++i) bytes[pos + size_at + i] = 0;
+    }
+  };
+  patch(std::string("PK\x03\x04", 4), 30, 22);
+  patch(std::string("PK\x01\x02", 4), 46, 24);
+  WriteFile(mar, bytes);
+  ExtractLimits limits;
+  limits.max_total_bytes = 4096;
+  StatusOr<ModelArchive> a = OpenModelArchive(mar, tmp / "extract", limits);
+  ASSERT_FALSE(a.ok());
+  EXPECT_EQ(a.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(a.status().message(), mar + ": expands to more than 4096 bytes");
+  EXPECT_EQ(CountEntries(tmp / "extract"), 0u);
+}
+
+TEST(ModelArchiveTest, TooManyEntriesAreRefused) {
+  TempDir tmp;
+  const std::string mar = tmp / "x.mar";
+  MakeZip(mar, {{"MAR-INF/MANIFEST.json", kManifestJson},
+                {"model.pt", "w"},
+                {"model-config.yaml", ""},
+                {"a", ""}});
+  ExtractLimits limits;
+  limits.max_entries = 3;
+  StatusOr<ModelArchive> a = OpenModelArchive(mar, tmp / "extract", limits);
+  ASSERT_FALSE(a.ok());
+  EXPECT_EQ(a.status().message(), mar + ": has more than 3 entries");
+}
+
+TEST(ModelArchiveTest, ExtremeCompressionRatioIsRefused) {
+  TempDir tmp;
+  const std::string mar = tmp / "x.mar";
+  MakeZip(mar, {{"MAR-INF/MANIFEST.json", kManifestJson},
+                {"model.pt", std::string(size_t{4} << 20, '\0')},  // deflates ~1000:1
+                {"model-config.yaml", ""}});
+  ExtractLimits limits;
+  limits.max_ratio = 100;
+  StatusOr<ModelArchive> a = OpenModelArchive(mar, tmp / "extract", limits);
+  ASSERT_FALSE(a.ok());
+  EXPECT_EQ(a.status().message(), mar + ": entry \"model.pt\" inflates more than 100:1");
+  EXPECT_EQ(CountEntries(tmp / "extract"), 0u);
+}
+
 // --- the model store ---
 
 // A store with two archives, a model folder, a plain folder, a stray file and a hidden

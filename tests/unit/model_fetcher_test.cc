@@ -141,7 +141,8 @@ TEST(UrlPolicyTest, AnyPatternOfTheListAllows) {
   EXPECT_TRUE(p.Allows("file:///models/m.mar"));
   EXPECT_FALSE(p.Allows("http://a.example/m.mar"));
   EXPECT_EQ(p.patterns().size(), 2u);
-  UrlPolicy copy = p;
+  UrlPolicy copy;
+  copy = p;
   EXPECT_TRUE(copy.Allows("https://a.example/m.mar"));
 }
 
@@ -536,7 +537,7 @@ class FetchDownloadTest : public ::testing::Test {
         Redirect("http://user:pw@127.0.0.1:" + std::to_string(server_.port()) + "/small.mar"));
     server_.Add("/redirect-none.mar", {"HTTP/1.1 302 Found\r\nContent-Length: 0\r\n\r\n", 0});
     server_.Add("/redirect-huge.mar",
-                CloseDelimited302(server_.Url("/small.mar"), Body(200 * 1024, 'f')));
+                CloseDelimited302(server_.Url("/small.mar"), Body(size_t{200} << 10, 'f')));
     server_.Add("/secret.mar", WithLength("SECRET"));
     // A chain: /r1 -> /r2 -> /r3 -> /r4 -> /small.mar
     server_.Add("/r1.mar", Redirect(server_.Url("/r2.mar")));
@@ -691,6 +692,17 @@ TEST_F(FetchDownloadTest, ExistingFileIsKeptUnlessOverwriteIsAsked) {
   FetchRequest r = Request("/small.mar");
   r.overwrite = true;
   ExpectDownloaded(r, "small.mar", small_);
+}
+
+TEST_F(FetchDownloadTest, AFolderIsNeverReplaced) {
+  fs::create_directories(store_ / "small.mar/MAR-INF");
+  FetchRequest r = Request("/small.mar");
+  r.overwrite = true;
+  StatusOr<std::string> p = FetchModelArchive(r);
+  ASSERT_FALSE(p.ok());
+  EXPECT_EQ(p.status().code(), StatusCode::kAlreadyExists);
+  EXPECT_TRUE(fs::is_directory(store_ / "small.mar/MAR-INF"));
+  EXPECT_EQ(ListDir(store_.path()), std::vector<std::string>{"small.mar"});
 }
 
 TEST_F(FetchDownloadTest, OverwriteReplacesALinkNotItsTarget) {
