@@ -205,6 +205,7 @@ void WorkerPool::SetWorkerCount(int count) {
     if (w->thread.joinable()) w->thread.join();
     RemoveWorkerLoadTime(registry_, w->name, options_.hostname);
   }
+  if (count == 0) FailQueuedIfNoWorker();  // scaled to zero: nobody will take them
 }
 
 void WorkerPool::Shutdown() {
