@@ -19,6 +19,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "api/auth.h"
 #include "api/errors.h"
 #include "api/inference_api.h"
 #include "api/management_api.h"
@@ -56,6 +57,7 @@ struct CliArgs {
   bool foreground = false;
   bool version = false;
   bool ncs = false;
+  bool disable_token_auth = false;
   std::string ts_config;
   std::string model_store;
   std::vector<std::string> models;
@@ -216,9 +218,40 @@ class App {
     AddOpenApiRoute(inference_router_.get(), "inference");
     AddOpenApiRoute(management_router_.get(), "management");
 
-    s = Listen("Inference", config_.inference_address, inference_router_.get());
+    for (const std::string& w : api::StartupSecurityWarnings(config_)) spdlog::warn("{}", w);
+    http::RequestHandler* inference_handler = inference_router_.get();
+    http::RequestHandler* management_handler = management_router_.get();
+    const api::AuthPolicy auth_policy = api::DecideAuth(config_);
+    if (auth_policy.NeedsKeys()) {
+      api::TokenAuth::Options ao;
+      ao.key_file = config_.key_file;
+      ao.expiration_minutes = config_.token_expiration_min;
+      auto auth = api::TokenAuth::Create(ao);
+      if (!auth.ok()) return auth.status();
+      token_auth_ = std::move(*auth);
+      management_router_->Add(http::Method::kGet, "/token",
+                              [a = token_auth_.get()](http::Request& req, http::Responder r) {
+                                api::HandleTokenRequest(*a, req, std::move(r));
+                              });
+      if (auth_policy.inference) {
+        inference_gate_ = std::make_unique<api::AuthGate>(
+            token_auth_.get(), api::TokenType::kInference, inference_router_.get(),
+            api::DefaultExemptPaths(api::TokenType::kInference));
+        inference_handler = inference_gate_.get();
+      }
+      if (auth_policy.management) {
+        management_gate_ = std::make_unique<api::AuthGate>(
+            token_auth_.get(), api::TokenType::kManagement, management_router_.get(),
+            api::DefaultExemptPaths(api::TokenType::kManagement));
+        management_handler = management_gate_.get();
+      }
+      spdlog::info("Token authorization required on:{}{}; keys in {} (docs/security.md)",
+                   auth_policy.inference ? " inference" : "",
+                   auth_policy.management ? " management" : "", token_auth_->key_file());
+    }
+    s = Listen("Inference", config_.inference_address, inference_handler);
     if (!s.ok()) return s;
-    s = Listen("Management", config_.management_address, management_router_.get());
+    s = Listen("Management", config_.management_address, management_handler);
     if (!s.ok()) return s;
     if (config_.enable_metrics_api) {
       metrics_api_ = std::make_unique<api::MetricsApi>(
@@ -335,6 +368,9 @@ class App {
   std::unique_ptr<http::Router> inference_router_;
   std::unique_ptr<http::Router> management_router_;
   std::unique_ptr<http::Router> metrics_router_;
+  std::unique_ptr<api::TokenAuth> token_auth_;
+  std::unique_ptr<api::AuthGate> inference_gate_;
+  std::unique_ptr<api::AuthGate> management_gate_;
   std::unique_ptr<sysmetrics::SystemGauges> gauges_;
   std::unique_ptr<sysmetrics::SystemSampler> sampler_;
 };
@@ -371,6 +407,7 @@ int Serve(const CliArgs& cli) {
     inputs.properties_path = config_path;
   }
   if (!cli.model_store.empty()) inputs.cli["model_store"] = cli.model_store;
+  if (cli.disable_token_auth) inputs.cli["disable_token_authorization"] = "true";
   if (!cli.models.empty()) {
     std::string joined;
     for (const auto& m : cli.models) joined += (joined.empty() ? "" : ",") + m;
@@ -501,6 +538,8 @@ int main(int argc, char** argv) {
   app.add_option("--model-store", cli.model_store, "Folder of model archives");
   app.add_option("--models", cli.models, "Models to load: NAME=FILE.mar, FILE.mar or all")
       ->expected(1, -1);
+  app.add_flag("--disable-token-auth", cli.disable_token_auth,
+               "Do not require tokens, even on listeners bound beyond loopback");
   app.add_flag("--ncs,--no-config-snapshots", cli.ncs,
                "Accepted for TorchServe compatibility (tserve writes no config snapshots)");
   app.add_flag("--version,-v", cli.version, "Print the version");

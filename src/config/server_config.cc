@@ -81,7 +81,6 @@ constexpr std::string_view kIgnoredTorchServeKeys[] = {
     "service_envelope",
     "snapshot_store",
     "system_metrics_cmd",
-    "token_expiration_min",
     "ts_header_key_sequence_end",
     "ts_header_key_sequence_id",
     "ts_header_key_sequence_start",
@@ -186,6 +185,17 @@ Apply IntegerKey(T ServerConfig::*field, int64_t min, int64_t max) {
       return "expected an integer from " + std::to_string(min) + " to " + std::to_string(max);
     }
     c.*field = static_cast<T>(*n);
+    return std::nullopt;
+  };
+}
+
+Apply DoubleKey(double ServerConfig::*field, double min, double max) {
+  return [field, min, max](std::string_view v, ServerConfig& c) -> std::optional<std::string> {
+    std::optional<double> d = ParseDouble(v);
+    if (!d || !(*d >= min && *d <= max)) {
+      return "expected a number from " + std::to_string(min) + " to " + std::to_string(max);
+    }
+    c.*field = *d;
     return std::nullopt;
   };
 }
@@ -311,6 +321,8 @@ const std::vector<KeySpec>& KnownKeys() {
       {"metrics_token", ApplyMetricsToken},
       {"log_location", StringKey(&C::log_location)},
       {"metrics_location", StringKey(&C::metrics_location)},
+      {"token_expiration_min", DoubleKey(&C::token_expiration_min, 1.0 / 60, 5256000)},
+      {"key_file", StringKey(&C::key_file)},
       {"max_model_download_size",
        IntegerKey(&C::max_model_download_size, 1, std::numeric_limits<int64_t>::max())},
   };

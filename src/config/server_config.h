@@ -53,8 +53,10 @@ struct ServerConfig {
   int max_header_size = 8192;  // bytes of request line + headers; over -> 431
   std::string metrics_token;   // non-empty: /metrics needs "Authorization: Bearer <token>"
   // LoadServerConfig resolves both, so they are never empty in a loaded config:
-  std::string log_location;      // key, else $LOG_LOCATION, else "logs"
-  std::string metrics_location;  // key, else $METRICS_LOCATION, else log_location
+  std::string log_location;                // key, else $LOG_LOCATION, else "logs"
+  std::string metrics_location;            // key, else $METRICS_LOCATION, else log_location
+  double token_expiration_min = 60;        // inference/management keys expire after this
+  std::string key_file = "key_file.json";  // where the token keys are written (mode 0600)
   // The largest model archive POST /models downloads over http(s), in bytes (4 GiB).
   int64_t max_model_download_size = int64_t{4} << 30;
 };

@@ -128,3 +128,66 @@ def test_file_url_inside_the_store_is_accepted(tserve, tmp_path):
     assert r.status_code == 200, r.text
     assert r.json()["status"] == ('Model "noop" Version: 1.0 registered with 0 initial workers. '
                                   'Use scale workers API to add workers for the model.')
+
+
+def bearer(key: str) -> dict:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def test_tokens_required_beyond_loopback(tserve, tmp_path):
+    """Inference bound to 0.0.0.0 (tests only ever connect through 127.0.0.1): keys are
+    generated into key_file.json and required, as TorchServe's token authorization."""
+    from e2e_util import free_ports
+    port = free_ports(1)[0]
+    store = tmp_path / "store"
+    store.mkdir()
+    shutil.copy(DEMO_STORE / "noop.mar", store / "noop.mar")
+    key_file = tmp_path / "key_file.json"
+    server = tserve(config={"model_store": str(store), "load_models": "noop.mar",
+                            "inference_address": f"http://0.0.0.0:{port}",
+                            "enable_token_authorization": "true",
+                            "key_file": str(key_file)})
+    assert oct(key_file.stat().st_mode & 0o777) == "0o600"
+    import json
+    keys = json.loads(key_file.read_text())
+    url = f"http://127.0.0.1:{port}/predictions/noop"
+    r = requests.post(url, data="x", timeout=10)
+    assert r.status_code == 400
+    assert r.json() == {"code": 400, "type": "InvalidKeyException",
+                        "message": "Token Authorization failed. Token either incorrect, "
+                                   "expired, or not provided correctly"}
+    assert requests.post(url, data="x", headers=bearer("wrong"), timeout=10).status_code == 400
+    ok = requests.post(url, data="x", headers=bearer(keys["inference"]["key"]), timeout=10)
+    assert ok.status_code == 200 and ok.text == "x"
+    # the management key is not the inference key
+    assert requests.post(url, data="x", headers=bearer(keys["management"]["key"]),
+                         timeout=10).status_code == 400
+    mgmt = f"{server.management_url}/models"
+    assert requests.get(mgmt, timeout=5).status_code == 400
+    assert requests.get(mgmt, headers=bearer(keys["management"]["key"]),
+                        timeout=5).status_code == 200
+    # rotation: GET /token with the API key; the old inference key stops working
+    r = requests.get(f"{server.management_url}/token", params={"type": "inference"},
+                     headers=bearer(keys["API"]["key"]), timeout=5)
+    assert r.status_code == 200, r.text
+    new_keys = json.loads(key_file.read_text())
+    assert new_keys["inference"]["key"] != keys["inference"]["key"]
+    assert requests.post(url, data="x", headers=bearer(keys["inference"]["key"]),
+                         timeout=10).status_code == 400
+    assert requests.post(url, data="x", headers=bearer(new_keys["inference"]["key"]),
+                         timeout=10).status_code == 200
+
+
+def test_no_token_needed_on_loopback_by_default(tserve, tmp_path):
+    server, store = start(tserve, tmp_path)
+    assert requests.get(f"{server.management_url}/models", timeout=5).status_code == 200
+    assert not (server.workdir / "key_file.json").exists()
+
+
+def test_warning_for_listener_beyond_loopback_without_token(tserve, tmp_path):
+    from e2e_util import free_ports
+    port = free_ports(1)[0]
+    server = tserve(config={"metrics_address": f"http://0.0.0.0:{port}"})
+    server.ports["metrics"] = port
+    logs = server.stderr() + server.stdout()
+    assert "0.0.0.0" in logs and "metrics" in logs.lower(), logs
