@@ -9,17 +9,24 @@
 //            same functions), normalize into a fresh batch tensor, forward, softmax, top 5
 //
 // Usage: resnet_bench MODEL.pt IMAGE [--batch 1,8] [--mode forward,e2e] [--threads 2]
-//                     [--seconds 5] [--warmup 3]
+//                     [--seconds 5] [--warmup 3] [--load-in-thread]
+// --load-in-thread loads each thread's module on that thread (for every combination), as
+// a tserve worker does, instead of on the main thread once: glibc's malloc then serves the
+// weights from that thread's arena, which changes where the activations land.
 // Prints one line per combination:
 //   RESNET_RESULT mode=e2e batch=8 threads=2 batches=.. images=.. seconds=..
 //                 images_per_s=.. batch_p50_ms=.. batch_p99_ms=..
 // images_per_s sums each thread's rate over its whole batches (images it ran / time from
 // the common start to the end of its last batch); latencies are per batch (one forward
-// call, plus the preprocessing in e2e mode), across all threads.
+// call, plus the preprocessing in e2e mode), across all threads; cores is the process's
+// CPU time over the measured loops / their wall time, faults_per_image its minor page
+// faults in them per image.
 // <torch/script.h> for the module, <ATen/Parallel.h> for at::set_num_threads (as
 // src/backend/torchscript_handlers.cc); nothing of the heavier <torch/torch.h>.
 #include <ATen/Parallel.h>
 #include <torch/script.h>
+
+#include <sys/resource.h>
 
 #include <algorithm>
 #include <atomic>
@@ -28,6 +35,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <iterator>
+#include <optional>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -53,6 +61,7 @@ struct Options {
   int threads = 2;
   double seconds = 5;
   int warmup = 3;
+  bool load_in_thread = false;  // load each module on the thread that runs it, as tserve does
 };
 
 std::vector<std::string> Split(const std::string& s) {
@@ -68,7 +77,7 @@ std::vector<std::string> Split(const std::string& s) {
 [[noreturn]] void Usage(const char* argv0) {
   std::fprintf(stderr,
                "usage: %s MODEL.pt IMAGE [--batch 1,8] [--mode forward,e2e] [--threads N] "
-               "[--seconds S] [--warmup N]\n",
+               "[--seconds S] [--warmup N] [--load-in-thread]\n",
                argv0);
   std::exit(2);
 }
@@ -93,6 +102,8 @@ Options Parse(int argc, char** argv) {
       o.seconds = std::atof(value().c_str());
     } else if (a == "--warmup") {
       o.warmup = std::atoi(value().c_str());
+    } else if (a == "--load-in-thread") {
+      o.load_in_thread = true;
     } else if (!a.empty() && a[0] == '-') {
       Usage(argv[0]);
     } else {
@@ -126,6 +137,24 @@ at::Tensor Preprocess(const std::string& jpeg, int batch) {
   return input;
 }
 
+// The process's CPU time (all threads) and minor page faults so far.
+struct Usage {
+  double cpu_s = 0;
+  long minflt = 0;
+};
+Usage ProcessUsage() {
+  rusage ru{};
+  getrusage(RUSAGE_SELF, &ru);
+  auto sec = [](const timeval& tv) { return static_cast<double>(tv.tv_sec) + tv.tv_usec / 1e6; };
+  return {sec(ru.ru_utime) + sec(ru.ru_stime), ru.ru_minflt};
+}
+
+// When the measured loops started (after every thread's warm-up), and the usage then.
+struct StartMark {
+  Clock::time_point time;
+  Usage usage;
+};
+
 struct Result {
   int64_t batches = 0;
   double seconds = 0;  // from the common start to the end of this thread's last batch
@@ -134,16 +163,21 @@ struct Result {
 
 // One thread's loop: its own module, 1 intra-op thread, until `stop_at`.
 void RunThread(const Options& o, const std::string& jpeg, const std::string& mode, int batch,
-               torch::jit::Module& module, std::atomic<int>& ready, Clock::time_point* start,
-               Result* out) {
+               torch::jit::Module& module, std::atomic<int>& ready, StartMark* start, Result* out) {
   at::set_num_threads(1);
+  std::optional<torch::jit::Module> own;
+  if (o.load_in_thread) {
+    own = torch::jit::load(o.model);
+    own->eval();
+  }
+  torch::jit::Module& m = own ? *own : module;
   c10::InferenceMode guard;
   const bool e2e = mode == "e2e";
   const at::Tensor fixed = Preprocess(jpeg, batch);
   auto once = [&] {
     at::Tensor input = e2e ? Preprocess(jpeg, batch) : fixed;
     std::vector<c10::IValue> inputs{input};
-    at::Tensor output = module.forward(inputs).toTensor();
+    at::Tensor output = m.forward(inputs).toTensor();
     if (e2e) {
       auto [values, indices] = at::topk(at::softmax(output, 1), 5, 1);
       values = values.to(at::kDouble).contiguous();
@@ -158,18 +192,19 @@ void RunThread(const Options& o, const std::string& jpeg, const std::string& mod
   for (int i = 0; i < o.warmup; ++i) once();
   // Start together: the last thread to finish its warm-up sets the start time.
   if (ready.fetch_add(1) + 1 == o.threads) {
-    *start = Clock::now();
+    start->usage = ProcessUsage();
+    start->time = Clock::now();
     ready.store(-1);
   }
   while (ready.load() != -1) std::this_thread::yield();
-  const auto stop_at = *start + std::chrono::duration<double>(o.seconds);
+  const auto stop_at = start->time + std::chrono::duration<double>(o.seconds);
   while (true) {
     const auto t0 = Clock::now();
     if (t0 >= stop_at) break;
     once();
     const auto t1 = Clock::now();
     out->latencies_ms.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
-    out->seconds = std::chrono::duration<double>(t1 - *start).count();
+    out->seconds = std::chrono::duration<double>(t1 - start->time).count();
     ++out->batches;
   }
 }
@@ -193,16 +228,19 @@ int main(int argc, char** argv) {
   const std::string jpeg((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   try {
     at::set_num_threads(1);
-    std::vector<torch::jit::Module> modules;
-    for (int t = 0; t < o.threads; ++t) {
-      modules.push_back(torch::jit::load(o.model));
-      modules.back().eval();
+    // One module per thread, loaded here unless each thread loads its own.
+    std::vector<torch::jit::Module> modules(static_cast<size_t>(o.threads));
+    if (!o.load_in_thread) {
+      for (auto& m : modules) {
+        m = torch::jit::load(o.model);
+        m.eval();
+      }
     }
     for (int batch : o.batches) {
       for (const std::string& mode : o.modes) {
         std::vector<Result> results(static_cast<size_t>(o.threads));
         std::atomic<int> ready{0};
-        Clock::time_point start;
+        StartMark start;
         std::vector<std::thread> threads;
         std::vector<std::exception_ptr> errors(static_cast<size_t>(o.threads));
         for (int t = 0; t < o.threads; ++t) {
@@ -217,6 +255,8 @@ int main(int argc, char** argv) {
           });
         }
         for (auto& t : threads) t.join();
+        const Usage end = ProcessUsage();
+        const double wall = std::chrono::duration<double>(Clock::now() - start.time).count();
         for (auto& e : errors) {
           if (e) std::rethrow_exception(e);
         }
@@ -234,10 +274,12 @@ int main(int argc, char** argv) {
         const int64_t images = batches * batch;
         std::printf(
             "RESNET_RESULT mode=%s batch=%d threads=%d batches=%lld images=%lld seconds=%.3f "
-            "images_per_s=%.2f batch_p50_ms=%.2f batch_p99_ms=%.2f\n",
+            "images_per_s=%.2f batch_p50_ms=%.2f batch_p99_ms=%.2f cores=%.2f "
+            "faults_per_image=%.1f\n",
             mode.c_str(), batch, o.threads, static_cast<long long>(batches),
             static_cast<long long>(images), seconds, images_per_s, Percentile(all, 50),
-            Percentile(all, 99));
+            Percentile(all, 99), (end.cpu_s - start.usage.cpu_s) / wall,
+            images > 0 ? static_cast<double>(end.minflt - start.usage.minflt) / images : 0.0);
         std::fflush(stdout);
       }
     }

@@ -321,7 +321,16 @@ class App {
     req.model_store = config_.model_store;
     req.policy = &url_policy_;
     req.max_bytes = config_.max_model_download_size;
-    return serving::FetchModelArchive(req);
+    auto path = serving::FetchModelArchive(req);
+    // Local paths that do not resolve inside the store: TorchServe's 404, without telling
+    // the caller where the store or the target lie on this host.
+    if (!path.ok() && !serving::IsDownloadUrl(url) &&
+        path.status().message().find("does not match any allowed URL") == std::string::npos &&
+        path.status().code() != StatusCode::kAlreadyExists) {
+      spdlog::warn("Refused to register {}: {}", url, path.status().message());
+      return Status::NotFound("Model not found in model store: " + url);
+    }
+    return path;
   }
 
   // --models / load_models: a model that cannot load is logged with its file and cause;

@@ -34,7 +34,7 @@ void InferenceApi::Predict(http::Request& request, http::Responder responder) {
   std::shared_ptr<serving::LoadedModel> model = models_->Find(name, version, &why);
   if (model == nullptr) {
     if (why == serving::ModelManager::FindError::kNoVersion) {
-      responder.Send(JsonError(404, "ModelNotFoundException",
+      responder.Send(JsonError(404, "ModelVersionNotFoundException",
                                "Model version: " + std::string(version) +
                                    " does not exist for model: " + std::string(name)));
     } else {

@@ -71,7 +71,10 @@ class Params {
 http::Response ManagementError(const Status& s) {
   switch (s.code()) {
     case StatusCode::kNotFound:
-      return JsonError(404, "ModelNotFoundException", s.message());
+      return JsonError(404,
+                       s.message().rfind("Model version:", 0) == 0 ? "ModelVersionNotFoundException"
+                                                                   : "ModelNotFoundException",
+                       s.message());
     case StatusCode::kAlreadyExists:
       return JsonError(409, "ConflictStatusException", s.message());
     case StatusCode::kPermissionDenied:
@@ -81,6 +84,15 @@ http::Response ManagementError(const Status& s) {
     default:
       return ErrorFromStatus(s);
   }
+}
+
+http::Response NotFound(serving::ModelManager::FindError why, const std::string& name,
+                        const std::string& version) {
+  if (why == serving::ModelManager::FindError::kNoVersion) {
+    return JsonError(404, "ModelVersionNotFoundException",
+                     "Model version: " + version + " does not exist for model: " + name);
+  }
+  return JsonError(404, "ModelNotFoundException", "Model not found: " + name);
 }
 
 http::Response MethodNotAllowed() {
@@ -190,11 +202,7 @@ void ManagementApi::Describe(http::Request& request, http::Responder responder) 
     serving::ModelManager::FindError why;
     auto m = models_->Find(name, version, &why);
     if (m == nullptr) {
-      return responder.Send(
-          JsonError(404, "ModelNotFoundException",
-                    why == serving::ModelManager::FindError::kNoVersion
-                        ? "Model version: " + version + " does not exist for model: " + name
-                        : "Model not found: " + name));
+      return responder.Send(NotFound(why, name, version));
     }
     out.push_back(DescribeModel(*m));
   }
@@ -215,11 +223,7 @@ void ManagementApi::Scale(http::Request& request, http::Responder responder) {
   serving::ModelManager::FindError why;
   auto model = models_->Find(name, version, &why);
   if (model == nullptr) {
-    return responder.Send(
-        JsonError(404, "ModelNotFoundException",
-                  why == serving::ModelManager::FindError::kNoVersion
-                      ? "Model version: " + version + " does not exist for model: " + name
-                      : "Model not found: " + name));
+    return responder.Send(NotFound(why, name, version));
   }
   const int min_workers = min->value_or(1);
   const int max_workers = max->value_or(min_workers);
@@ -232,11 +236,14 @@ void ManagementApi::Scale(http::Request& request, http::Responder responder) {
     return responder.Send(JsonStatus(202, "Processing worker updates..."));
   }
   auto shared = std::make_shared<http::Responder>(std::move(responder));
-  models_->ScaleAsync(model, min_workers, max_workers, true, [shared, name, version](int n) {
-    std::string msg = "Workers scaled to " + std::to_string(n) + " for model: " + name;
-    if (!version.empty()) msg += ", version: " + version;
-    shared->Send(JsonStatus(200, msg));
-  });
+  models_->ScaleAsync(
+      model, min_workers, max_workers, true, [shared, name, version, min_workers](int n) {
+        (void)n;  // TorchServe names min_worker here, whatever already ran
+        std::string msg =
+            "Workers scaled to " + std::to_string(min_workers) + " for model: " + name;
+        if (!version.empty()) msg += ", version: " + version;
+        shared->Send(JsonStatus(200, msg));
+      });
 }
 
 void ManagementApi::Register(http::Request& request, http::Responder responder) {

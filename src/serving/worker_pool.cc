@@ -221,6 +221,7 @@ void WorkerPool::Shutdown() {
   queue_.WakeAll();
   for (auto& w : all) {
     if (w->thread.joinable()) w->thread.join();
+    RemoveWorkerLoadTime(registry_, w->name, options_.hostname);
   }
   for (auto& job : queue_.Drain()) {
     job->Complete(Error(503, "ServiceUnavailableException",
