@@ -13,7 +13,7 @@ one's end; the threads' rates are summed. Latency percentiles are over the same 
                    [--warmup 2] [--duration 8] [--out result.json]
 
 Prints one summary line; --out writes requests, req_per_s, p50/p90/p99/max/mean in ms,
-errors (non-2xx or failed requests), seconds.
+errors (non-2xx or failed requests), seconds, requests_all (warm-up included).
 """
 
 import argparse
@@ -43,6 +43,7 @@ def main():
     stop_at = measure_from + args.duration
     per_thread = [[] for _ in range(args.connections)]  # (start, end) of measured requests
     errors = [0] * args.connections
+    sent = [0] * args.connections  # all requests, warm-up included
 
     def client(i):
         conn = http.client.HTTPConnection(url.hostname, url.port, timeout=120)
@@ -60,6 +61,7 @@ def main():
                 conn.close()
                 conn = http.client.HTTPConnection(url.hostname, url.port, timeout=120)
             t1 = time.monotonic()
+            sent[i] += 1
             if t0 >= measure_from:
                 if ok:
                     per_thread[i].append((t0, t1))
@@ -94,6 +96,7 @@ def main():
         "max_ms": latencies[-1] if latencies else 0,
         "mean_ms": sum(latencies) / len(latencies) if latencies else 0,
         "errors": sum(errors),
+        "requests_all": sum(sent),
     }
     print(f"   {rate:.2f} req/s, {res['requests']} requests measured after a {args.warmup:g} s "
           f"warm-up, {res['errors']} errors; latency p50 {res['p50_ms']:.0f} ms, "

@@ -138,11 +138,11 @@ at::Tensor Preprocess(const std::string& jpeg, int batch) {
 }
 
 // The process's CPU time (all threads) and minor page faults so far.
-struct Usage {
+struct ProcUsage {
   double cpu_s = 0;
   long minflt = 0;
 };
-Usage ProcessUsage() {
+ProcUsage ProcessUsage() {
   rusage ru{};
   getrusage(RUSAGE_SELF, &ru);
   auto sec = [](const timeval& tv) { return static_cast<double>(tv.tv_sec) + tv.tv_usec / 1e6; };
@@ -152,7 +152,7 @@ Usage ProcessUsage() {
 // When the measured loops started (after every thread's warm-up), and the usage then.
 struct StartMark {
   Clock::time_point time;
-  Usage usage;
+  ProcUsage usage;
 };
 
 struct Result {
@@ -255,7 +255,7 @@ int main(int argc, char** argv) {
           });
         }
         for (auto& t : threads) t.join();
-        const Usage end = ProcessUsage();
+        const ProcUsage end = ProcessUsage();
         const double wall = std::chrono::duration<double>(Clock::now() - start.time).count();
         for (auto& e : errors) {
           if (e) std::rethrow_exception(e);

@@ -2,6 +2,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "common/strings.h"
+
 namespace tserve::api {
 
 namespace {
@@ -11,39 +13,7 @@ namespace {
 // U+2028/U+2029 escaped. Bytes that are not UTF-8 become U+FFFD, as Java decodes them,
 // where nlohmann would throw (a request can put such bytes into an error message).
 std::string GsonPretty(const nlohmann::ordered_json& j) {
-  std::string raw = j.dump(2, ' ', false, nlohmann::ordered_json::error_handler_t::replace);
-  std::string out;
-  out.reserve(raw.size() + 1);
-  for (size_t i = 0; i < raw.size(); ++i) {
-    const char c = raw[i];
-    // U+2028 and U+2029 (E2 80 A8/A9), which Gson always escapes.
-    if (c == '\xE2' && i + 2 < raw.size() && raw[i + 1] == '\x80' &&
-        (raw[i + 2] == '\xA8' || raw[i + 2] == '\xA9')) {
-      out.append(raw[i + 2] == '\xA8' ? "\\u2028" : "\\u2029");
-      i += 2;
-      continue;
-    }
-    switch (c) {
-      case '<':
-        out.append("\\u003c");
-        break;
-      case '>':
-        out.append("\\u003e");
-        break;
-      case '&':
-        out.append("\\u0026");
-        break;
-      case '=':
-        out.append("\\u003d");
-        break;
-      case '\'':
-        out.append("\\u0027");
-        break;
-      default:
-        out.push_back(c);
-    }
-  }
-  return out;
+  return GsonHtmlSafe(j.dump(2, ' ', false, nlohmann::ordered_json::error_handler_t::replace));
 }
 
 }  // namespace

@@ -41,37 +41,7 @@ std::string GsonError(int code, std::string_view type, std::string_view message)
   j["code"] = code;
   j["type"] = type;
   j["message"] = message;
-  const std::string raw = j.dump(2, ' ', false, ordered_json::error_handler_t::replace);
-  std::string out;
-  out.reserve(raw.size() + 16);
-  for (size_t i = 0; i < raw.size(); ++i) {
-    const char c = raw[i];
-    if (c == '\xE2' && i + 2 < raw.size() && raw[i + 1] == '\x80' &&
-        (raw[i + 2] == '\xA8' || raw[i + 2] == '\xA9')) {
-      out.append(raw[i + 2] == '\xA8' ? "\\u2028" : "\\u2029");
-      i += 2;
-      continue;
-    }
-    switch (c) {
-      case '<':
-        out.append("\\u003c");
-        break;
-      case '>':
-        out.append("\\u003e");
-        break;
-      case '&':
-        out.append("\\u0026");
-        break;
-      case '=':
-        out.append("\\u003d");
-        break;
-      case '\'':
-        out.append("\\u0027");
-        break;
-      default:
-        out.push_back(c);
-    }
-  }
+  std::string out = GsonHtmlSafe(j.dump(2, ' ', false, ordered_json::error_handler_t::replace));
   out.push_back('\n');
   return out;
 }

@@ -112,6 +112,41 @@ std::string PercentDecode(std::string_view s, bool plus_as_space) {
   return out;
 }
 
+std::string GsonHtmlSafe(std::string_view raw) {
+  std::string out;
+  out.reserve(raw.size() + 16);
+  for (size_t i = 0; i < raw.size(); ++i) {
+    const char c = raw[i];
+    // U+2028 and U+2029 are E2 80 A8 / E2 80 A9 in UTF-8.
+    if (c == '\xE2' && i + 2 < raw.size() && raw[i + 1] == '\x80' &&
+        (raw[i + 2] == '\xA8' || raw[i + 2] == '\xA9')) {
+      out.append(raw[i + 2] == '\xA8' ? "\\u2028" : "\\u2029");
+      i += 2;
+      continue;
+    }
+    switch (c) {
+      case '<':
+        out.append("\\u003c");
+        break;
+      case '>':
+        out.append("\\u003e");
+        break;
+      case '&':
+        out.append("\\u0026");
+        break;
+      case '=':
+        out.append("\\u003d");
+        break;
+      case '\'':
+        out.append("\\u0027");
+        break;
+      default:
+        out.push_back(c);
+    }
+  }
+  return out;
+}
+
 std::string LocalHostname() {
   char buf[HOST_NAME_MAX + 1] = {};
   if (gethostname(buf, sizeof(buf) - 1) != 0 || buf[0] == '\0') return "localhost";

@@ -25,6 +25,11 @@ std::optional<bool> ParseBool(std::string_view s);
 // Malformed escapes are kept literally, as Netty's decoder does for lenient input.
 std::string PercentDecode(std::string_view s, bool plus_as_space);
 
+// Rewrites JSON text as Gson's HTML-safe writer (TorchServe's JSON) escapes it: < > & = '
+// as \u003c \u003e \u0026 \u003d \u0027 (they only occur inside strings in JSON text),
+// and U+2028/U+2029 as \u2028/\u2029.
+std::string GsonHtmlSafe(std::string_view json_text);
+
 // This machine's host name as gethostname() reports it ("localhost" on failure).
 std::string LocalHostname();
 

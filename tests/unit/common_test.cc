@@ -151,3 +151,16 @@ TEST(StringsTest, LocalHostnameIsNotEmpty) {
 
 }  // namespace
 }  // namespace tserve
+
+namespace tserve {
+namespace {
+
+TEST(GsonHtmlSafeTest, EscapesAsGsonDoes) {
+  EXPECT_EQ(GsonHtmlSafe(R"({"m": "a<b>&c='d'"})"),
+            R"({"m": "a\u003cb\u003e\u0026c\u003d\u0027d\u0027"})");
+  EXPECT_EQ(GsonHtmlSafe("\"\xE2\x80\xA8\xE2\x80\xA9\""), "\"\\u2028\\u2029\"");
+  EXPECT_EQ(GsonHtmlSafe("{\n  \"k\": 1\n}"), "{\n  \"k\": 1\n}");
+}
+
+}  // namespace
+}  // namespace tserve
