@@ -9,8 +9,9 @@
 # tserve: the same model.pt and index_to_name.json repackaged with tserve-archiver as two
 # models, resnet18 (batchSize 1) and resnet18_b8 (batchSize 8, maxBatchDelay 50), each with
 # minWorkers = maxWorkers = $RESNET_THREADS (1 intra-op thread per worker, tserve's default),
-# and kitten.jpg POSTed by bench/post_client.py (closed loop, keep-alive) on $RESNET_THREADS
-# connections for batch 1 and 8 x $RESNET_THREADS for batch 8, so every worker can fill its
+# and kitten.jpg POSTed by bench/post_client.py (closed loop, keep-alive): for batch 1 on
+# $RESNET_THREADS connections (one per worker) and on 2 x $RESNET_THREADS (a request always
+# waiting: saturated), for batch 8 on 8 x $RESNET_THREADS so every worker can fill its
 # batches. post_client.py rather than wrk: at a few requests per second, wrk's count of the
 # responses completed inside its window is off by up to a batch per worker (see there).
 # Two tservers run side by side: "as-is", and "fix", started with
@@ -60,6 +61,7 @@ for f in "$TSERVE" "$ARCHIVER"; do
 done
 
 WORK=$(mktemp -d /tmp/tserve-resnet-load.XXXXXX)
+# shellcheck source=bench/serving_common.sh
 source "$HERE/serving_common.sh"
 cleanup() {
   stop_all_servers
@@ -196,7 +198,10 @@ failed=0
 for batch in 1 8; do
   model=resnet18
   ((batch == 1)) || model=resnet18_b$batch
-  conns=$((THREADS * batch))
+  # Batch 1: one connection per worker (each worker idles for a client round trip between
+  # requests) and two (a request always waits: the saturated throughput). Batch 8: 8 per worker.
+  conn_counts=($((THREADS * batch)))
+  ((batch == 1)) && conn_counts+=($((2 * THREADS)))
   echo
   echo "-- raw LibTorch, batch $batch, malloc as tserve-fix's (GLIBC_TUNABLES=$RAW_TUNABLES):" \
     "resnet_bench --batch $batch --threads $THREADS --seconds $RAW_SECONDS --mode forward,e2e"
@@ -205,15 +210,17 @@ for batch in 1 8; do
   echo "-- raw LibTorch, batch $batch, glibc's default malloc: resnet_bench ... --mode e2e"
   "$RAW" "$WORK/model/model.pt" "$IMAGE" --batch "$batch" --threads "$THREADS" \
     --seconds "$RAW_SECONDS" --mode e2e | tee "$WORK/raw-default-b$batch.txt"
-  for v in "${VARIANTS[@]}"; do
-    met="http://127.0.0.1:${MET_PORT[$v]}/metrics"
-    curl -s --max-time 5 "$met" >"$WORK/before.txt"
-    echo
-    run_client "tserve $v, $model (batch $batch), $conns connections" \
-      "$WORK/tserve-$v-b$batch.json" "$conns" \
-      "http://127.0.0.1:${INF_PORT[$v]}/predictions/$model" "${PID[$v]}"
-    curl -s --max-time 5 "$met" >"$WORK/after.txt"
-    check_counts "$v" "$model" "$WORK/before.txt" "$WORK/after.txt" || failed=1
+  for conns in "${conn_counts[@]}"; do
+    for v in "${VARIANTS[@]}"; do
+      met="http://127.0.0.1:${MET_PORT[$v]}/metrics"
+      curl -s --max-time 5 "$met" >"$WORK/before.txt"
+      echo
+      run_client "tserve $v, $model (batch $batch), $conns connections" \
+        "$WORK/tserve-$v-b$batch-c$conns.json" "$conns" \
+        "http://127.0.0.1:${INF_PORT[$v]}/predictions/$model" "${PID[$v]}"
+      curl -s --max-time 5 "$met" >"$WORK/after.txt"
+      check_counts "$v" "$model" "$WORK/before.txt" "$WORK/after.txt" || failed=1
+    done
   done
 done
 
@@ -258,10 +265,11 @@ for b in (1, 8):
     per_core_fwd[b] = tuned["forward"]["images_per_s"] / tuned["forward"]["cores"]
     best = max((tuned["e2e"], default["e2e"]), key=lambda r: r["images_per_s"])
     base, base_pc = best["images_per_s"], best["images_per_s"] / best["cores"]
-    for v in variants:
-        r = json.load(open(os.path.join(work, f"tserve-{v}-b{b}.json")))
-        rows.append((f"tserve {v}", r["req_per_s"], r["server_cores"], r["p50_ms"], r["p99_ms"],
-                     r["faults_per_request"]))
+    for conns in (threads * b, 2 * threads) if b == 1 else (threads * b,):
+        for v in variants:
+            r = json.load(open(os.path.join(work, f"tserve-{v}-b{b}-c{conns}.json")))
+            rows.append((f"tserve {v}, {conns} conn.", r["req_per_s"], r["server_cores"],
+                         r["p50_ms"], r["p99_ms"], r["faults_per_request"]))
     summary[b] = {}
     for label, rate, cores, p50, p99, faults in rows:
         ratio, ratio_pc = rate / base, (rate / cores) / base_pc

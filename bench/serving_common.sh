@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Helpers shared by bench/serving_load.sh and bench/resnet_load.sh (sourced, not run).
 # They expect: set -euo pipefail, $PYTHON, $HERE (bench/), $WORK (a scratch folder whose
 # removal the caller arranges), and they keep the servers they start in SERVER_PIDS so that

@@ -43,11 +43,15 @@ for f in "$TSERVE" "$HELLO" "$ARCHIVER"; do
 done
 
 WORK=$(mktemp -d /tmp/tserve-serving-load.XXXXXX)
+# shellcheck source=bench/serving_common.sh
 source "$HERE/serving_common.sh"
 HELLO_PID=""
 cleanup() {
   stop_all_servers
-  if [[ -n "$HELLO_PID" ]]; then kill -TERM "$HELLO_PID" 2>/dev/null || true; wait "$HELLO_PID" 2>/dev/null || true; fi
+  if [[ -n "$HELLO_PID" ]]; then
+    kill -TERM "$HELLO_PID" 2>/dev/null || true
+    wait "$HELLO_PID" 2>/dev/null || true
+  fi
   rm -rf "$WORK"
 }
 trap cleanup EXIT

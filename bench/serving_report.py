@@ -10,7 +10,9 @@ Per-request time at the peak = cores busy / req_per_s, with two choices of "core
     of the work tserve does per request (the stricter figure, and the one the goal uses);
   - all the machine's CPUs (nproc), the share of the whole machine's time per request.
 The recording figure is the median CPU time per iteration (one request) of BM_RecordRequest.
-Goal (issue 3): <= 3%.
+Goal (issue 3): <= 3%. The threads:2 rows are a worst case (two threads recording back to
+back into the same series, so every atomic's cache line moves between cores each time);
+the verdict is for threads:1.
 """
 
 import json
@@ -65,6 +67,10 @@ def main():
             pct = ns / (peak["cpu_us"] * 1e3) * 100
             pct_all = ns / (peak["all_us"] * 1e3) * 100
             verdict = "met" if pct <= GOAL_PCT else "**missed**"
+            if b.get("threads", 1) > 1:
+                # Both cores doing nothing but recording into the same cache lines: a bound
+                # on contention, not the server's case (one worker records Finish's series).
+                verdict = f"(worst case: {verdict})"
             print(f"| {name}{note} | {ns:,.1f} | {pct:.2f}% | {pct_all:.2f}% | {verdict} |")
         elif peak:
             print(f"| {name}{note} | {ns:,.1f} | | | |")
