@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <mutex>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -103,6 +104,11 @@ torch::jit::Module LoadModule(const char* handler, const ModelContext& context) 
   }
   torch::jit::Module module;
   try {
+    // One load at a time, process-wide: torch::jit::load initialises LibTorch's shared
+    // registries on first use and ThreadSanitizer saw two workers' loads race inside it.
+    // Loading is rare (worker start) and bound by the CPU anyway.
+    static std::mutex load_mu;
+    std::lock_guard<std::mutex> lock(load_mu);
     module = torch::jit::load(context.serialized_file);
   } catch (const c10::Error& e) {
     throw HandlerError(std::string(handler) + ": cannot load TorchScript model " +

@@ -124,6 +124,9 @@ WorkerPool::WorkerPool(PoolOptions options, const backend::HandlerFactory* facto
       handler_metrics_(handler_metrics),
       next_worker_port_(std::move(next_worker_port)),
       queue_(options_.queue_capacity, metrics_.queue_depth) {
+  // spdlog's registry is a lazily built static inside its shared library: build it here,
+  // before the workers, so its first use is not two workers racing on its initialisation.
+  spdlog::default_logger_raw();
   metrics_.queue_depth->Set(0.0);
   PublishWorkerStates();
 }
