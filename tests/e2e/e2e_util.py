@@ -12,6 +12,7 @@ import math
 import os
 import pathlib
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -729,3 +730,55 @@ def require_tool(name: str) -> str:
     path = shutil.which(name) or (f"/usr/bin/{name}" if os.path.exists(f"/usr/bin/{name}") else None)
     assert path, f"{name} is not installed: run scripts/install-deps.sh (the e2e suite needs it)"
     return path
+
+
+# ---------------------------------------------------------------------------------------
+# Models: the demo archives `make build` writes to build/model_store.
+
+DEMO_STORE = pathlib.Path(os.environ.get("TSERVE_DEMO_STORE", REPO_ROOT / "build" / "model_store"))
+ARCHIVER = pathlib.Path(os.environ.get("TSERVE_ARCHIVER", REPO_ROOT / "build" / "tserve-archiver"))
+
+
+def demo_archive(name: str) -> pathlib.Path:
+    path = DEMO_STORE / name
+    if not path.exists():
+        raise AssertionError(f"{path} missing: `make build` builds the demo models")
+    return path
+
+
+def store_with(workdir: pathlib.Path, *archives: str) -> pathlib.Path:
+    """workdir/store holding copies of the named demo archives."""
+    store = workdir / "store"
+    store.mkdir(parents=True, exist_ok=True)
+    for a in archives:
+        shutil.copy(demo_archive(a), store / a)
+    return store
+
+
+def wait_healthy(server, timeout: float = 60.0) -> None:
+    """Until /ping says Healthy (every model has its minimum of ready workers)."""
+    def healthy():
+        r = requests.get(f"{server.inference_url}/ping", timeout=5)
+        return r.status_code == 200 and r.json() == {"status": "Healthy"}
+    wait_for(healthy, timeout, "all models' workers ready (/ping Healthy)")
+
+
+def metric_value(text: str, name: str, **labels) -> float | None:
+    """The first sample named `name` whose labels include `labels`, or None."""
+    for fam in parse_exposition(text):
+        for s in fam.samples:
+            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
+                return s.value
+    return None
+
+
+def tally_from_now(server) -> "Tally":
+    """A Tally that starts from the counters as they are (the /ping polls of wait_healthy
+    were counted too); the baseline scrape itself is tallied."""
+    tally = Tally(server)
+    r = server.metrics()
+    assert r.status_code == 200
+    for k, v in request_counters(r.text).items():
+        tally.counts[k] += int(v)
+    tally.record(r.status_code, "GET /metrics (baseline)")
+    return tally

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
-import os
 import pathlib
 import re
 import shutil
@@ -24,10 +23,9 @@ import pytest
 import requests
 
 import e2e_util
-from e2e_util import METHOD_NOT_ALLOWED_BODY, NOT_FOUND_BODY, REPO_ROOT, Tally
+from e2e_util import (ARCHIVER, METHOD_NOT_ALLOWED_BODY, NOT_FOUND_BODY, Tally, demo_archive,
+                      metric_value, store_with, tally_from_now, wait_healthy)
 
-DEMO_STORE = pathlib.Path(os.environ.get("TSERVE_DEMO_STORE", REPO_ROOT / "build" / "model_store"))
-ARCHIVER = pathlib.Path(os.environ.get("TSERVE_ARCHIVER", REPO_ROOT / "build" / "tserve-archiver"))
 
 NO_WORKERS_TAIL = (" registered with 0 initial workers. Use scale workers API to add workers "
                    "for the model.")
@@ -37,20 +35,6 @@ PROCESSING = {"status": "Processing worker updates..."}
 # ---------------------------------------------------------------------------------------
 # Helpers
 
-
-def demo_archive(name: str) -> pathlib.Path:
-    path = DEMO_STORE / name
-    if not path.exists():
-        raise AssertionError(f"{path} missing: `make build` builds the demo models")
-    return path
-
-
-def make_store(workdir: pathlib.Path, *archives: str) -> pathlib.Path:
-    store = workdir / "store"
-    store.mkdir(parents=True, exist_ok=True)
-    for a in archives:
-        shutil.copy(demo_archive(a), store / a)
-    return store
 
 
 @pytest.fixture(scope="module")
@@ -122,13 +106,6 @@ def worker_load_names(text: str, model: str, version: str = "1.0") -> list[str]:
     return out
 
 
-def metric_value(text: str, name: str, **labels) -> float | None:
-    for fam in e2e_util.parse_exposition(text):
-        for s in fam.samples:
-            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
-                return s.value
-    return None
-
 
 def wait_worker_series(server, model: str, version: str, expected: set[str],
                        timeout: float = 10.0) -> str:
@@ -148,26 +125,11 @@ def series_for(desc: dict) -> set[str]:
     return {f"W-{w['id']}-{desc['modelName']}_{desc['modelVersion']}" for w in desc["workers"]}
 
 
-def tally_from_now(server) -> Tally:
-    tally = Tally(server)
-    r = server.metrics()
-    assert r.status_code == 200
-    for k, v in e2e_util.request_counters(r.text).items():
-        tally.counts[k] += int(v)
-    tally.record(r.status_code, "GET /metrics (baseline)")
-    return tally
-
-
-def wait_healthy(server, timeout: float = 30.0) -> None:
-    def healthy():
-        r = requests.get(f"{server.inference_url}/ping", timeout=5)
-        return r.status_code == 200 and r.json() == {"status": "Healthy"}
-    e2e_util.wait_for(healthy, timeout, "/ping Healthy")
 
 
 def api_server(tserve, workdir: pathlib.Path, *archives: str, extra: dict | None = None):
     """A tserve with enable_model_api=true and the given archives in its store, none loaded."""
-    store = make_store(workdir, *archives)
+    store = store_with(workdir, *archives)
     config = {"model_store": str(store), "enable_model_api": True}
     config.update(extra or {})
     return tserve(config=config), store
@@ -179,7 +141,7 @@ def api_server(tserve, workdir: pathlib.Path, *archives: str, extra: dict | None
 
 @pytest.fixture(scope="module")
 def scale_srv(module_tserve, tmp_path_factory):
-    store = make_store(tmp_path_factory.mktemp("scale"), "noop.mar", "linear.mar")
+    store = store_with(tmp_path_factory.mktemp("scale"), "noop.mar", "linear.mar")
     server = module_tserve(name="scale", config={
         "model_store": str(store),
         "load_models": "noop.mar,linear.mar,busy=noop.mar,bounds=noop.mar",

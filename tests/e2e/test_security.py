@@ -6,16 +6,14 @@ from __future__ import annotations
 
 import http.server
 import os
-import pathlib
 import shutil
 import threading
 
 import pytest
 import requests
 
-from e2e_util import REPO_ROOT
+from e2e_util import DEMO_STORE
 
-DEMO_STORE = pathlib.Path(os.environ.get("TSERVE_DEMO_STORE", REPO_ROOT / "build" / "model_store"))
 
 
 class _Files(http.server.SimpleHTTPRequestHandler):

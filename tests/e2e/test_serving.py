@@ -11,66 +11,24 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
-import os
-import pathlib
 import re
 import shutil
 import subprocess
-import time
 
 import pytest
 import requests
 
 import e2e_util
-from e2e_util import HOSTNAME, REPO_ROOT, Tally, families_by_name
+from e2e_util import (ARCHIVER, HOSTNAME, REPO_ROOT, families_by_name, metric_value,
+                      store_with, tally_from_now, wait_healthy)
 
-DEMO_STORE = pathlib.Path(os.environ.get("TSERVE_DEMO_STORE", REPO_ROOT / "build" / "model_store"))
-ARCHIVER = pathlib.Path(os.environ.get("TSERVE_ARCHIVER", REPO_ROOT / "build" / "tserve-archiver"))
 PLUGIN = REPO_ROOT / "build" / "examples" / "libexample_handler.so"
 KITTEN = REPO_ROOT / "examples" / "images" / "kitten.jpg"
 
 
-def demo_archive(name: str) -> pathlib.Path:
-    path = DEMO_STORE / name
-    if not path.exists():
-        raise AssertionError(f"{path} missing: `make build` builds the demo models")
-    return path
 
 
-def store_with(workdir: pathlib.Path, *archives: str) -> pathlib.Path:
-    store = workdir / "store"
-    store.mkdir(parents=True, exist_ok=True)
-    for a in archives:
-        shutil.copy(demo_archive(a), store / a)
-    return store
 
-
-def wait_healthy(server, timeout: float = 60.0) -> None:
-    def healthy():
-        r = requests.get(f"{server.inference_url}/ping", timeout=5)
-        return r.status_code == 200 and r.json()["status"] == "Healthy"
-    e2e_util.wait_for(healthy, timeout, "all models' workers ready (/ping Healthy)")
-
-
-def tally_from_now(server) -> Tally:
-    """A Tally that starts from the counters as they are (the /ping polls of wait_healthy
-    were counted too); the baseline scrape itself is tallied."""
-    tally = Tally(server)
-    r = server.metrics()
-    assert r.status_code == 200
-    for k, v in e2e_util.request_counters(r.text).items():
-        tally.counts[k] += int(v)
-    tally.record(r.status_code, "GET /metrics (baseline)")
-    return tally
-
-
-def metric_value(text: str, name: str, **labels) -> float | None:
-    fams = e2e_util.parse_exposition(text)
-    for fam in fams:
-        for s in fam.samples:
-            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
-                return s.value
-    return None
 
 
 @pytest.fixture(scope="module")
