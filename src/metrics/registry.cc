@@ -190,44 +190,43 @@ Family* Registry::Find(std::string_view name) const {
   return it == families_.end() ? nullptr : it->second.get();
 }
 
-StatusOr<Counter*> Registry::CounterFor(std::string_view name, const Labels& labels) {
-  if (Family* f = Find(name)) return f->GetCounter(labels);
+Series* Registry::Detached(std::string_view name, MetricType type) {
   auto desc = std::make_unique<FamilyDesc>();
   desc->name = std::string(name);
-  desc->type = MetricType::kCounter;
-  auto s = std::make_unique<Counter>(desc.get(), std::vector<std::string>{}, nullptr);
-  Counter* raw = s.get();
+  desc->type = type;
+  std::unique_ptr<Series> s;
+  switch (type) {
+    case MetricType::kCounter:
+      s = std::make_unique<Counter>(desc.get(), std::vector<std::string>{}, nullptr);
+      break;
+    case MetricType::kGauge:
+      s = std::make_unique<Gauge>(desc.get(), std::vector<std::string>{}, nullptr);
+      break;
+    case MetricType::kHistogram:
+      desc->buckets = DefaultBuckets();
+      s = std::make_unique<Histogram>(desc.get(), std::vector<std::string>{}, nullptr);
+      break;
+  }
+  Series* raw = s.get();
   std::lock_guard<std::mutex> lock(mu_);
   detached_descs_.push_back(std::move(desc));
   detached_.push_back(std::move(s));
   return raw;
+}
+
+StatusOr<Counter*> Registry::CounterFor(std::string_view name, const Labels& labels) {
+  if (Family* f = Find(name)) return f->GetCounter(labels);
+  return static_cast<Counter*>(Detached(name, MetricType::kCounter));
 }
 
 StatusOr<Gauge*> Registry::GaugeFor(std::string_view name, const Labels& labels) {
   if (Family* f = Find(name)) return f->GetGauge(labels);
-  auto desc = std::make_unique<FamilyDesc>();
-  desc->name = std::string(name);
-  desc->type = MetricType::kGauge;
-  auto s = std::make_unique<Gauge>(desc.get(), std::vector<std::string>{}, nullptr);
-  Gauge* raw = s.get();
-  std::lock_guard<std::mutex> lock(mu_);
-  detached_descs_.push_back(std::move(desc));
-  detached_.push_back(std::move(s));
-  return raw;
+  return static_cast<Gauge*>(Detached(name, MetricType::kGauge));
 }
 
 StatusOr<Histogram*> Registry::HistogramFor(std::string_view name, const Labels& labels) {
   if (Family* f = Find(name)) return f->GetHistogram(labels);
-  auto desc = std::make_unique<FamilyDesc>();
-  desc->name = std::string(name);
-  desc->type = MetricType::kHistogram;
-  desc->buckets = DefaultBuckets();
-  auto s = std::make_unique<Histogram>(desc.get(), std::vector<std::string>{}, nullptr);
-  Histogram* raw = s.get();
-  std::lock_guard<std::mutex> lock(mu_);
-  detached_descs_.push_back(std::move(desc));
-  detached_.push_back(std::move(s));
-  return raw;
+  return static_cast<Histogram*>(Detached(name, MetricType::kHistogram));
 }
 
 void Registry::AddCollectHook(std::function<void()> hook) {

@@ -113,6 +113,9 @@ class Registry {
   EventSink* sink() const { return sink_; }
 
  private:
+  // A series of `type` that no family lists: recorded into, never rendered.
+  Series* Detached(std::string_view name, MetricType type);
+
   EventSink* const sink_;
   mutable std::mutex mu_;          // guards families_ and detached_
   mutable std::mutex collect_mu_;  // serializes hooks
