@@ -125,20 +125,6 @@ bool ReadWholeFile(const std::string& path, std::string* out) {
   return true;
 }
 
-std::string LogDirectory(const ServerConfig& config) {
-  if (!config.log_location.empty()) return config.log_location;
-  const char* env = getenv("LOG_LOCATION");
-  if (env != nullptr && *env != '\0') return env;
-  return "logs";
-}
-
-std::string MetricsDirectory(const ServerConfig& config) {
-  if (!config.metrics_location.empty()) return config.metrics_location;
-  const char* env = getenv("METRICS_LOCATION");
-  if (env != nullptr && *env != '\0') return env;
-  return LogDirectory(config);
-}
-
 // The running server: owns every module, in dependency order.
 class App {
  public:
@@ -152,7 +138,7 @@ class App {
       if (config_.metrics_mode == MetricsMode::kLegacy) {
         for (const auto& name : api::MetricsApi::LegacyFamilies()) skip.insert(name);
       }
-      auto sink = metrics::LogFileSink::Open(MetricsDirectory(config_), hostname_, skip);
+      auto sink = metrics::LogFileSink::Open(config_.metrics_location, hostname_, skip);
       if (!sink.ok()) return sink.status();
       sink_ = std::move(*sink);
     }
