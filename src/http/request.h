@@ -1,5 +1,7 @@
 #pragma once
 
+#include <atomic>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -55,6 +57,16 @@ class ResponseTarget {
  public:
   virtual ~ResponseTarget() = default;
   virtual void Deliver(Response response) = 0;
+  // True once the client has closed its connection (or the connection broke) before the
+  // answer was sent: the answer would be lost. Any thread; only ever goes false -> true.
+  bool client_gone() const { return client_gone_.load(std::memory_order_acquire); }
+
+ protected:
+  // Called by the transport when it sees the client go away.
+  void MarkClientGone() { client_gone_.store(true, std::memory_order_release); }
+
+ private:
+  std::atomic<bool> client_gone_{false};
 };
 
 class Responder {
@@ -69,6 +81,14 @@ class Responder {
 
   void Send(Response response);
   bool sent() const { return target_ == nullptr; }
+  // True when the client is known to have gone (see ResponseTarget::client_gone).
+  bool client_gone() const { return target_ != nullptr && target_->client_gone(); }
+  // A probe that answers client_gone() later, from any thread, even after this Responder
+  // was moved into a callback (it shares the target). Empty target: always false.
+  std::function<bool()> GoneProbe() const {
+    std::shared_ptr<ResponseTarget> t = target_;
+    return [t] { return t != nullptr && t->client_gone(); };
+  }
 
  private:
   std::shared_ptr<ResponseTarget> target_;
