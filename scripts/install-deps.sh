@@ -10,6 +10,8 @@ PACKAGES=(
   # libraries
   libboost-dev nlohmann-json3-dev libyaml-cpp-dev zlib1g-dev libspdlog-dev libfmt-dev
   libcli11-dev libzip-dev libcurl4-openssl-dev libjpeg62-turbo-dev libpng-dev
+  # allowed_urls: linear-time regular expressions
+  libre2-dev
   # serving: LibTorch (CPU) with OpenBLAS (2.4-30x faster Linear layers than the reference
   # BLAS), and Python's torch/torchvision to script the demo models at build time
   libtorch-dev libopenblas0-openmp python3-torch python3-torchvision python3-pil python3-yaml
@@ -17,6 +19,8 @@ PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev prometheus-cpp-dev
   prometheus python3 python3-pytest python3-requests python3-prometheus-client
   curl wrk procps
+  # fuzzing (libFuzzer) and sanitizers
+  clang libclang-rt-14-dev
   # style
   clang-format clang-tidy
 )
