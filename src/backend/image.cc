@@ -289,24 +289,36 @@ uint8_t Clip8(int32_t v) {
   return static_cast<uint8_t>(v >> kPrecisionBits);
 }
 
-// For each output index: the first input index, the number of inputs, and `ksize`
-// fixed-point weights.
+// For the output indices [first, last) of a resize from in_size to out_size: the first
+// input index, the number of inputs, and `ksize` fixed-point weights of each. Only the
+// outputs a crop keeps are computed: the memory and time are bounded by the crop and the
+// filter's support, never by the resized size (an image of 1 x 1,000,000 pixels resizes to
+// 256 x 256,000,000, of which the crop keeps 224 rows). Entry i is output first + i.
 struct Coefficients {
+  int first = 0;
   int ksize = 0;
-  std::vector<int> bounds;  // 2 per output: first, count
+  std::vector<int> bounds;  // 2 per output: first input, count
   std::vector<int32_t> weights;
+
+  int Min(int xx) const { return bounds[static_cast<size_t>(xx - first) * 2]; }
+  int Count(int xx) const { return bounds[static_cast<size_t>(xx - first) * 2 + 1]; }
+  const int32_t* Weights(int xx) const {
+    return &weights[static_cast<size_t>(xx - first) * static_cast<size_t>(ksize)];
+  }
 };
 
-Coefficients PrecomputeCoefficients(int in_size, int out_size) {
+Coefficients PrecomputeCoefficients(int in_size, int out_size, int first, int last) {
   const double scale = static_cast<double>(in_size) / out_size;
   const double filter_scale = std::max(scale, 1.0);
   const double support = 1.0 * filter_scale;
   Coefficients c;
+  c.first = first;
   c.ksize = static_cast<int>(std::ceil(support)) * 2 + 1;
-  c.bounds.resize(static_cast<size_t>(out_size) * 2);
-  c.weights.assign(static_cast<size_t>(out_size) * c.ksize, 0);
+  const auto n = static_cast<size_t>(last - first);
+  c.bounds.resize(n * 2);
+  c.weights.assign(n * static_cast<size_t>(c.ksize), 0);
   std::vector<double> k(static_cast<size_t>(c.ksize));
-  for (int xx = 0; xx < out_size; ++xx) {
+  for (int xx = first; xx < last; ++xx) {
     const double center = (xx + 0.5) * scale;
     const double ss = 1.0 / filter_scale;
     // Pillow's rounding (truncation toward zero after + 0.5), kept for identical bounds.
@@ -321,15 +333,16 @@ Coefficients PrecomputeCoefficients(int in_size, int out_size) {
       k[static_cast<size_t>(x)] = w;
       ww += w;
     }
-    int32_t* out = &c.weights[static_cast<size_t>(xx) * c.ksize];
+    const auto i = static_cast<size_t>(xx - first);
+    int32_t* out = &c.weights[i * static_cast<size_t>(c.ksize)];
     for (int x = 0; x < xmax; ++x) {
       double v = k[static_cast<size_t>(x)];
       if (ww != 0.0) v /= ww;
       out[x] = static_cast<int32_t>(v < 0 ? -0.5 + v * (1 << kPrecisionBits)
                                           : 0.5 + v * (1 << kPrecisionBits));
     }
-    c.bounds[static_cast<size_t>(xx) * 2] = xmin;
-    c.bounds[static_cast<size_t>(xx) * 2 + 1] = xmax;
+    c.bounds[i * 2] = xmin;
+    c.bounds[i * 2 + 1] = xmax;
   }
   return c;
 }
@@ -354,10 +367,9 @@ RgbImage ResampleWindow(const RgbImage& image, int out_w, int out_h, int x0, int
   int src_first = cy0;  // input rows the vertical pass reads: [src_first, src_last)
   int src_last = cy1;
   if (need_vertical) {
-    vertical = PrecomputeCoefficients(image.height, out_h);
-    src_first = vertical.bounds[static_cast<size_t>(cy0) * 2];
-    src_last = vertical.bounds[static_cast<size_t>(cy1 - 1) * 2] +
-               vertical.bounds[static_cast<size_t>(cy1 - 1) * 2 + 1];
+    vertical = PrecomputeCoefficients(image.height, out_h, cy0, cy1);
+    src_first = vertical.Min(cy0);
+    src_last = vertical.Min(cy1 - 1) + vertical.Count(cy1 - 1);
   }
 
   // Horizontal pass: input rows [src_first, src_last), output columns [cx0, cx1).
@@ -365,14 +377,14 @@ RgbImage ResampleWindow(const RgbImage& image, int out_w, int out_h, int x0, int
   const int th = src_last - src_first;
   std::vector<uint8_t> temp(static_cast<size_t>(tw) * th * 3);
   if (need_horizontal) {
-    const Coefficients horizontal = PrecomputeCoefficients(image.width, out_w);
+    const Coefficients horizontal = PrecomputeCoefficients(image.width, out_w, cx0, cx1);
     for (int y = 0; y < th; ++y) {
       const uint8_t* in_row = &image.pixels[static_cast<size_t>(y + src_first) * image.width * 3];
       uint8_t* out = &temp[static_cast<size_t>(y) * tw * 3];
       for (int xx = cx0; xx < cx1; ++xx, out += 3) {
-        const int xmin = horizontal.bounds[static_cast<size_t>(xx) * 2];
-        const int count = horizontal.bounds[static_cast<size_t>(xx) * 2 + 1];
-        const int32_t* k = &horizontal.weights[static_cast<size_t>(xx) * horizontal.ksize];
+        const int xmin = horizontal.Min(xx);
+        const int count = horizontal.Count(xx);
+        const int32_t* k = horizontal.Weights(xx);
         int32_t s0 = 1 << (kPrecisionBits - 1), s1 = s0, s2 = s0;
         const uint8_t* in = in_row + static_cast<size_t>(xmin) * 3;
         for (int x = 0; x < count; ++x, in += 3) {
@@ -401,9 +413,9 @@ RgbImage ResampleWindow(const RgbImage& image, int out_w, int out_h, int x0, int
       std::memcpy(out, &temp[static_cast<size_t>(yy - src_first) * temp_stride], temp_stride);
       continue;
     }
-    const int ymin = vertical.bounds[static_cast<size_t>(yy) * 2] - src_first;
-    const int count = vertical.bounds[static_cast<size_t>(yy) * 2 + 1];
-    const int32_t* k = &vertical.weights[static_cast<size_t>(yy) * vertical.ksize];
+    const int ymin = vertical.Min(yy) - src_first;
+    const int count = vertical.Count(yy);
+    const int32_t* k = vertical.Weights(yy);
     for (size_t i = 0; i < temp_stride; ++i) {
       int32_t s = 1 << (kPrecisionBits - 1);
       const uint8_t* in = &temp[static_cast<size_t>(ymin) * temp_stride + i];

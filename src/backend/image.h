@@ -59,7 +59,9 @@ RgbImage CenterCrop(const RgbImage& image, int width, int height);
 
 // ResizeShorterSide(image, size) followed by CenterCrop(crop_width, crop_height), computing
 // only the pixels the crop keeps: the same result, less work, and no huge intermediate
-// image for extreme aspect ratios (the output is always crop_width x crop_height).
+// image for extreme aspect ratios (the output is always crop_width x crop_height). Memory
+// and time are bounded by the crop and the input, never by the resized size (a 1 x 1,000,000
+// image resizes to 256 x 256,000,000 of which only the crop's rows are computed).
 RgbImage ResizeShorterSideAndCenterCrop(const RgbImage& image, int size, int crop_width,
                                         int crop_height);
 

@@ -16,11 +16,15 @@
 #include "backend/image.h"
 
 #include <gtest/gtest.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstdint>
 #include <cstdlib>
 #include <fstream>
+#include <functional>
 #include <iterator>
 #include <ostream>
 #include <string>
@@ -344,6 +348,109 @@ TEST(CenterCropTest, PadsWithZerosAsTorchvision) {
   EXPECT_EQ(Pixel(mixed, 0, 1), (Rgb{3, 1, 7}));
   EXPECT_EQ(Pixel(mixed, 3, 3), (Rgb{6, 3, 7}));
   EXPECT_EQ(Pixel(mixed, 3, 4), (Rgb{0, 0, 0}));
+}
+
+// ---- extreme aspect ratios (issue 7 #5) -------------------------------------------------
+
+// A grayscale PNG of width x height, every pixel `value`, its IDAT a zlib stream of stored
+// (uncompressed) deflate blocks: no zlib needed to write it.
+std::string GrayPng(uint32_t width, uint32_t height, uint8_t value) {
+  auto chunk = [](std::string* out, const char* type, const std::string& data) {
+    std::string c(4, '\0');
+    PutBigEndian32(&c, 0, static_cast<uint32_t>(data.size()));
+    std::string body = std::string(type, 4) + data;
+    c += body;
+    c.resize(c.size() + 4);
+    PutBigEndian32(&c, c.size() - 4, Crc32(body));
+    *out += c;
+  };
+  std::string ihdr(13, '\0');
+  PutBigEndian32(&ihdr, 0, width);
+  PutBigEndian32(&ihdr, 4, height);
+  ihdr[8] = 8;  // bit depth; colour type 0 (gray), deflate, filter 0, no interlace
+  std::string raw;
+  for (uint32_t y = 0; y < height; ++y) {
+    raw.push_back('\0');  // filter: none
+    raw.append(width, static_cast<char>(value));
+  }
+  std::string z = "\x78\x01";
+  for (size_t at = 0; at < raw.size(); at += 65535) {
+    const size_t n = std::min<size_t>(65535, raw.size() - at);
+    z.push_back(at + n == raw.size() ? '\1' : '\0');
+    z.push_back(static_cast<char>(n & 0xff));
+    z.push_back(static_cast<char>(n >> 8));
+    z.push_back(static_cast<char>(~n & 0xff));
+    z.push_back(static_cast<char>((~n >> 8) & 0xff));
+    z.append(raw, at, n);
+  }
+  uint32_t a = 1, b = 0;
+  for (char ch : raw) {
+    a = (a + static_cast<uint8_t>(ch)) % 65521;
+    b = (b + a) % 65521;
+  }
+  z.resize(z.size() + 4);
+  PutBigEndian32(&z, z.size() - 4, (b << 16) | a);
+  std::string png = "\x89PNG\r\n\x1a\n";
+  chunk(&png, "IHDR", ihdr);
+  chunk(&png, "IDAT", z);
+  chunk(&png, "IEND", "");
+  return png;
+}
+
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+constexpr bool kSanitized = true;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+constexpr bool kSanitized = true;
+#else
+constexpr bool kSanitized = false;
+#endif
+#else
+constexpr bool kSanitized = false;
+#endif
+
+// Runs `f` in a child process whose address space may grow by at most `headroom` bytes;
+// true if it returned true. An allocation beyond that throws std::bad_alloc there (which,
+// uncaught, aborts the child): how a test asserts that work stays bounded without timing.
+bool RunsWithin(size_t headroom, const std::function<bool()>& f) {
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    std::ifstream statm("/proc/self/statm");
+    size_t pages = 0;
+    statm >> pages;
+    const rlim_t limit = pages * static_cast<size_t>(::sysconf(_SC_PAGESIZE)) + headroom;
+    const rlimit rl{limit, limit};
+    ::setrlimit(RLIMIT_AS, &rl);
+    _exit(f() ? 0 : 1);
+  }
+  int status = 0;
+  if (pid < 0 || ::waitpid(pid, &status, 0) != pid) return false;
+  return WIFEXITED(status) && WEXITSTATUS(status) == 0;
+}
+
+TEST(ResizeTest, ExtremeAspectRatioResizesInMemoryBoundedByTheCrop) {
+  // 1 x 1,000,000 resizes to 256 x 256,000,000, of which the crop keeps 224 x 224: the work
+  // must not be sized by the 256,000,000 rows (before the fix: ~5 GB of coefficients).
+  const std::string png = GrayPng(1, 1'000'000, 77);
+  StatusOr<RgbImage> image = DecodeImage(png);
+  ASSERT_TRUE(image.ok()) << image.status().message();
+  ASSERT_EQ(image->width, 1);
+  ASSERT_EQ(image->height, 1'000'000);
+  const ImageSize resized = ResizedSize(1, 1'000'000, 256);
+  EXPECT_EQ(resized.width, 256);
+  EXPECT_EQ(resized.height, 256'000'000);
+  // The same for the wide case (a JPEG may be 65,500 x 1).
+  const RgbImage wide{65'500, 1, std::vector<uint8_t>(size_t{65'500} * 3, 77)};
+  if (kSanitized) GTEST_SKIP() << "RLIMIT_AS cannot bound a sanitized process";
+  const RgbImage& tall = *image;
+  for (const RgbImage* input : {&tall, &wide}) {
+    SCOPED_TRACE(input->width);
+    EXPECT_TRUE(RunsWithin(size_t{64} << 20, [&] {
+      const RgbImage crop = ResizeShorterSideAndCenterCrop(*input, 256, 224, 224);
+      return crop.width == 224 && crop.height == 224 &&
+             std::all_of(crop.pixels.begin(), crop.pixels.end(), [](uint8_t p) { return p == 77; });
+    }));
+  }
 }
 
 // ---- normalization ----------------------------------------------------------------------
