@@ -1,5 +1,9 @@
 #include "api/multipart.h"
 
+#include <algorithm>
+#include <functional>
+#include <string>
+
 #include "common/strings.h"
 
 namespace tserve::api {
@@ -31,20 +35,42 @@ std::string_view MultipartBoundary(std::string_view content_type) {
 
 StatusOr<std::vector<FormPart>> ParseMultipart(std::string_view body, std::string_view boundary) {
   if (boundary.empty()) return Status::InvalidArgument("multipart body without a boundary");
-  const std::string delimiter = "--" + std::string(boundary);
+  if (boundary.size() > kMaxMultipartBoundary) {
+    return Status::InvalidArgument("multipart boundary of " + std::to_string(boundary.size()) +
+                                   " characters: at most " + std::to_string(kMaxMultipartBoundary) +
+                                   " are allowed (RFC 2046)");
+  }
+  // "\r\n--boundary" ends each part's data. Searches are linear: the pattern is short.
+  const std::string delimiter = "\r\n--" + std::string(boundary);
+  const std::boyer_moore_horspool_searcher search_delimiter(delimiter.begin(), delimiter.end());
+  static constexpr std::string_view kBlankLine = "\r\n\r\n";
+  const std::boyer_moore_horspool_searcher search_blank_line(kBlankLine.begin(), kBlankLine.end());
+  // The first occurrence of the searcher's pattern at or after `from`, or npos.
+  auto find = [&body](const auto& searcher, size_t from) {
+    const auto it =
+        std::search(body.begin() + static_cast<std::ptrdiff_t>(from), body.end(), searcher);
+    return it == body.end() ? std::string_view::npos : static_cast<size_t>(it - body.begin());
+  };
+
   std::vector<FormPart> parts;
-  size_t pos = body.find(delimiter);
+  // The first "--boundary", wherever the preamble ends.
+  const std::string_view first = std::string_view(delimiter).substr(2);
+  size_t pos = body.find(first);
   if (pos == std::string_view::npos) {
     return Status::InvalidArgument("multipart body without its boundary line");
   }
-  pos += delimiter.size();
+  pos += first.size();
   while (true) {
     if (body.substr(pos, 2) == "--") return parts;  // closing delimiter
     if (body.substr(pos, 2) != "\r\n") {
       return Status::InvalidArgument("malformed multipart boundary line");
     }
+    if (parts.size() == kMaxMultipartParts) {
+      return Status::InvalidArgument("multipart body with more than " +
+                                     std::to_string(kMaxMultipartParts) + " parts");
+    }
     pos += 2;
-    size_t head_end = body.find("\r\n\r\n", pos);
+    const size_t head_end = find(search_blank_line, pos);
     if (head_end == std::string_view::npos) {
       return Status::InvalidArgument("multipart part without the blank line after its headers");
     }
@@ -62,14 +88,14 @@ StatusOr<std::vector<FormPart>> ParseMultipart(std::string_view body, std::strin
         part.content_type = value;
       }
     }
-    size_t data_start = head_end + 4;
-    size_t next = body.find("\r\n" + delimiter, data_start);
+    const size_t data_start = head_end + kBlankLine.size();
+    const size_t next = find(search_delimiter, data_start);
     if (next == std::string_view::npos) {
       return Status::InvalidArgument("multipart part without a closing boundary");
     }
     part.data = body.substr(data_start, next - data_start);
     parts.push_back(part);
-    pos = next + 2 + delimiter.size();
+    pos = next + delimiter.size();
   }
 }
 

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <cstddef>
 #include <string_view>
 #include <vector>
 
@@ -18,7 +19,15 @@ struct FormPart {
 // The boundary parameter of a multipart/form-data Content-Type, "" if it is not one.
 std::string_view MultipartBoundary(std::string_view content_type);
 
-// Splits a multipart/form-data body (RFC 7578). Errors say what is malformed.
+// RFC 2046 section 5.1.1: a boundary is 1 to 70 characters.
+inline constexpr size_t kMaxMultipartBoundary = 70;
+// The most parts one body may hold (an inference request uses one: data or body).
+inline constexpr size_t kMaxMultipartParts = 64;
+
+// Splits a multipart/form-data body (RFC 7578). Linear in the body's size: the boundary is
+// at most kMaxMultipartBoundary characters and each byte is searched once. Errors
+// (InvalidArgument, answered 400): a boundary empty or longer than kMaxMultipartBoundary,
+// more than kMaxMultipartParts parts, or what is malformed.
 StatusOr<std::vector<FormPart>> ParseMultipart(std::string_view body, std::string_view boundary);
 
 }  // namespace tserve::api
