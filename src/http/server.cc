@@ -1,15 +1,22 @@
 // The only translation unit that includes Boost.Beast/Asio (they are slow to compile).
 #include "http/server.h"
 
+#include <dirent.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <boost/asio.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http.hpp>
 #include <condition_variable>
+#include <cstring>
 #include <mutex>
 #include <optional>
 #include <thread>
@@ -29,6 +36,20 @@ constexpr size_t kReadChunk = 16 * 1024;
 constexpr auto kSweepPeriod = std::chrono::milliseconds(250);
 constexpr auto kDrainTime = std::chrono::milliseconds(1000);
 constexpr auto kShutdownReadGrace = std::chrono::milliseconds(2000);
+// Over-cap connections answered the polite way (503 written, then read until the client is
+// done, at most kDrainTime) at once per listener; beyond this many, the 503 is sent
+// without waiting and the socket closed at once, so refusing costs no descriptors.
+constexpr int64_t kMaxRejecting = 16;
+// Descriptors the default caps leave to everything else: log and metrics files, model
+// files being read or extracted, downloads, /proc reads, the spare descriptor.
+constexpr int64_t kFdHeadroom = 64;
+// The management and metrics listeners each get this share (1/8) of the budget, within
+// [kMinAuxConnections, kMaxAuxConnections]; the inference listener gets the rest.
+constexpr int64_t kAuxShareDivisor = 8;
+constexpr int64_t kMinAuxConnections = 4;
+constexpr int64_t kMaxAuxConnections = 1024;
+// RLIMIT_NOFILE = unlimited is read as this many.
+constexpr int64_t kUnlimitedFds = int64_t{1} << 20;
 
 using NativeRequest = bhttp::request<bhttp::string_body>;
 
@@ -49,6 +70,59 @@ void AppendStatusLine(int status, std::string* out) {
   out->append("\r\n");
 }
 
+// The request line and header fields of a response, per its status and connection fate.
+void AppendHead(const Response& r, bool close, bool http10_keep_alive, std::string* out) {
+  AppendStatusLine(r.status, out);
+  if (!r.content_type.empty()) {
+    out->append("Content-Type: ");
+    out->append(r.content_type);
+    out->append("\r\n");
+  }
+  out->append("Content-Length: ");
+  out->append(std::to_string(r.body.size()));
+  out->append("\r\n");
+  for (const auto& [name, value] : r.headers) {
+    out->append(name);
+    out->append(": ");
+    out->append(value);
+    out->append("\r\n");
+  }
+  if (close) {
+    out->append("Connection: close\r\n");
+  } else if (http10_keep_alive) {
+    out->append("Connection: keep-alive\r\n");
+  }
+  out->append("\r\n");
+}
+
+// One connection's place in its listener's count (open, or being refused): taken on the
+// acceptor's thread, given back from whichever thread closes the connection. Move-only.
+class Slot {
+ public:
+  Slot() = default;
+  explicit Slot(std::atomic<int64_t>* count) : count_(count) {
+    count_->fetch_add(1, std::memory_order_relaxed);
+  }
+  Slot(Slot&& other) noexcept : count_(std::exchange(other.count_, nullptr)) {}
+  Slot& operator=(Slot&& other) noexcept {
+    if (this != &other) {
+      Release();
+      count_ = std::exchange(other.count_, nullptr);
+    }
+    return *this;
+  }
+  Slot(const Slot&) = delete;
+  Slot& operator=(const Slot&) = delete;
+  ~Slot() { Release(); }
+  void Release() {
+    if (count_ != nullptr) count_->fetch_sub(1, std::memory_order_relaxed);
+    count_ = nullptr;
+  }
+
+ private:
+  std::atomic<int64_t>* count_ = nullptr;
+};
+
 }  // namespace
 
 class Worker;
@@ -56,10 +130,17 @@ class Worker;
 // One TCP connection. Lives on its worker's thread; Deliver may come from any thread and
 // is posted there. States: reading a request, dispatched to the handler (no timeout: the
 // application's own timeouts apply), writing, draining before close.
+// While a request is dispatched or its answer written, one read stays pending: bytes that
+// arrive are the next (pipelined) request and wait in buffer_, unparsed, up to the header
+// cap; EOF or an error there means the client left (MarkClientGone), and the answer, when
+// it comes, is still written (harmless if nobody reads it) before the connection closes.
+// Every pending operation holds a shared_ptr to the connection, and so does the Responder.
 class Connection final : public ResponseTarget, public std::enable_shared_from_this<Connection> {
  public:
-  Connection(Worker* worker, tcp::socket socket, RequestHandler* handler);
+  Connection(Worker* worker, tcp::socket socket, RequestHandler* handler, Slot slot);
   void Start();
+  // Answers `refusal` (the listener is full) instead of reading a request, then closes.
+  void StartRefused(Response refusal);
   void Deliver(Response response) override;
   void OnShutdown();
   // Closes the connection when its deadline passed; false once it is closed.
@@ -71,6 +152,7 @@ class Connection final : public ResponseTarget, public std::enable_shared_from_t
   void ResetParser();
   void ReadMore();
   void OnRead(const beast::error_code& ec, size_t n);
+  void OnSideRead(const beast::error_code& ec, size_t n);
   void Parse();
   void Dispatch();
   void Fail(int status, std::string_view message);
@@ -79,10 +161,12 @@ class Connection final : public ResponseTarget, public std::enable_shared_from_t
   void StartDrain();
   void DrainRead();
   void Close();
+  bool InFlight() const { return state_ == State::kDispatched || state_ == State::kWriting; }
 
   Worker* worker_;
   tcp::socket socket_;
   RequestHandler* handler_;
+  Slot slot_;  // given back when the socket closes
   beast::flat_buffer buffer_;
   std::optional<bhttp::request_parser<bhttp::string_body>> parser_;
   NativeRequest message_;
@@ -95,8 +179,11 @@ class Connection final : public ResponseTarget, public std::enable_shared_from_t
   bool close_after_write_ = false;
   bool head_only_ = false;
   bool shutting_down_ = false;
+  bool read_pending_ = false;  // one async_read_some at a time, into buffer_ or drain_buf_
   Clock::time_point deadline_;
-  std::array<char, 512> drain_buf_;
+  // Reads that must not touch buffer_ (parsing may consume it meanwhile) land here: those
+  // begun while a request is in flight, and the drain before close.
+  std::array<char, 1024> drain_buf_;
 };
 
 // One I/O thread: its io_context, its connections and the timer that enforces their
@@ -105,10 +192,16 @@ class Worker {
  public:
   Worker(const ServerOptions& options) : options(options), io(1), sweep_timer(io) {}
 
-  void Adopt(tcp::socket socket, RequestHandler* handler) {
-    auto conn = std::make_shared<Connection>(this, std::move(socket), handler);
+  // `refusal`: the listener is over its cap; answer that and close.
+  void Adopt(tcp::socket socket, RequestHandler* handler, Slot slot,
+             std::optional<Response> refusal) {
+    auto conn = std::make_shared<Connection>(this, std::move(socket), handler, std::move(slot));
     connections.push_back(conn);
-    conn->Start();
+    if (refusal.has_value()) {
+      conn->StartRefused(std::move(*refusal));
+    } else {
+      conn->Start();
+    }
   }
 
   void ArmSweep() {
@@ -145,10 +238,11 @@ class Worker {
   std::thread thread;
 };
 
-Connection::Connection(Worker* worker, tcp::socket socket, RequestHandler* handler)
+Connection::Connection(Worker* worker, tcp::socket socket, RequestHandler* handler, Slot slot)
     : worker_(worker),
       socket_(std::move(socket)),
       handler_(handler),
+      slot_(std::move(slot)),
       buffer_(static_cast<size_t>(worker->options.max_header_size) + 2 * kReadChunk) {}
 
 void Connection::Start() {
@@ -156,6 +250,13 @@ void Connection::Start() {
   socket_.set_option(tcp::no_delay(true), ignored);
   ResetParser();
   ReadMore();
+}
+
+void Connection::StartRefused(Response refusal) {
+  head_only_ = false;
+  close_after_write_ = true;
+  refusal.close = true;
+  Write(std::move(refusal));
 }
 
 void Connection::ResetParser() {
@@ -170,13 +271,26 @@ void Connection::ResetParser() {
 }
 
 void Connection::ReadMore() {
-  if (shutting_down_ && !request_started_ && buffer_.size() == 0) {
+  if (read_pending_) return;  // its completion carries on
+  const bool in_flight = InFlight();
+  if (in_flight && close_after_write_) return;  // nothing after this request will be read
+  if (!in_flight && shutting_down_ && !request_started_ && buffer_.size() == 0) {
     Close();
     return;
   }
   const size_t room = buffer_.max_size() - buffer_.size();
   if (room == 0) {
-    Fail(431, "Request header fields are too large");
+    // In flight: the pipelined bytes wait (and the client is not watched) until the answer
+    // is out; then they are parsed, and refused if they really are an oversized head.
+    if (!in_flight) Fail(431, "Request header fields are too large");
+    return;
+  }
+  read_pending_ = true;
+  if (in_flight) {
+    socket_.async_read_some(asio::buffer(drain_buf_.data(), std::min(room, drain_buf_.size())),
+                            [self = shared_from_this()](const beast::error_code& ec, size_t n) {
+                              self->OnSideRead(ec, n);
+                            });
     return;
   }
   socket_.async_read_some(
@@ -185,15 +299,54 @@ void Connection::ReadMore() {
 }
 
 void Connection::OnRead(const beast::error_code& ec, size_t n) {
+  read_pending_ = false;
   if (state_ == State::kClosed) return;
   if (ec) {
-    if (request_started_ && ec == asio::error::eof) {
-      // The client gave up mid-request: nothing to answer.
-    }
+    // Between requests, or the client gave up mid-request: nothing to answer.
     Close();
     return;
   }
   buffer_.commit(n);
+  if (!request_started_) {
+    request_started_ = true;
+    deadline_ = Clock::now() + worker_->options.read_timeout;
+  }
+  Parse();
+}
+
+// A read begun while a request was in flight; the state may have moved on since (the answer
+// written, even the next pipelined request dispatched).
+void Connection::OnSideRead(const beast::error_code& ec, size_t n) {
+  read_pending_ = false;
+  if (state_ == State::kClosed) return;
+  if (state_ == State::kDraining) {
+    if (ec) {
+      Close();
+    } else {
+      DrainRead();
+    }
+    return;
+  }
+  if (ec) {
+    if (!InFlight()) {
+      Close();
+      return;
+    }
+    // The client closed, reset, or shut down its sending side (Netty, and so TorchServe,
+    // counts an input shutdown as the channel closing): its answer would be lost, so a
+    // queued job can be dropped. The answer is still written when it comes (a half-closed
+    // client can read it); nothing after it is, and then we close.
+    MarkClientGone();
+    close_after_write_ = true;
+    return;
+  }
+  auto room = buffer_.prepare(n);
+  std::memcpy(room.data(), drain_buf_.data(), n);
+  buffer_.commit(n);
+  if (InFlight()) {
+    ReadMore();  // keep watching; the bytes wait for their turn
+    return;
+  }
   if (!request_started_) {
     request_started_ = true;
     deadline_ = Clock::now() + worker_->options.read_timeout;
@@ -275,7 +428,9 @@ void Connection::Dispatch() {
   request_.version = static_cast<int>(message_.version());
   request_.body = std::move(message_.body());
   request_.BindHeaders(&LookupHeader, &message_);
-  handler_->Handle(request_, Responder(shared_from_this()));
+  auto self = shared_from_this();  // the handler may answer (and we close) before it returns
+  handler_->Handle(request_, Responder(self));
+  if (state_ == State::kDispatched) ReadMore();  // notice the client leaving
 }
 
 void Connection::Deliver(Response response) {
@@ -308,27 +463,7 @@ void Connection::Write(Response response) {
   if (worker_->options.observer != nullptr) worker_->options.observer->OnResponse(response_.status);
 
   head_.clear();
-  AppendStatusLine(response_.status, &head_);
-  if (!response_.content_type.empty()) {
-    head_.append("Content-Type: ");
-    head_.append(response_.content_type);
-    head_.append("\r\n");
-  }
-  head_.append("Content-Length: ");
-  head_.append(std::to_string(response_.body.size()));
-  head_.append("\r\n");
-  for (const auto& [name, value] : response_.headers) {
-    head_.append(name);
-    head_.append(": ");
-    head_.append(value);
-    head_.append("\r\n");
-  }
-  if (close_after_write_) {
-    head_.append("Connection: close\r\n");
-  } else if (request_.version == 10) {
-    head_.append("Connection: keep-alive\r\n");
-  }
-  head_.append("\r\n");
+  AppendHead(response_, close_after_write_, request_.version == 10, &head_);
   std::array<asio::const_buffer, 2> buffers = {
       asio::buffer(head_), head_only_ ? asio::const_buffer() : asio::buffer(response_.body)};
   asio::async_write(
@@ -352,7 +487,7 @@ void Connection::OnWritten(const beast::error_code& ec) {
   if (buffer_.size() > 0) {
     Parse();  // a pipelined request is already here
   } else {
-    ReadMore();
+    ReadMore();  // no-op while the read begun in flight is still pending
   }
 }
 
@@ -363,12 +498,14 @@ void Connection::StartDrain() {
   deadline_ = Clock::now() + kDrainTime;
   beast::error_code ignored;
   socket_.shutdown(tcp::socket::shutdown_send, ignored);
-  DrainRead();
+  if (!read_pending_) DrainRead();  // else the pending read's completion drains on
 }
 
 void Connection::DrainRead() {
+  read_pending_ = true;
   socket_.async_read_some(asio::buffer(drain_buf_),
                           [self = shared_from_this()](const beast::error_code& ec, size_t) {
+                            self->read_pending_ = false;
                             if (ec) {
                               self->Close();
                             } else if (self->state_ == State::kDraining) {
@@ -383,6 +520,7 @@ void Connection::Close() {
   beast::error_code ignored;
   socket_.shutdown(tcp::socket::shutdown_both, ignored);
   socket_.close(ignored);
+  slot_.Release();
 }
 
 void Connection::OnShutdown() {
@@ -411,7 +549,7 @@ class Server::Impl {
   }
 
   StatusOr<uint16_t> AddListener(const std::string& name, const std::string& host, uint16_t port,
-                                 RequestHandler* handler) {
+                                 RequestHandler* handler, int64_t max_connections) {
     beast::error_code ec;
     asio::ip::address addr;
     if (host == "localhost") {
@@ -435,18 +573,29 @@ class Server::Impl {
     if (!ec) acceptor->set_option(asio::socket_base::reuse_address(true), ec);
     if (!ec) acceptor->bind(endpoint, ec);
     if (!ec) acceptor->listen(asio::socket_base::max_listen_connections, ec);
+    // Non-blocking, so that ShedOne's raw accept never waits.
+    if (!ec) acceptor->non_blocking(true, ec);
     if (ec) {
       return Status::Unavailable("cannot listen on " + host + ":" + std::to_string(port) +
                                  " for the " + name + " API: " + ec.message());
     }
     uint16_t bound = acceptor->local_endpoint().port();
-    listeners_.push_back(Listener{std::move(acceptor), handler, {}});
-    listeners_.back().retry = std::make_unique<asio::steady_timer>(workers_[0]->io);
+    auto l = std::make_unique<Listener>();
+    l->acceptor = std::move(acceptor);
+    l->handler = handler;
+    l->retry = std::make_unique<asio::steady_timer>(workers_[0]->io);
+    l->cap = std::max<int64_t>(0, max_connections);
+    l->refusal = Refusal(name, l->cap);
+    AppendHead(l->refusal, /*close=*/true, false, &l->refusal_wire);
+    l->refusal_wire.append(l->refusal.body);
+    listeners_.push_back(std::move(l));
     return bound;
   }
 
   void Start() {
-    for (auto& l : listeners_) Accept(&l);
+    // The spare descriptor of ShedOne: held so that one is free when accept hits the limit.
+    spare_fd_ = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+    for (auto& l : listeners_) Accept(l.get());
     for (auto& w : workers_) {
       w->ArmSweep();
       Worker* raw = w.get();
@@ -459,8 +608,8 @@ class Server::Impl {
     asio::post(workers_[0]->io, [this] {
       for (auto& l : listeners_) {
         beast::error_code ignored;
-        l.acceptor->close(ignored);
-        l.retry->cancel();
+        l->acceptor->close(ignored);
+        l->retry->cancel();
       }
     });
     for (auto& w : workers_) {
@@ -482,14 +631,62 @@ class Server::Impl {
 
   ~Impl() {
     if (!shut_down_) Shutdown(std::chrono::milliseconds(0));
+    if (spare_fd_ >= 0) ::close(spare_fd_);
   }
 
  private:
+  // One listening socket. Its accept handlers all run on workers_[0]'s thread (the
+  // acceptor's executor); the counts are given back from the workers' threads.
   struct Listener {
     std::unique_ptr<tcp::acceptor> acceptor;
-    RequestHandler* handler;
+    RequestHandler* handler = nullptr;
     std::unique_ptr<asio::steady_timer> retry;
+    int64_t cap = 0;                   // 0: no cap
+    std::atomic<int64_t> open{0};      // connections holding a slot
+    std::atomic<int64_t> refusing{0};  // over-cap connections being answered 503
+    Response refusal;                  // that 503
+    std::string refusal_wire;          // and its bytes, for refusing without a Connection
   };
+
+  Response Refusal(const std::string& name, int64_t cap) const {
+    std::string message = "Too many connections to the " + name + " API (the limit is " +
+                          std::to_string(cap) + "); retry later";
+    Response r = options_.errors != nullptr ? options_.errors(503, message)
+                                            : Response{503, "text/plain", message, {}, true};
+    r.close = true;
+    return r;
+  }
+
+  // Answers the listener's 503 on a just-accepted socket without keeping it: what the
+  // client already sent is read first (no reset that could destroy the answer), as much of
+  // the answer as fits in the send buffer goes out, then the socket is closed.
+  void RefuseNow(int fd, Listener* l) {
+    if (options_.observer != nullptr) options_.observer->OnResponse(503);
+    std::array<char, 4096> sink;
+    while (::recv(fd, sink.data(), sink.size(), MSG_DONTWAIT) > 0) {
+    }
+    ssize_t ignored =
+        ::send(fd, l->refusal_wire.data(), l->refusal_wire.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+    (void)ignored;
+    ::shutdown(fd, SHUT_WR);
+    ::close(fd);
+  }
+
+  // accept failed for lack of descriptors (EMFILE/ENFILE). The connection stays in the
+  // backlog and would fail every retry; so give up the spare descriptor, take the pending
+  // connection with it, refuse it, and take the spare back. False when nothing was taken
+  // (no spare, or none pending): the caller backs off rather than spin.
+  bool ShedOne(Listener* l) {
+    if (spare_fd_ >= 0) {
+      ::close(spare_fd_);
+      spare_fd_ = -1;
+    }
+    int fd =
+        ::accept4(l->acceptor->native_handle(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+    if (fd >= 0) RefuseNow(fd, l);
+    spare_fd_ = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+    return fd >= 0 && spare_fd_ >= 0;
+  }
 
   void Accept(Listener* l) {
     Worker* target = workers_[next_worker_++ % workers_.size()].get();
@@ -497,16 +694,37 @@ class Server::Impl {
         target->io, [this, l, target](const beast::error_code& ec, tcp::socket socket) {
           if (ec == asio::error::operation_aborted || !l->acceptor->is_open()) return;
           if (ec) {
-            // e.g. out of file descriptors: back off instead of spinning.
+            const bool out_of_fds =
+                ec == asio::error::no_descriptors ||
+                (ec.category() == boost::system::system_category() && ec.value() == ENFILE);
+            if (out_of_fds && ShedOne(l)) {
+              Accept(l);  // progress: one pending connection refused
+              return;
+            }
+            // Back off instead of spinning; other listeners carry on meanwhile.
             l->retry->expires_after(std::chrono::milliseconds(50));
             l->retry->async_wait([this, l](const beast::error_code& tec) {
               if (!tec) Accept(l);
             });
             return;
           }
-          asio::post(target->io, [target, l, s = std::move(socket)]() mutable {
+          std::optional<Response> refusal;
+          Slot slot;
+          if (l->cap == 0 || l->open.load(std::memory_order_relaxed) < l->cap) {
+            slot = Slot(&l->open);
+          } else if (l->refusing.load(std::memory_order_relaxed) < kMaxRejecting) {
+            slot = Slot(&l->refusing);
+            refusal = l->refusal;
+          } else {
+            beast::error_code ignored;
+            RefuseNow(socket.release(ignored), l);
+            Accept(l);
+            return;
+          }
+          asio::post(target->io, [target, l, s = std::move(socket), slot = std::move(slot),
+                                  refusal = std::move(refusal)]() mutable {
             if (target->stopping) return;
-            target->Adopt(std::move(s), l->handler);
+            target->Adopt(std::move(s), l->handler, std::move(slot), std::move(refusal));
           });
           Accept(l);
         });
@@ -514,17 +732,49 @@ class Server::Impl {
 
   ServerOptions options_;
   std::vector<std::unique_ptr<Worker>> workers_;
-  std::vector<Listener> listeners_;
+  std::vector<std::unique_ptr<Listener>> listeners_;
   size_t next_worker_ = 0;
+  int spare_fd_ = -1;  // touched only by workers_[0]'s thread once started
   std::atomic<bool> shut_down_{false};
 };
+
+ConnectionCaps ConnectionCapsFor(int64_t fd_limit, int64_t fds_in_use) {
+  const int64_t limit = fd_limit <= 0 ? kUnlimitedFds : std::min(fd_limit, kUnlimitedFds);
+  // Three listeners may each hold kMaxRejecting sockets while refusing.
+  const int64_t budget = std::max<int64_t>(
+      0, limit - std::max<int64_t>(0, fds_in_use) - kFdHeadroom - 3 * kMaxRejecting);
+  ConnectionCaps caps;
+  const int64_t aux = std::clamp(budget / kAuxShareDivisor, kMinAuxConnections, kMaxAuxConnections);
+  caps.management = aux;
+  caps.metrics = aux;
+  caps.inference = std::max<int64_t>(1, budget - 2 * aux);
+  return caps;
+}
+
+ConnectionCaps DefaultConnectionCaps(int64_t* fd_limit) {
+  rlimit rl{};
+  int64_t limit = kUnlimitedFds;
+  if (::getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY) {
+    limit = static_cast<int64_t>(std::min<rlim_t>(rl.rlim_cur, kUnlimitedFds));
+  }
+  if (fd_limit != nullptr) *fd_limit = limit;
+  int64_t in_use = 0;
+  if (DIR* d = ::opendir("/proc/self/fd")) {
+    while (const dirent* e = ::readdir(d)) {
+      if (e->d_name[0] != '.') ++in_use;
+    }
+    ::closedir(d);
+  }
+  return ConnectionCapsFor(limit, in_use);
+}
 
 Server::Server(ServerOptions options) : impl_(std::make_unique<Impl>(std::move(options))) {}
 Server::~Server() = default;
 
 StatusOr<uint16_t> Server::AddListener(const std::string& name, const std::string& host,
-                                       uint16_t port, RequestHandler* handler) {
-  return impl_->AddListener(name, host, port, handler);
+                                       uint16_t port, RequestHandler* handler,
+                                       int64_t max_connections) {
+  return impl_->AddListener(name, host, port, handler, max_connections);
 }
 
 void Server::Start() { impl_->Start(); }

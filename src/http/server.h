@@ -28,6 +28,25 @@ struct ServerOptions {
   ResponseObserver* observer = nullptr;
 };
 
+// How many connections each listener may hold open at once by default (issue 7 #4). Every
+// connection costs a file descriptor; when idle sockets used them all, no listener could
+// accept. The budget is RLIMIT_NOFILE minus the descriptors already open, minus a reserve
+// for the process's own files (model files, logs, downloads, /proc) and for the sockets
+// being refused: the management and metrics listeners each get 1/8 of it (at least 4, at
+// most 1024), the inference listener the rest (at least 1). So with the inference listener
+// full, the other two still accept, and accept itself still has descriptors to work with.
+// Plain data.
+struct ConnectionCaps {
+  int64_t inference = 0;
+  int64_t management = 0;
+  int64_t metrics = 0;
+};
+// fd_limit: the soft RLIMIT_NOFILE (<= 0: unlimited); fds_in_use: descriptors open now.
+ConnectionCaps ConnectionCapsFor(int64_t fd_limit, int64_t fds_in_use);
+// ConnectionCapsFor this process, now (getrlimit, /proc/self/fd); `fd_limit` gets the limit
+// it used. Call once the listeners' own sockets and the model files are open.
+ConnectionCaps DefaultConnectionCaps(int64_t* fd_limit = nullptr);
+
 // An HTTP/1.1 server (Boost.Beast parsing, Asio I/O): one io_context per thread, one
 // SO_REUSEPORT acceptor per listener per thread, keep-alive, pipelining, request size
 // and time limits, graceful shutdown. Beast appears only in server.cc.
@@ -42,8 +61,11 @@ class Server {
 
   // Binds now, so a port in use fails at startup. port 0 picks a free port; the bound
   // port is returned. `name` is for log lines ("inference", ...).
+  // max_connections: connections this listener holds open at once (0: no cap). Over it, a
+  // new connection is answered 503 (body from ServerOptions::errors, told to the observer)
+  // and closed; the connections already open are not disturbed.
   StatusOr<uint16_t> AddListener(const std::string& name, const std::string& host, uint16_t port,
-                                 RequestHandler* handler);
+                                 RequestHandler* handler, int64_t max_connections = 0);
   void Start();
   // Stops accepting, closes idle connections, lets requests in flight finish (up to
   // `grace`), then stops the threads. Blocks until they have exited.

@@ -1,0 +1,409 @@
+// http::Server over real loopback sockets: a dispatched request notices its client leaving
+// (issue 7 #13), pipelining still answers in order, and the per-listener connection cap
+// answers 503 and counts it (issue 7 #4).
+#include "http/server.h"
+
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstring>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+namespace tserve::http {
+namespace {
+
+using namespace std::chrono_literals;
+
+// Generous: only a broken server waits this long (no test asserts a duration).
+constexpr auto kPatience = 10s;
+
+// Holds every Responder it is given until the test answers it.
+class HoldingHandler final : public RequestHandler {
+ public:
+  void Handle(Request& request, Responder responder) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    paths_.emplace_back(request.path);
+    held_.push_back(std::move(responder));
+    cv_.notify_all();
+  }
+
+  // Waits until `n` requests arrived; false when they did not within kPatience.
+  bool WaitForRequests(size_t n) {
+    std::unique_lock<std::mutex> lock(mu_);
+    return cv_.wait_for(lock, kPatience, [&] { return paths_.size() >= n; });
+  }
+  size_t requests() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return paths_.size();
+  }
+  std::string path(size_t i) {
+    std::lock_guard<std::mutex> lock(mu_);
+    return paths_.at(i);
+  }
+  // The i-th request's probe (valid after the Responder is answered too).
+  std::function<bool()> Probe(size_t i) {
+    std::lock_guard<std::mutex> lock(mu_);
+    return held_.at(i).GoneProbe();
+  }
+  void Answer(size_t i, std::string body) {
+    Responder r;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      r = std::move(held_.at(i));
+    }
+    Response resp;
+    resp.content_type = "text/plain";
+    resp.body = std::move(body);
+    r.Send(std::move(resp));
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<std::string> paths_;
+  std::deque<Responder> held_;
+};
+
+// Answers every request at once with its path.
+class EchoPathHandler final : public RequestHandler {
+ public:
+  void Handle(Request& request, Responder responder) override {
+    Response resp;
+    resp.content_type = "text/plain";
+    resp.body = std::string(request.path);
+    responder.Send(std::move(resp));
+  }
+};
+
+class CountingObserver final : public ResponseObserver {
+ public:
+  void OnResponse(int status) override {
+    if (status >= 500) {
+      fivexx.fetch_add(1);
+    } else if (status >= 200 && status < 300) {
+      twoxx.fetch_add(1);
+    }
+  }
+  std::atomic<int> twoxx{0};
+  std::atomic<int> fivexx{0};
+};
+
+Response JsonError(int status, std::string_view message) {
+  Response r;
+  r.status = status;
+  r.body =
+      "{\"code\": " + std::to_string(status) + ", \"message\": \"" + std::string(message) + "\"}";
+  return r;
+}
+
+// A blocking loopback client socket.
+class Client {
+ public:
+  explicit Client(uint16_t port) {
+    fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(port);
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    connected_ = ::connect(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
+    timeval tv{static_cast<time_t>(kPatience.count()), 0};
+    ::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  }
+  ~Client() { Close(); }
+  Client(const Client&) = delete;
+  Client& operator=(const Client&) = delete;
+
+  bool connected() const { return connected_; }
+  bool Send(std::string_view data) {
+    while (!data.empty()) {
+      ssize_t n = ::send(fd_, data.data(), data.size(), MSG_NOSIGNAL);
+      if (n <= 0) return false;
+      data.remove_prefix(static_cast<size_t>(n));
+    }
+    return true;
+  }
+  void ShutdownWrite() { ::shutdown(fd_, SHUT_WR); }
+  void Close() {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = -1;
+  }
+  // One response: status line + headers + Content-Length body; "" on EOF/timeout first.
+  std::string ReadResponse() {
+    while (true) {
+      size_t end = buf_.find("\r\n\r\n");
+      if (end != std::string::npos) {
+        size_t len = 0;
+        size_t cl = buf_.find("Content-Length: ");
+        if (cl != std::string::npos && cl < end) len = std::stoul(buf_.substr(cl + 16));
+        if (buf_.size() >= end + 4 + len) {
+          std::string out = buf_.substr(0, end + 4 + len);
+          buf_.erase(0, end + 4 + len);
+          return out;
+        }
+      }
+      if (!Fill()) return "";
+    }
+  }
+  // True when the server closed the connection (EOF) with nothing more to read.
+  bool ReadsEof() { return buf_.empty() && !Fill(); }
+
+ private:
+  bool Fill() {
+    char tmp[4096];
+    ssize_t n = ::recv(fd_, tmp, sizeof(tmp), 0);
+    if (n <= 0) return false;
+    buf_.append(tmp, static_cast<size_t>(n));
+    return true;
+  }
+  int fd_ = -1;
+  bool connected_ = false;
+  std::string buf_;
+};
+
+bool Eventually(const std::function<bool()>& condition) {
+  const auto until = std::chrono::steady_clock::now() + kPatience;
+  while (std::chrono::steady_clock::now() < until) {
+    if (condition()) return true;
+    std::this_thread::sleep_for(5ms);
+  }
+  return condition();
+}
+
+std::string Get(std::string_view path) {
+  return "GET " + std::string(path) + " HTTP/1.1\r\nHost: t\r\n\r\n";
+}
+
+class ServerTest : public ::testing::Test {
+ protected:
+  uint16_t StartServer(RequestHandler* handler, int64_t max_connections = 0, int threads = 2) {
+    ServerOptions options;
+    options.threads = threads;
+    options.errors = &JsonError;
+    options.observer = &observer_;
+    server_ = std::make_unique<Server>(options);
+    auto port = server_->AddListener("test", "127.0.0.1", 0, handler, max_connections);
+    EXPECT_TRUE(port.ok()) << port.status().message();
+    server_->Start();
+    return port.ok() ? *port : 0;
+  }
+  void TearDown() override {
+    if (server_ != nullptr) server_->Shutdown(std::chrono::milliseconds(2000));
+  }
+
+  CountingObserver observer_;
+  std::unique_ptr<Server> server_;
+};
+
+// ---- issue 7 #13: a dispatched request notices that its client left ----
+
+TEST_F(ServerTest, ClientCloseWhileDispatchedMarksClientGone) {
+  HoldingHandler handler;
+  uint16_t port = StartServer(&handler);
+  auto client = std::make_unique<Client>(port);
+  ASSERT_TRUE(client->connected());
+  ASSERT_TRUE(client->Send(Get("/slow")));
+  ASSERT_TRUE(handler.WaitForRequests(1));
+  auto probe = handler.Probe(0);
+  EXPECT_FALSE(probe());
+  client.reset();  // the client gives up and closes
+  EXPECT_TRUE(Eventually(probe)) << "the server never noticed the client closing";
+  // Answering a gone client is harmless, and the server keeps serving others.
+  handler.Answer(0, "late");
+  Client other(port);
+  ASSERT_TRUE(other.Send(Get("/next")));
+  ASSERT_TRUE(handler.WaitForRequests(2));
+  EXPECT_FALSE(handler.Probe(1)());
+  handler.Answer(1, "fine");
+  std::string resp = other.ReadResponse();
+  EXPECT_NE(resp.find("HTTP/1.1 200 OK"), std::string::npos) << resp;
+  EXPECT_NE(resp.find("fine"), std::string::npos) << resp;
+}
+
+TEST_F(ServerTest, HalfCloseWhileDispatchedCountsAsGoneButStillGetsTheAnswer) {
+  // Netty (TorchServe) treats an input shutdown as the channel closing: so do we. The
+  // answer is still written, and a half-closed client can read it.
+  HoldingHandler handler;
+  uint16_t port = StartServer(&handler);
+  Client client(port);
+  ASSERT_TRUE(client.Send(Get("/half")));
+  ASSERT_TRUE(handler.WaitForRequests(1));
+  client.ShutdownWrite();
+  auto probe = handler.Probe(0);
+  EXPECT_TRUE(Eventually(probe));
+  handler.Answer(0, "still here");
+  std::string resp = client.ReadResponse();
+  EXPECT_NE(resp.find("HTTP/1.1 200 OK"), std::string::npos) << resp;
+  EXPECT_NE(resp.find("Connection: close"), std::string::npos) << resp;
+  EXPECT_NE(resp.find("still here"), std::string::npos) << resp;
+  EXPECT_TRUE(client.ReadsEof());
+  EXPECT_EQ(observer_.twoxx.load(), 1);
+}
+
+TEST_F(ServerTest, ClientStillConnectedIsNotGone) {
+  HoldingHandler handler;
+  uint16_t port = StartServer(&handler);
+  Client client(port);
+  ASSERT_TRUE(client.Send(Get("/a")));
+  ASSERT_TRUE(handler.WaitForRequests(1));
+  auto probe = handler.Probe(0);
+  std::this_thread::sleep_for(50ms);
+  EXPECT_FALSE(probe());
+  handler.Answer(0, "ok");
+  EXPECT_NE(client.ReadResponse().find("200 OK"), std::string::npos);
+  EXPECT_FALSE(probe());
+}
+
+// ---- pipelining: bytes read while dispatched wait for their turn ----
+
+TEST_F(ServerTest, PipelinedRequestsAreAnsweredInOrder) {
+  HoldingHandler handler;
+  uint16_t port = StartServer(&handler);
+  Client client(port);
+  ASSERT_TRUE(client.Send(Get("/first") + Get("/second")));
+  ASSERT_TRUE(handler.WaitForRequests(1));
+  // The second request is read but not dispatched until the first is answered.
+  std::this_thread::sleep_for(50ms);
+  EXPECT_EQ(handler.requests(), 1u);
+  EXPECT_FALSE(handler.Probe(0)());
+  handler.Answer(0, "one");
+  ASSERT_TRUE(handler.WaitForRequests(2));
+  EXPECT_EQ(handler.path(1), "/second");
+  handler.Answer(1, "two");
+  std::string r1 = client.ReadResponse();
+  std::string r2 = client.ReadResponse();
+  EXPECT_NE(r1.find("\r\n\r\none"), std::string::npos) << r1;
+  EXPECT_NE(r2.find("\r\n\r\ntwo"), std::string::npos) << r2;
+}
+
+TEST_F(ServerTest, PipelinedRequestsAfterDispatchAreAnsweredInOrder) {
+  // The second request arrives while the first is dispatched (read by the pending read).
+  HoldingHandler handler;
+  uint16_t port = StartServer(&handler);
+  Client client(port);
+  ASSERT_TRUE(client.Send(Get("/first")));
+  ASSERT_TRUE(handler.WaitForRequests(1));
+  ASSERT_TRUE(client.Send(Get("/second") + Get("/third")));
+  std::this_thread::sleep_for(50ms);
+  EXPECT_EQ(handler.requests(), 1u);
+  EXPECT_FALSE(handler.Probe(0)());
+  handler.Answer(0, "one");
+  ASSERT_TRUE(handler.WaitForRequests(2));
+  handler.Answer(1, "two");
+  ASSERT_TRUE(handler.WaitForRequests(3));
+  EXPECT_EQ(handler.path(2), "/third");
+  handler.Answer(2, "three");
+  EXPECT_NE(client.ReadResponse().find("\r\n\r\none"), std::string::npos);
+  EXPECT_NE(client.ReadResponse().find("\r\n\r\ntwo"), std::string::npos);
+  EXPECT_NE(client.ReadResponse().find("\r\n\r\nthree"), std::string::npos);
+}
+
+TEST_F(ServerTest, OversizedPipelinedHeadWhileDispatchedIsRefusedAfterTheAnswer) {
+  // What arrives during dispatch is held to the header-size cap: the first request is
+  // answered, then the oversized one gets 431.
+  HoldingHandler handler;
+  uint16_t port = StartServer(&handler);
+  Client client(port);
+  ASSERT_TRUE(client.Send(Get("/first")));
+  ASSERT_TRUE(handler.WaitForRequests(1));
+  std::string huge = "GET /x HTTP/1.1\r\nX-Big: " + std::string(64 * 1024, 'a') + "\r\n\r\n";
+  std::thread sender([&] { client.Send(huge); });
+  std::this_thread::sleep_for(50ms);
+  handler.Answer(0, "one");
+  EXPECT_NE(client.ReadResponse().find("\r\n\r\none"), std::string::npos);
+  std::string second = client.ReadResponse();
+  EXPECT_NE(second.find("HTTP/1.1 431"), std::string::npos) << second;
+  client.ShutdownWrite();
+  sender.join();
+  EXPECT_EQ(handler.requests(), 1u);
+}
+
+// ---- issue 7 #4: the per-listener connection cap ----
+
+TEST_F(ServerTest, ConnectionsOverTheCapAreAnswered503AndCounted) {
+  EchoPathHandler handler;
+  uint16_t port = StartServer(&handler, /*max_connections=*/2);
+  Client a(port);
+  Client b(port);
+  ASSERT_TRUE(a.connected() && b.connected());
+  // Both hold their slots: prove they were accepted by serving one request on each.
+  ASSERT_TRUE(a.Send(Get("/a")));
+  EXPECT_NE(a.ReadResponse().find("200 OK"), std::string::npos);
+  ASSERT_TRUE(b.Send(Get("/b")));
+  EXPECT_NE(b.ReadResponse().find("200 OK"), std::string::npos);
+
+  Client over(port);
+  ASSERT_TRUE(over.connected());
+  std::string resp = over.ReadResponse();
+  EXPECT_NE(resp.find("HTTP/1.1 503 Service Unavailable"), std::string::npos) << resp;
+  EXPECT_NE(resp.find("Connection: close"), std::string::npos) << resp;
+  EXPECT_NE(resp.find("{\"code\": 503, \"message\": \"Too many connections to the test API "
+                      "(the limit is 2); retry later\"}"),
+            std::string::npos)
+      << resp;
+  EXPECT_TRUE(over.ReadsEof());
+  EXPECT_EQ(observer_.fivexx.load(), 1);
+
+  // The open connections are not disturbed.
+  ASSERT_TRUE(a.Send(Get("/again")));
+  EXPECT_NE(a.ReadResponse().find("/again"), std::string::npos);
+
+  // A closed connection gives its slot back.
+  b.Close();
+  EXPECT_TRUE(Eventually([&] {
+    Client c(port);
+    return c.Send(Get("/c")) && c.ReadResponse().find("200 OK") != std::string::npos;
+  }));
+}
+
+TEST_F(ServerTest, ManyConnectionsOverTheCapAllGet503) {
+  // More than the listener answers politely at once: the rest are refused outright, still
+  // with the 503, and every refusal is counted.
+  EchoPathHandler handler;
+  uint16_t port = StartServer(&handler, /*max_connections=*/1);
+  Client held(port);
+  ASSERT_TRUE(held.Send(Get("/held")));
+  EXPECT_NE(held.ReadResponse().find("200 OK"), std::string::npos);
+  std::vector<std::unique_ptr<Client>> over;
+  for (int i = 0; i < 60; ++i) over.push_back(std::make_unique<Client>(port));
+  int refused = 0;
+  for (auto& c : over) {
+    std::string resp = c->ReadResponse();
+    if (resp.find("HTTP/1.1 503 ") != std::string::npos) ++refused;
+  }
+  EXPECT_EQ(refused, 60);
+  EXPECT_EQ(observer_.fivexx.load(), 60);
+  ASSERT_TRUE(held.Send(Get("/still")));
+  EXPECT_NE(held.ReadResponse().find("/still"), std::string::npos);
+}
+
+TEST(ConnectionCapsTest, InferenceGetsTheRestAndOthersKeepAShare) {
+  // 1024 descriptors, 24 in use: 1024 - 24 - 64 (headroom) - 48 (refusing) = 888.
+  ConnectionCaps caps = ConnectionCapsFor(1024, 24);
+  EXPECT_EQ(caps.management, 111);
+  EXPECT_EQ(caps.metrics, 111);
+  EXPECT_EQ(caps.inference, 888 - 222);
+  // Tiny limits still leave every listener something.
+  caps = ConnectionCapsFor(64, 40);
+  EXPECT_EQ(caps.management, 4);
+  EXPECT_EQ(caps.metrics, 4);
+  EXPECT_EQ(caps.inference, 1);
+  // Unlimited is read as 2^20; the auxiliary listeners stop at 1024.
+  caps = ConnectionCapsFor(0, 10);
+  EXPECT_EQ(caps.management, 1024);
+  EXPECT_GT(caps.inference, 1000000);
+}
+
+}  // namespace
+}  // namespace tserve::http
