@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <csignal>
@@ -195,7 +196,9 @@ class App {
     url_policy_ = std::move(*policy);
     api::ManagementApi::Options mgmt;
     mgmt.enable_model_api = config_.enable_model_api;
-    mgmt.fetch = [this](const std::string& url) { return FetchForRegistration(url); };
+    mgmt.fetch = [this](const std::string& url, const std::atomic<bool>& cancel) {
+      return FetchForRegistration(url, cancel);
+    };
     management_api_ = std::make_unique<api::ManagementApi>(models_.get(), std::move(mgmt));
     inference_router_ = std::make_unique<http::Router>(&api::ErrorForStatus);
     inference_api_->RegisterRoutes(inference_router_.get());
@@ -279,6 +282,8 @@ class App {
 
   void Stop() {
     spdlog::info("Shutting down: no new connections; finishing requests in flight");
+    // Downloads abort and registrations answer first: they must not hold up the grace period.
+    management_api_->Shutdown();
     server_->Shutdown(std::chrono::seconds(30));
     models_->Shutdown();
     std::error_code ignored;
@@ -298,7 +303,8 @@ class App {
 
   // POST /models?url=...: a path inside the model store, a file:// URL resolving there, or
   // an http(s) URL matching allowed_urls, downloaded into the store (size-capped).
-  StatusOr<std::string> FetchForRegistration(const std::string& url) {
+  StatusOr<std::string> FetchForRegistration(const std::string& url,
+                                             const std::atomic<bool>& cancel) {
     if (config_.model_store.empty()) {
       return Status::InvalidArgument("no model_store is configured to register models into");
     }
@@ -307,6 +313,11 @@ class App {
     req.model_store = config_.model_store;
     req.policy = &url_policy_;
     req.max_bytes = config_.max_model_download_size;
+    req.allow_loopback = config_.allow_loopback_model_urls;
+    req.allow_private = config_.allow_private_model_urls;
+    req.own_ports = {config_.inference_address.port, config_.management_address.port,
+                     config_.metrics_address.port};
+    req.cancel = &cancel;
     auto path = serving::FetchModelArchive(req);
     // Local paths that do not resolve inside the store: TorchServe's 404, without telling
     // the caller where the store or the target lie on this host.

@@ -1,12 +1,16 @@
 #include "api/management_api.h"
 
+#include <unistd.h>
+
 #include <chrono>
 #include <ctime>
 #include <nlohmann/json.hpp>
 #include <optional>
 
 #include "api/errors.h"
+#include "common/json_limits.h"
 #include "common/strings.h"
+#include "serving/model_fetcher.h"
 
 namespace tserve::api {
 
@@ -15,7 +19,8 @@ namespace {
 using Json = nlohmann::ordered_json;
 
 // The request's parameters: query string, then a form body (curl -d), then a JSON object
-// body. Later sources do not override earlier ones.
+// body. Later sources do not override earlier ones. A JSON body that does not parse, or is
+// nested deeper than kMaxJsonDepth, makes status() an InvalidArgument.
 class Params {
  public:
   explicit Params(const http::Request& request) {
@@ -24,9 +29,13 @@ class Params {
     const std::string_view body = request.body;
     if (body.empty()) return;
     if (EqualsIgnoreCase(TrimWhitespace(type.substr(0, type.find(';'))), "application/json")) {
-      Json j = Json::parse(body, nullptr, /*allow_exceptions=*/false);
-      if (j.is_object()) {
-        for (auto& [k, v] : j.items()) {
+      StatusOr<Json> j = ParseOrderedJsonLimited(body);
+      if (!j.ok()) {
+        status_ = Status::InvalidArgument("Invalid request body: " + j.status().message());
+        return;
+      }
+      if (j->is_object()) {
+        for (auto& [k, v] : j->items()) {
           values_.emplace(k, v.is_string() ? v.get<std::string>() : v.dump());
         }
       }
@@ -37,6 +46,7 @@ class Params {
     for (auto& [k, v] : http::ParseQuery(body)) values_.emplace(k, v);
   }
 
+  const Status& status() const { return status_; }
   std::optional<std::string> Get(const std::string& key) const {
     auto it = values_.find(key);
     if (it == values_.end()) return std::nullopt;
@@ -65,6 +75,7 @@ class Params {
   }
 
  private:
+  Status status_;
   std::multimap<std::string, std::string> values_;
 };
 
@@ -84,6 +95,17 @@ http::Response ManagementError(const Status& s) {
     default:
       return ErrorFromStatus(s);
   }
+}
+
+// Load errors name the archive by the path the fetcher resolved it to, inside the model
+// store; the client gave a name or URL and must not learn where the store is (issue 7 #15).
+Status NameArchiveAsGiven(const Status& s, const std::string& path, const std::string& as_given) {
+  std::string message = s.message();
+  for (size_t at = message.find(path); !path.empty() && at != std::string::npos;
+       at = message.find(path, at + as_given.size())) {
+    message.replace(at, path.size(), as_given);
+  }
+  return Status(s.code(), std::move(message));
 }
 
 http::Response NotFound(serving::ModelManager::FindError why, const std::string& name,
@@ -164,6 +186,7 @@ void ManagementApi::RegisterRoutes(http::Router* router) {
 
 void ManagementApi::List(http::Request& request, http::Responder responder) {
   Params p(request);
+  if (!p.status().ok()) return responder.Send(ManagementError(p.status()));
   auto limit = p.Int("limit");
   if (!limit.ok()) return responder.Send(ManagementError(limit.status()));
   auto token = p.Int("next_page_token");
@@ -214,6 +237,7 @@ void ManagementApi::Scale(http::Request& request, http::Responder responder) {
   const std::string version =
       request.path_params.size() > 1 ? std::string(request.path_params[1]) : "";
   Params p(request);
+  if (!p.status().ok()) return responder.Send(ManagementError(p.status()));
   auto min = p.Int("min_worker");
   if (!min.ok()) return responder.Send(ManagementError(min.status()));
   auto max = p.Int("max_worker");
@@ -249,9 +273,16 @@ void ManagementApi::Scale(http::Request& request, http::Responder responder) {
 void ManagementApi::Register(http::Request& request, http::Responder responder) {
   if (!options_.enable_model_api) return responder.Send(MethodNotAllowed());
   Params p(request);
+  if (!p.status().ok()) return responder.Send(ManagementError(p.status()));
   auto url = p.Get("url");
   if (!url || url->empty()) {
     return responder.Send(JsonError(400, "BadRequestException", "Parameter url is required."));
+  }
+  if (url->size() > serving::kMaxUrlLength) {
+    return responder.Send(JsonError(400, "BadRequestException",
+                                    "Parameter url is " + std::to_string(url->size()) +
+                                        " characters long; at most " +
+                                        std::to_string(serving::kMaxUrlLength) + " are accepted."));
   }
   serving::ModelManager::LoadOverrides o;
   for (auto [key, field] :
@@ -274,15 +305,20 @@ void ManagementApi::Register(http::Request& request, http::Responder responder) 
   if (!options_.fetch) {
     return responder.Send(ErrorForStatus(500, "model registration is not configured"));
   }
-  // Fetching (a download) and loading (unzipping) are slow: off the I/O thread.
+  // Fetching (a download) and loading (unzipping) are slow: on a registration thread.
   auto shared = std::make_shared<http::Responder>(std::move(responder));
   auto name = p.Get("model_name").value_or("");
   const bool synchronous = sync->value_or(false);
-  models_->RunInBackground([this, shared, u = *url, name, o, workers, synchronous] {
-    auto path = options_.fetch(u);
+  Status queued = RunRegistration([this, shared, u = *url, name, o, workers, synchronous] {
+    auto path = options_.fetch(u, cancel_);
     if (!path.ok()) return shared->Send(ManagementError(path.status()));
     auto model = models_->LoadAndGet({name, *path}, /*at_startup=*/false, o);
-    if (!model.ok()) return shared->Send(ManagementError(model.status()));
+    if (!model.ok()) {
+      // A download is this registration's own copy (never an existing file): a failed
+      // registration leaves nothing behind, so a retry behaves as the first try.
+      if (serving::IsDownloadUrl(u)) ::unlink(path->c_str());
+      return shared->Send(ManagementError(NameArchiveAsGiven(model.status(), *path, u)));
+    }
     const std::string head =
         "Model \"" + (*model)->name + "\" Version: " + (*model)->version + " registered with ";
     if (workers == 0) {
@@ -296,6 +332,53 @@ void ManagementApi::Register(http::Request& request, http::Responder responder) 
           shared->Send(JsonStatus(200, head + std::to_string(n) + " initial workers"));
         });
   });
+  if (!queued.ok()) shared->Send(ManagementError(queued));
+}
+
+ManagementApi::~ManagementApi() { Shutdown(); }
+
+Status ManagementApi::RunRegistration(std::function<void()> task) {
+  std::lock_guard<std::mutex> lock(reg_mu_);
+  if (reg_stop_) return Status::Unavailable("Registration refused: the server is shutting down");
+  if (reg_in_progress_ >= kMaxConcurrentRegistrations) {
+    return Status::ResourceExhausted("Too many registrations in progress: at most " +
+                                     std::to_string(kMaxConcurrentRegistrations) +
+                                     " run at once; retry when one has finished");
+  }
+  reg_tasks_.push_back(std::move(task));
+  ++reg_in_progress_;
+  if (reg_threads_.size() < static_cast<size_t>(reg_in_progress_)) {
+    reg_threads_.emplace_back([this] { RegistrationLoop(); });
+  }
+  reg_cv_.notify_one();
+  return Status::Ok();
+}
+
+void ManagementApi::RegistrationLoop() {
+  std::unique_lock<std::mutex> lock(reg_mu_);
+  while (true) {
+    reg_cv_.wait(lock, [this] { return reg_stop_ || !reg_tasks_.empty(); });
+    if (reg_tasks_.empty()) return;  // stopping and nothing left
+    std::function<void()> task = std::move(reg_tasks_.front());
+    reg_tasks_.pop_front();
+    lock.unlock();
+    task();
+    task = nullptr;  // its Responder and captures go before the slot is free again
+    lock.lock();
+    --reg_in_progress_;
+  }
+}
+
+void ManagementApi::Shutdown() {
+  cancel_ = true;
+  std::vector<std::thread> threads;
+  {
+    std::lock_guard<std::mutex> lock(reg_mu_);
+    reg_stop_ = true;
+    threads.swap(reg_threads_);
+  }
+  reg_cv_.notify_all();
+  for (std::thread& t : threads) t.join();
 }
 
 void ManagementApi::Unregister(http::Request& request, http::Responder responder) {

@@ -1,6 +1,12 @@
 #pragma once
 
+#include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "common/status.h"
@@ -12,23 +18,37 @@ namespace tserve::api {
 // The management listener (port 8081): TorchServe's Management API — list (paginated),
 // describe, scale, register, unregister, set-default, and OPTIONS / (OpenAPI).
 // Register/unregister answer 405 unless enable_model_api. Parameters come from the query
-// string or an application/x-www-form-urlencoded body (curl -d), or a JSON body for
-// register; a malformed integer is a 400 naming the parameter.
-// Thread safety: handlers run on many I/O threads; slow work runs on the manager's
-// control thread and answers through the Responder when done.
+// string or an application/x-www-form-urlencoded body (curl -d), or a JSON body (nested at
+// most kMaxJsonDepth deep, else 400); a malformed integer is a 400 naming the parameter.
+// Registrations (fetch, unzip, load) run on a few registration threads of their own, at
+// most kMaxConcurrentRegistrations at once (more answer 503), so a slow download never
+// delays scaling or unloading, which run on the manager's control thread.
+// Thread safety: handlers run on many I/O threads and answer through the Responder when
+// done. Shutdown (or the destructor) must run before the ModelManager shuts down.
 class ManagementApi {
  public:
   // Resolves a registration URL to a local archive path inside the model store (allowed
-  // URLs, downloads): the URL-fetching policy lives outside the API.
-  using Fetcher = std::function<StatusOr<std::string>(const std::string& url)>;
+  // URLs, downloads): the URL-fetching policy lives outside the API. A download must stop
+  // soon after `cancel` becomes true.
+  using Fetcher =
+      std::function<StatusOr<std::string>(const std::string& url, const std::atomic<bool>& cancel)>;
 
   struct Options {
     bool enable_model_api = false;
     Fetcher fetch;
   };
+  // Registrations in progress at once (each may hold a download); more answer 503.
+  static constexpr int kMaxConcurrentRegistrations = 4;
+
   ManagementApi(serving::ModelManager* models, Options options)
       : models_(models), options_(std::move(options)) {}
+  ~ManagementApi();
+  ManagementApi(const ManagementApi&) = delete;
+  ManagementApi& operator=(const ManagementApi&) = delete;
   void RegisterRoutes(http::Router* router);
+  // Aborts downloads in progress and waits for every registration to answer (503 for the
+  // aborted ones); later registrations answer 503. Idempotent.
+  void Shutdown();
 
  private:
   void List(http::Request& request, http::Responder responder);
@@ -37,9 +57,21 @@ class ManagementApi {
   void Register(http::Request& request, http::Responder responder);
   void Unregister(http::Request& request, http::Responder responder);
   void SetDefault(http::Request& request, http::Responder responder);
+  // Queues a registration for a registration thread; ResourceExhausted when
+  // kMaxConcurrentRegistrations are in progress, Unavailable after Shutdown.
+  Status RunRegistration(std::function<void()> task);
+  void RegistrationLoop();
 
   serving::ModelManager* models_;
   Options options_;
+
+  std::atomic<bool> cancel_{false};  // set by Shutdown: downloads stop
+  std::mutex reg_mu_;
+  std::condition_variable reg_cv_;
+  std::deque<std::function<void()>> reg_tasks_;
+  int reg_in_progress_ = 0;  // queued or running
+  bool reg_stop_ = false;
+  std::vector<std::thread> reg_threads_;  // started as needed, up to the cap
 };
 
 // The OpenAPI 3 description of one listener's API ("inference", "management", "metrics").

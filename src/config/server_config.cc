@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <re2/re2.h>
 
 #include <algorithm>
 #include <cctype>
@@ -10,16 +11,6 @@
 #include <functional>
 #include <limits>
 #include <optional>
-// With sanitizers on, GCC 12 reports a false -Wmaybe-uninitialized inside <regex>, which
-// -Werror would turn into a build failure; the header is not ours to fix.
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
-#include <regex>
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic pop
-#endif
 #include <string_view>
 
 #include "common/strings.h"
@@ -255,14 +246,14 @@ std::vector<std::string> SplitList(std::string_view v) {
 std::optional<std::string> ApplyAllowedUrls(std::string_view v, ServerConfig& c) {
   std::vector<std::string> patterns = SplitList(v);
   if (patterns.empty()) return "expected one or more comma-separated regular expressions";
+  // The same engine and options as serving::UrlPolicy, which matches them (RE2: linear
+  // time; no look-arounds or back-references).
+  RE2::Options options;
+  options.set_case_sensitive(false);
+  options.set_log_errors(false);
   for (const std::string& p : patterns) {
-    try {
-      std::regex re(p, std::regex::ECMAScript | std::regex::icase);
-    } catch (const std::regex_error& e) {
-      std::string why = e.what();
-      while (!why.empty() && (why.back() == '.' || why.back() == '\n')) why.pop_back();
-      return "regular expression " + Quote(p) + " does not compile: " + why;
-    }
+    RE2 re(p, options);
+    if (!re.ok()) return "regular expression " + Quote(p) + " does not compile: " + re.error();
   }
   c.allowed_urls = std::move(patterns);
   return std::nullopt;
@@ -325,6 +316,8 @@ const std::vector<KeySpec>& KnownKeys() {
       {"key_file", StringKey(&C::key_file)},
       {"max_model_download_size",
        IntegerKey(&C::max_model_download_size, 1, std::numeric_limits<int64_t>::max())},
+      {"allow_loopback_model_urls", BoolKey(&C::allow_loopback_model_urls)},
+      {"allow_private_model_urls", BoolKey(&C::allow_private_model_urls)},
   };
   return *keys;
 }

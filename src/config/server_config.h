@@ -59,6 +59,10 @@ struct ServerConfig {
   std::string key_file = "key_file.json";  // where the token keys are written (mode 0600)
   // The largest model archive POST /models downloads over http(s), in bytes (4 GiB).
   int64_t max_model_download_size = int64_t{4} << 30;
+  // Registration downloads may connect to loopback (127/8, ::1) / private addresses (10/8,
+  // 172.16/12, 192.168/16, 100.64/10, fc00::/7); link-local and tserve's own listeners never.
+  bool allow_loopback_model_urls = false;
+  bool allow_private_model_urls = false;
 };
 
 // Everything LoadServerConfig reads; main fills it (this module does no I/O). Plain data.

@@ -1,29 +1,24 @@
 #include "serving/model_fetcher.h"
 
+#include <arpa/inet.h>
 #include <curl/curl.h>
 #include <fcntl.h>
+#include <ifaddrs.h>
+#include <netinet/in.h>
+#include <re2/re2.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <cctype>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
 #include <mutex>
 #include <optional>
-// With sanitizers on, GCC 12 reports a false -Wmaybe-uninitialized inside <regex>, which
-// -Werror would turn into a build failure; the header is not ours to fix.
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
-#include <regex>
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic pop
-#endif
 #include <utility>
 
 #include "common/strings.h"
@@ -33,7 +28,7 @@ namespace tserve::serving {
 
 struct UrlPolicy::Compiled {
   std::vector<std::string> sources;
-  std::vector<std::regex> regexes;
+  std::vector<std::unique_ptr<const RE2>> regexes;
 };
 
 UrlPolicy::UrlPolicy() : compiled_(std::make_shared<const Compiled>()) {}
@@ -43,13 +38,16 @@ UrlPolicy& UrlPolicy::operator=(const UrlPolicy&) = default;
 
 StatusOr<UrlPolicy> UrlPolicy::Create(const std::vector<std::string>& patterns) {
   auto compiled = std::make_shared<Compiled>();
+  RE2::Options options;
+  options.set_case_sensitive(false);
+  options.set_log_errors(false);
   for (const std::string& p : patterns) {
-    try {
-      compiled->regexes.emplace_back(p, std::regex::ECMAScript | std::regex::icase);
-    } catch (const std::regex_error& e) {
+    auto re = std::make_unique<const RE2>(p, options);
+    if (!re->ok()) {
       return Status::InvalidArgument("allowed_urls: regular expression \"" + p +
-                                     "\" does not compile: " + e.what());
+                                     "\" does not compile: " + re->error());
     }
+    compiled->regexes.push_back(std::move(re));
     compiled->sources.push_back(p);
   }
   UrlPolicy policy;
@@ -58,14 +56,172 @@ StatusOr<UrlPolicy> UrlPolicy::Create(const std::vector<std::string>& patterns) 
 }
 
 bool UrlPolicy::Allows(std::string_view url) const {
-  for (const std::regex& re : compiled_->regexes) {
-    // regex_match: the whole URL must match, as Java's Matcher.matches() in TorchServe.
-    if (std::regex_match(url.begin(), url.end(), re)) return true;
+  for (const auto& re : compiled_->regexes) {
+    // FullMatch: the whole URL must match, as Java's Matcher.matches() in TorchServe.
+    if (RE2::FullMatch(re2::StringPiece(url.data(), url.size()), *re)) return true;
   }
   return false;
 }
 
 const std::vector<std::string>& UrlPolicy::patterns() const { return compiled_->sources; }
+
+namespace {
+
+// An address as 16 bytes: IPv6, or IPv4 in its mapped form (::ffff:a.b.c.d).
+using Ip16 = std::array<uint8_t, 16>;
+
+Ip16 MappedV4(const uint8_t v4[4]) {
+  Ip16 ip{};
+  ip[10] = ip[11] = 0xff;
+  std::copy(v4, v4 + 4, ip.begin() + 12);
+  return ip;
+}
+
+AddressKind ClassifyV4(const uint8_t* a) {
+  if (a[0] == 127) return AddressKind::kLoopback;
+  if (a[0] == 10 || (a[0] == 172 && (a[1] & 0xf0) == 16) || (a[0] == 192 && a[1] == 168) ||
+      (a[0] == 100 && (a[1] & 0xc0) == 64)) {
+    return AddressKind::kPrivate;
+  }
+  if (a[0] == 169 && a[1] == 254) return AddressKind::kLinkLocal;
+  if (a[0] == 0 || a[0] >= 224) return AddressKind::kReserved;  // this network; 224/4; 240/4
+  return AddressKind::kPublic;
+}
+
+AddressKind Classify(const Ip16& a) {
+  static constexpr uint8_t kMappedPrefix[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+  static constexpr uint8_t kNat64Prefix[12] = {0, 0x64, 0xff, 0x9b, 0, 0, 0, 0, 0, 0, 0, 0};
+  if (std::equal(a.begin(), a.begin() + 12, kMappedPrefix) ||
+      std::equal(a.begin(), a.begin() + 12, kNat64Prefix)) {
+    return ClassifyV4(a.data() + 12);
+  }
+  if (a[0] == 0x20 && a[1] == 0x02) return ClassifyV4(a.data() + 2);  // 6to4
+  if (std::all_of(a.begin(), a.begin() + 15, [](uint8_t b) { return b == 0; })) {
+    return a[15] == 1 ? AddressKind::kLoopback : AddressKind::kReserved;  // ::1, ::
+  }
+  if (std::all_of(a.begin(), a.begin() + 12, [](uint8_t b) { return b == 0; })) {
+    return AddressKind::kReserved;  // IPv4-compatible (deprecated)
+  }
+  if (a[0] == 0xfe && (a[1] & 0xc0) == 0x80) return AddressKind::kLinkLocal;  // fe80::/10
+  if (a[0] == 0xfe && (a[1] & 0xc0) == 0xc0) return AddressKind::kPrivate;    // fec0::/10
+  if ((a[0] & 0xfe) == 0xfc) return AddressKind::kPrivate;                    // fc00::/7
+  if (a[0] == 0xff) return AddressKind::kReserved;                            // multicast
+  return AddressKind::kPublic;
+}
+
+// The address and port of a socket address, or nullopt for another family.
+std::optional<std::pair<Ip16, uint16_t>> FromSockaddr(const sockaddr* sa, size_t len) {
+  if (sa->sa_family == AF_INET && len >= sizeof(sockaddr_in)) {
+    sockaddr_in in;
+    std::memcpy(&in, sa, sizeof(in));
+    uint8_t v4[4];
+    std::memcpy(v4, &in.sin_addr, 4);
+    return std::pair{MappedV4(v4), ntohs(in.sin_port)};
+  }
+  if (sa->sa_family == AF_INET6 && len >= sizeof(sockaddr_in6)) {
+    sockaddr_in6 in6;
+    std::memcpy(&in6, sa, sizeof(in6));
+    Ip16 ip;
+    std::memcpy(ip.data(), &in6.sin6_addr, 16);
+    return std::pair{ip, ntohs(in6.sin6_port)};
+  }
+  return std::nullopt;
+}
+
+std::string IpText(const Ip16& ip) {
+  char buf[INET6_ADDRSTRLEN] = {};
+  static constexpr uint8_t kMappedPrefix[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+  if (std::equal(ip.begin(), ip.begin() + 12, kMappedPrefix)) {
+    ::inet_ntop(AF_INET, ip.data() + 12, buf, sizeof(buf));
+  } else {
+    ::inet_ntop(AF_INET6, ip.data(), buf, sizeof(buf));
+  }
+  return buf;
+}
+
+// This host's interface addresses (for "tserve's own listeners" on a wildcard bind).
+std::vector<Ip16> LocalAddresses() {
+  std::vector<Ip16> out;
+  ifaddrs* list = nullptr;
+  if (::getifaddrs(&list) != 0) return out;
+  for (ifaddrs* i = list; i != nullptr; i = i->ifa_next) {
+    if (i->ifa_addr == nullptr) continue;
+    size_t len = i->ifa_addr->sa_family == AF_INET6 ? sizeof(sockaddr_in6) : sizeof(sockaddr_in);
+    if (auto a = FromSockaddr(i->ifa_addr, len)) out.push_back(a->first);
+  }
+  ::freeifaddrs(list);
+  return out;
+}
+
+// Decides every connection a download opens (CURLOPT_OPENSOCKETFUNCTION) and remembers why
+// the last refused one was refused.
+struct ConnectGuard {
+  const FetchRequest* req = nullptr;
+  std::vector<Ip16> local;  // filled only when own_ports is not empty
+  std::string refused;
+
+  // Empty when the connection may be made.
+  std::string Check(const Ip16& ip, uint16_t port) const {
+    const std::string text = IpText(ip);
+    switch (Classify(ip)) {
+      case AddressKind::kLinkLocal:
+        return text +
+               " is a link-local address (where cloud metadata services answer); never "
+               "allowed";
+      case AddressKind::kReserved:
+        return text + " is an unspecified, multicast or reserved address; never allowed";
+      case AddressKind::kLoopback:
+        if (!req->allow_loopback) {
+          return text + " is a loopback address (set allow_loopback_model_urls=true to allow it)";
+        }
+        break;
+      case AddressKind::kPrivate:
+        if (!req->allow_private) {
+          return text + " is a private address (set allow_private_model_urls=true to allow it)";
+        }
+        break;
+      case AddressKind::kPublic:
+        break;
+    }
+    if (std::find(req->own_ports.begin(), req->own_ports.end(), port) != req->own_ports.end() &&
+        (Classify(ip) == AddressKind::kLoopback ||
+         std::find(local.begin(), local.end(), ip) != local.end())) {
+      return text + ":" + std::to_string(port) +
+             " is tserve's own listener; models are never downloaded from tserve itself";
+    }
+    return "";
+  }
+};
+
+curl_socket_t OpenSocket(void* user, curlsocktype /*purpose*/, curl_sockaddr* address) {
+  auto* guard = static_cast<ConnectGuard*>(user);
+  auto ip = FromSockaddr(&address->addr, address->addrlen);
+  std::string why = ip ? guard->Check(ip->first, ip->second)
+                       : "address family " + std::to_string(address->family) + " is not IP";
+  if (!why.empty()) {
+    guard->refused = std::move(why);
+    return CURL_SOCKET_BAD;
+  }
+  return ::socket(address->family, address->socktype | SOCK_CLOEXEC, address->protocol);
+}
+
+// CURLOPT_XFERINFOFUNCTION: non-zero aborts the transfer (CURLE_ABORTED_BY_CALLBACK).
+int CheckCancel(void* user, curl_off_t, curl_off_t, curl_off_t, curl_off_t) {
+  const auto* cancel = static_cast<const std::atomic<bool>*>(user);
+  return cancel != nullptr && cancel->load(std::memory_order_relaxed) ? 1 : 0;
+}
+
+}  // namespace
+
+std::optional<AddressKind> ClassifyIpAddress(std::string_view ip) {
+  if (ip.empty() || ip.size() >= INET6_ADDRSTRLEN) return std::nullopt;
+  const std::string text(ip);
+  uint8_t v4[4];
+  if (::inet_pton(AF_INET, text.c_str(), v4) == 1) return ClassifyV4(v4);
+  Ip16 v6;
+  if (::inet_pton(AF_INET6, text.c_str(), v6.data()) == 1) return Classify(v6);
+  return std::nullopt;
+}
 
 namespace {
 
@@ -119,11 +275,12 @@ StatusOr<std::string> RealStoreDir(const std::string& model_store) {
   }
   std::unique_ptr<char, FreeDeleter> real(::realpath(model_store.c_str(), nullptr));
   if (!real) {
-    return Status::InvalidArgument("model store " + model_store + ": " + std::strerror(errno));
+    return Status::InvalidArgument(std::string("the model store is not usable: ") +
+                                   std::strerror(errno));
   }
   struct stat st;
   if (::stat(real.get(), &st) != 0 || !S_ISDIR(st.st_mode)) {
-    return Status::InvalidArgument("model store " + model_store + " is not a folder");
+    return Status::InvalidArgument("the model store is not a folder");
   }
   return std::string(real.get());
 }
@@ -160,10 +317,19 @@ StatusOr<std::string> ResolveFileUrl(const std::string& model_store, std::string
   return ResolveLocal(model_store, PercentDecode(rest, /*plus_as_space=*/false), url);
 }
 
+// Before anything reads a URL further (a pattern, a parser, an error message).
+Status CheckUrlLength(std::string_view url) {
+  if (url.size() <= kMaxUrlLength) return Status::Ok();
+  return Status::InvalidArgument("URL of " + std::to_string(url.size()) +
+                                 " characters refused: at most " + std::to_string(kMaxUrlLength) +
+                                 " are accepted");
+}
+
 // Checks an http(s) URL the way libcurl will read it: it parses, has a host, carries no
 // credentials (they would let "http://allowed.example@evil.example/" pass a sloppy pattern),
 // and is http or https.
 Status CheckHttpUrl(const std::string& url) {
+  if (Status s = CheckUrlLength(url); !s.ok()) return s;
   if (HasControlOrSpace(url)) {
     return Status::InvalidArgument("URL " + url + " contains spaces or control characters");
   }
@@ -249,10 +415,11 @@ class TempFile {
     std::string tmpl = dir + "/." + name + ".download-XXXXXX";
     fd_ = ::mkostemp(tmpl.data(), O_CLOEXEC);
     if (fd_ < 0) {
-      return Status::Internal("cannot create a temporary file in the model store " + dir + ": " +
-                              std::strerror(errno));
+      return Status::Internal("cannot create a temporary file in the model store for " + name +
+                              ": " + std::strerror(errno));
     }
     path_ = std::move(tmpl);
+    name_ = name;
     return Status::Ok();
   }
   // Empties the file for the next response (a redirect's body is never written, but a
@@ -269,14 +436,19 @@ class TempFile {
       ok = false;
       err = errno;
     }
-    if (!ok) return Status::Internal("cannot write " + path_ + ": " + std::strerror(err));
+    if (!ok) return Status::Internal(WriteError(err));
     return Status::Ok();
   }
   void Keep() { path_.clear(); }
+  // Names the download, not where it is kept on this host.
+  std::string WriteError(int err) const {
+    return "cannot write the download of " + name_ + " to the model store: " + std::strerror(err);
+  }
 
  private:
   int fd_ = -1;
   std::string path_;
+  std::string name_;
 };
 
 // The most a redirect response's body may hold; they are short HTML notes in practice.
@@ -340,8 +512,8 @@ Status Publish(const TempFile& tmp, const std::string& dest, const std::string& 
                bool overwrite) {
   if (overwrite) {
     if (::rename(tmp.path().c_str(), dest.c_str()) != 0) {
-      return Status::Internal("cannot move the download into place as " + dest + ": " +
-                              std::strerror(errno));
+      return Status::Internal("cannot move the download of " + name +
+                              " into place: " + std::strerror(errno));
     }
     return Status::Ok();
   }
@@ -361,8 +533,8 @@ Status Publish(const TempFile& tmp, const std::string& dest, const std::string& 
     return Status::AlreadyExists("model archive " + name +
                                  " already exists in the model store; not overwriting it");
   }
-  return Status::Internal("cannot move the download into place as " + dest + ": " +
-                          std::strerror(err));
+  return Status::Internal("cannot move the download of " + name +
+                          " into place: " + std::strerror(err));
 }
 
 StatusOr<std::string> Download(const FetchRequest& req) {
@@ -386,6 +558,9 @@ StatusOr<std::string> Download(const FetchRequest& req) {
     return Status::AlreadyExists("model archive " + *name +
                                  " already exists in the model store; not overwriting it");
   }
+
+  const std::string aborted = "Download from " + url + " aborted: the server is shutting down";
+  if (req.cancel != nullptr && req.cancel->load()) return Status::Unavailable(aborted);
 
   TempFile tmp;
   if (Status s = tmp.Create(*store, *name); !s.ok()) return s;
@@ -412,6 +587,19 @@ StatusOr<std::string> Download(const FetchRequest& req) {
   curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, &WriteBody);
   curl_easy_setopt(c, CURLOPT_WRITEDATA, &sink);
   curl_easy_setopt(c, CURLOPT_MAXFILESIZE_LARGE, static_cast<curl_off_t>(req.max_bytes));
+  // Every address is checked as it is connected to (after DNS, on every redirect); a proxy
+  // would hide the real peer, so none is used.
+  ConnectGuard guard;
+  guard.req = &req;
+  if (!req.own_ports.empty()) guard.local = LocalAddresses();
+  curl_easy_setopt(c, CURLOPT_OPENSOCKETFUNCTION, &OpenSocket);
+  curl_easy_setopt(c, CURLOPT_OPENSOCKETDATA, &guard);
+  curl_easy_setopt(c, CURLOPT_PROXY, "");
+  if (req.cancel != nullptr) {
+    curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
+    curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, &CheckCancel);
+    curl_easy_setopt(c, CURLOPT_XFERINFODATA, req.cancel);
+  }
 
   const auto deadline = std::chrono::steady_clock::now() + req.timeout;
   const long connect_ms = static_cast<long>(
@@ -425,9 +613,7 @@ StatusOr<std::string> Download(const FetchRequest& req) {
       return Status(StatusCode::kDeadlineExceeded,
                     failed + "timed out after " + std::to_string(req.timeout.count()) + " s");
     }
-    if (!tmp.Truncate()) {
-      return Status::Internal("cannot write " + tmp.path() + ": " + std::strerror(errno));
-    }
+    if (!tmp.Truncate()) return Status::Internal(tmp.WriteError(errno));
     sink.written = 0;
     sink.redirect_body = 0;
     sink.not_success = false;
@@ -436,16 +622,19 @@ StatusOr<std::string> Download(const FetchRequest& req) {
     curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, static_cast<long>(left.count()));
     curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS,
                      std::min(connect_ms, static_cast<long>(left.count())));
+    guard.refused.clear();
     CURLcode rc = curl_easy_perform(c);
+
+    if (rc == CURLE_ABORTED_BY_CALLBACK) return Status::Unavailable(aborted);
+    if (rc == CURLE_COULDNT_CONNECT && !guard.refused.empty()) {
+      return Status::InvalidArgument("Download from " + current + " refused: " + guard.refused);
+    }
 
     if (sink.too_big || rc == CURLE_FILESIZE_EXCEEDED) {
       return Status::InvalidArgument(failed + "the archive exceeds the maximum download size of " +
                                      std::to_string(req.max_bytes) + " bytes");
     }
-    if (sink.write_errno != 0) {
-      return Status::Internal("cannot write " + tmp.path() + ": " +
-                              std::strerror(sink.write_errno));
-    }
+    if (sink.write_errno != 0) return Status::Internal(tmp.WriteError(sink.write_errno));
     if (rc == CURLE_OPERATION_TIMEDOUT) {
       return Status(StatusCode::kDeadlineExceeded,
                     failed + "timed out after " + std::to_string(req.timeout.count()) + " s");
@@ -504,6 +693,7 @@ bool IsDownloadUrl(std::string_view url) {
 
 StatusOr<std::string> FetchModelArchive(const FetchRequest& request) {
   const std::string& url = request.url;
+  if (Status s = CheckUrlLength(url); !s.ok()) return s;
   std::optional<std::string> scheme = SchemeOf(url);
   if (!scheme) return ResolveLocal(request.model_store, url, url);
   if (request.policy == nullptr || !request.policy->Allows(url)) {

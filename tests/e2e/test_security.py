@@ -67,7 +67,8 @@ def test_register_and_unregister_are_405_unless_enabled(tserve, tmp_path):
 
 
 def test_download_from_allowed_url(tserve, tmp_path, file_server):
-    server, store = start(tserve, tmp_path, enable_model_api=True)
+    # The file server is on loopback, which downloads may reach only when opted in (#16).
+    server, store = start(tserve, tmp_path, enable_model_api=True, allow_loopback_model_urls=True)
     r = register(server, url=f"{file_server}/noop.mar", initial_workers=1, synchronous="true")
     assert r.status_code == 200, r.text
     assert r.json()["status"] == 'Model "noop" Version: 1.0 registered with 1 initial workers'
@@ -92,7 +93,7 @@ def test_url_not_matching_allowed_urls_is_404(tserve, tmp_path, file_server):
 
 def test_oversized_download_is_refused_and_leaves_nothing(tserve, tmp_path, file_server):
     server, store = start(tserve, tmp_path, enable_model_api=True,
-                          max_model_download_size=64 * 1024)
+                          max_model_download_size=64 * 1024, allow_loopback_model_urls=True)
     r = register(server, url=f"{file_server}/big.mar")
     assert r.status_code == 400, r.text
     assert "exceeds the maximum download size" in r.json()["message"]

@@ -158,6 +158,97 @@ TEST(UrlPolicyTest, InvalidPatternIsAnError) {
   EXPECT_THAT(p.status().message(), HasSubstr("http://(unclosed"));
 }
 
+TEST(UrlPolicyTest, VeryLongUrlIsMatchedWithoutCrashing) {
+  // std::regex recursed once per character here and overflowed the stack (issue 7 #2).
+  UrlPolicy p = MakePolicy({"http(s)?://.*"});
+  const std::string url = "http://example.com/" + std::string(400000, 'a') + ".mar";
+  EXPECT_TRUE(p.Allows(url));
+  EXPECT_FALSE(p.Allows("ftp://example.com/" + std::string(400000, 'a')));
+}
+
+TEST(UrlPolicyTest, JavaStyleInlineFlagsCompile) {
+  UrlPolicy p = MakePolicy({"(?i)https://A\\.example/.*"});
+  EXPECT_TRUE(p.Allows("https://a.example/m.mar"));
+}
+
+TEST(UrlPolicyTest, UnsupportedPatternIsAnErrorNamingIt) {
+  // Look-arounds and back-references have no linear-time match: refused at startup.
+  for (const std::string& bad : {std::string("http://a/(?!secret).*"), std::string("(a)\\1")}) {
+    StatusOr<UrlPolicy> p = UrlPolicy::Create({"http://ok/.*", bad});
+    ASSERT_FALSE(p.ok()) << bad;
+    EXPECT_EQ(p.status().code(), StatusCode::kInvalidArgument);
+    EXPECT_THAT(p.status().message(), HasSubstr("\"" + bad + "\""));
+  }
+}
+
+TEST(FetchUrlLengthTest, UrlsOverTheLimitAreRefusedBeforeAnythingElse) {
+  UrlPolicy p = MakePolicy(kDefaultPatterns);
+  FetchRequest r;
+  r.model_store = "/nonexistent-tserve-store";
+  r.policy = &p;
+  r.url = "http://example.com/" + std::string(40000, 'a') + ".mar";
+  StatusOr<std::string> got = FetchModelArchive(r);
+  ASSERT_FALSE(got.ok());
+  EXPECT_EQ(got.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_THAT(got.status().message(), HasSubstr(std::to_string(kMaxUrlLength)));
+  EXPECT_LT(got.status().message().size(), 1000u);  // the URL is not echoed whole
+}
+
+// ---------------------------------------------------------------------------------------
+// Address classes (issue 7 #16)
+
+TEST(ClassifyIpAddressTest, PublicAddresses) {
+  for (const char* ip : {"8.8.8.8", "1.1.1.1", "11.0.0.1", "172.15.255.255", "172.32.0.1",
+                         "100.63.255.255", "100.128.0.1", "169.253.255.255", "169.255.0.1",
+                         "192.167.255.255", "192.169.0.1", "126.255.255.255", "128.0.0.1",
+                         "2606:4700::1111", "2001:db8::1", "::ffff:8.8.8.8", "64:ff9b::808:808"}) {
+    EXPECT_EQ(ClassifyIpAddress(ip), AddressKind::kPublic) << ip;
+  }
+}
+
+TEST(ClassifyIpAddressTest, LoopbackAddresses) {
+  for (const char* ip :
+       {"127.0.0.1", "127.1.2.3", "127.255.255.254", "::1", "::ffff:127.0.0.1", "::ffff:7f00:1",
+        "0:0:0:0:0:ffff:7f00:2", "64:ff9b::127.0.0.1", "2002:7f00:1::1"}) {
+    EXPECT_EQ(ClassifyIpAddress(ip), AddressKind::kLoopback) << ip;
+  }
+}
+
+TEST(ClassifyIpAddressTest, PrivateAddresses) {
+  for (const char* ip :
+       {"10.0.0.1", "10.255.255.255", "172.16.0.1", "172.31.255.255", "192.168.0.1",
+        "192.168.255.255", "100.64.0.1", "100.127.255.255", "fc00::1", "fd12:3456::1",
+        "fdff:ffff::1", "fec0::1", "::ffff:10.1.2.3", "::ffff:192.168.1.1", "::ffff:172.20.0.1",
+        "::ffff:100.64.0.1", "2002:c0a8:101::1"}) {
+    EXPECT_EQ(ClassifyIpAddress(ip), AddressKind::kPrivate) << ip;
+  }
+}
+
+TEST(ClassifyIpAddressTest, LinkLocalAddresses) {
+  for (const char* ip :
+       {"169.254.169.254", "169.254.0.1", "169.254.255.255", "fe80::1", "fe80::1ff:fe23:4567:890a",
+        "febf::1", "::ffff:169.254.169.254", "fd00:ec2::254"}) {
+    AddressKind want =
+        std::string(ip) == "fd00:ec2::254" ? AddressKind::kPrivate : AddressKind::kLinkLocal;
+    EXPECT_EQ(ClassifyIpAddress(ip), want) << ip;
+  }
+}
+
+TEST(ClassifyIpAddressTest, UnspecifiedMulticastAndReservedAddresses) {
+  for (const char* ip :
+       {"0.0.0.0", "0.1.2.3", "224.0.0.1", "239.255.255.250", "240.0.0.1", "255.255.255.255",
+        "::", "::ffff:0.0.0.0", "ff02::1", "ff05::2", "::ffff:224.0.0.1", "::2"}) {
+    EXPECT_EQ(ClassifyIpAddress(ip), AddressKind::kReserved) << ip;
+  }
+}
+
+TEST(ClassifyIpAddressTest, NamesAndMalformedTextAreNotAddresses) {
+  for (const char* s : {"", "localhost", "example.com", "1.2.3", "1.2.3.4.5", "256.0.0.1",
+                        "::ffff:1.2.3.4.5", "[::1]", "fe80::1%eth0"}) {
+    EXPECT_EQ(ClassifyIpAddress(s), std::nullopt) << s;
+  }
+}
+
 TEST(IsDownloadUrlTest, OnlyHttpAndHttps) {
   EXPECT_TRUE(IsDownloadUrl("http://a/b.mar"));
   EXPECT_TRUE(IsDownloadUrl("HTTPS://a/b.mar"));
@@ -555,6 +646,7 @@ class FetchDownloadTest : public ::testing::Test {
     r.policy = &policy_;
     r.max_bytes = kCap;
     r.timeout = std::chrono::seconds(10);
+    r.allow_loopback = true;  // the test server is on 127.0.0.1
     return r;
   }
 
@@ -579,9 +671,11 @@ class FetchDownloadTest : public ::testing::Test {
 
   TempDir store_;
   LoopbackServer server_;
-  // Only this server; everything else (including its /secret.mar) is off limits.
-  UrlPolicy policy_ =
-      MakePolicy({"http://127\\.0\\.0\\.1:" + std::to_string(server_.port()) + "/(?!secret)[^@]*"});
+  // Only this server; everything else (including its /secret.mar: no path starting with
+  // "se") is off limits.
+  UrlPolicy policy_ = MakePolicy(
+      {"http://127\\.0\\.0\\.1:" + std::to_string(server_.port()) + "/([^s@][^@]*|s[^e@][^@]*)?"});
+  UrlPolicy anything_ = MakePolicy({".*"});
   std::string small_;
 };
 
@@ -776,6 +870,53 @@ TEST_F(FetchDownloadTest, ConnectionRefusedIsUnavailable) {
   FetchRequest r = Request("http://127.0.0.1:" + std::to_string(port) + "/small.mar");
   r.policy = &anything;
   ExpectRefused(r, StatusCode::kUnavailable, "Failed to download archive from");
+}
+
+TEST_F(FetchDownloadTest, LoopbackIsRefusedWithoutOptInAndNeverContacted) {
+  FetchRequest r = Request("/small.mar");
+  r.allow_loopback = false;
+  ExpectRefused(r, StatusCode::kInvalidArgument, "127.0.0.1 is a loopback address");
+  EXPECT_THAT(FetchModelArchive(r).status().message(), HasSubstr("allow_loopback_model_urls"));
+  // Private ranges do not cover loopback.
+  r.allow_private = true;
+  ExpectRefused(r, StatusCode::kInvalidArgument, "loopback");
+  // Names resolving to loopback are checked after resolution.
+  r = Request("http://localhost:" + std::to_string(server_.port()) + "/small.mar");
+  r.policy = &anything_;
+  r.allow_loopback = false;
+  ExpectRefused(r, StatusCode::kInvalidArgument, "loopback");
+  EXPECT_TRUE(server_.requests().empty());
+}
+
+TEST_F(FetchDownloadTest, RedirectToLoopbackIsRefusedAtConnect) {
+  // The first hop is allowed (as if it were public); its redirect lands on loopback.
+  FetchRequest r = Request("/redirect-ok.mar");
+  r.allow_loopback = false;
+  ExpectRefused(r, StatusCode::kInvalidArgument, "loopback");
+}
+
+TEST_F(FetchDownloadTest, OwnListenersAreRefusedEvenWithLoopbackAllowed) {
+  FetchRequest r = Request("/small.mar");
+  r.own_ports = {static_cast<uint16_t>(server_.port())};
+  ExpectRefused(r, StatusCode::kInvalidArgument, "tserve's own");
+  EXPECT_TRUE(server_.requests().empty());
+}
+
+TEST_F(FetchDownloadTest, CancelAbortsADownloadInProgress) {
+  std::atomic<bool> cancel{false};
+  FetchRequest r = Request("/slow.mar");
+  r.cancel = &cancel;
+  std::thread canceller([&] {
+    while (!server_.Saw("/slow.mar")) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    cancel = true;
+  });
+  ExpectRefused(r, StatusCode::kUnavailable, "shutting down");
+  canceller.join();
+  // Already cancelled: nothing is contacted.
+  r = Request("/small.mar");
+  r.cancel = &cancel;
+  ExpectRefused(r, StatusCode::kUnavailable, "shutting down");
+  EXPECT_FALSE(server_.Saw("/small.mar"));
 }
 
 }  // namespace
