@@ -314,58 +314,224 @@ struct Sample {
   std::vector<float> values;
 };
 
-// Reads nested lists of numbers. Returns "" or what is wrong.
-std::string ParseSample(const json& root, Sample* sample) {
-  // The shape follows the first elements down; every list must then match it.
-  const json* node = &root;
-  while (node->is_array()) {
-    if (sample->shape.size() >= kMaxJsonDepth) {
-      return "lists nested deeper than " + std::to_string(kMaxJsonDepth);
-    }
-    sample->shape.push_back(static_cast<int64_t>(node->size()));
-    if (node->empty()) break;
-    node = &node->front();
-  }
-  int64_t count = 1;
-  for (int64_t d : sample->shape) count *= d;
-  sample->values.reserve(static_cast<size_t>(count));
+// The most numbers one request's tensor may hold (16 MiB of floats): checked while parsing,
+// before anything of that size is allocated. (The default max_request_size, 6553500 bytes,
+// admits at most ~3.3 million.)
+constexpr size_t kMaxTensorElements = size_t{1} << 22;
 
-  std::string error;
-  const size_t depth = sample->shape.size();
-  auto walk = [&](auto&& self, const json& v, size_t d) -> bool {
-    if (d == depth) {
-      if (!v.is_number()) {
-        error = "expected a number, got " + std::string(v.type_name()) + " at depth " +
-                std::to_string(d);
-        return false;
-      }
-      sample->values.push_back(v.get<float>());
+// Reads one request's tensor straight from its JSON text with nlohmann's SAX parser (which
+// is iterative: no recursion, whatever the nesting): nested lists of numbers, or an object
+// whose "data" member holds them (its other members are skipped). The shape follows the
+// first elements down and every list must then match it. Memory is bounded by the values
+// themselves (4 bytes each, at most kMaxTensorElements); nesting is limited to
+// kMaxJsonDepth; nothing is allocated from a size the body merely claims.
+class SampleReader {
+ public:
+  using binary_t = json::binary_t;
+
+  explicit SampleReader(Sample* sample) : sample_(sample) {}
+
+  // "" or what is wrong (the request's 400 message).
+  std::string Read(std::string_view text) {
+    const bool parsed = json::sax_parse(text, this);
+    if (!error_.empty()) return error_;
+    if (!parsed) return "invalid JSON";
+    if (!have_tensor_) return kExpected;
+    sample_->shape.assign(shape_.begin(), shape_.begin() + leaf_);
+    return "";
+  }
+
+  bool null() { return Scalar("null"); }
+  bool boolean(bool) { return Scalar("boolean"); }
+  bool string(std::string&) { return Scalar("string"); }
+  bool binary(binary_t&) { return Scalar("binary"); }
+  bool number_integer(int64_t v) { return Number(static_cast<float>(v)); }
+  bool number_unsigned(uint64_t v) { return Number(static_cast<float>(v)); }
+  bool number_float(double v, const std::string&) { return Number(static_cast<float>(v)); }
+
+  bool start_object(size_t) {
+    if (skipping_ > 0 || InSkippedValue()) return Skip(+1);
+    if (at_top_) {
+      at_top_ = false;
+      in_wrapper_ = true;
       return true;
     }
-    if (!v.is_array() || static_cast<int64_t>(v.size()) != sample->shape[d]) {
-      error = "ragged lists: expected a list of " + std::to_string(sample->shape[d]) +
-              " at depth " + std::to_string(d) + ", got " +
-              (v.is_array() ? "a list of " + std::to_string(v.size()) : v.type_name());
-      return false;
+    if (!EnterValue()) return false;
+    return NotANumber("object");
+  }
+  bool key(std::string& k) {
+    if (skipping_ > 0) return true;
+    if (k != "data") {
+      next_ = Next::kSkip;
+      return true;
     }
-    for (const json& e : v) {
-      if (!self(self, e, d + 1)) return false;
+    if (have_tensor_ || in_tensor_) return Fail("\"data\" given twice");
+    next_ = Next::kTensor;
+    return true;
+  }
+  bool end_object() {
+    if (skipping_ > 0) return Skip(-1);
+    in_wrapper_ = false;  // the top-level object: done
+    return true;
+  }
+  bool start_array(size_t) {
+    if (skipping_ > 0 || InSkippedValue()) return Skip(+1);
+    if (!EnterValue()) return false;
+    const size_t d = counts_.size();  // the new list's depth in the tensor
+    if (leaf_ >= 0 && static_cast<int>(d) >= leaf_) return NotANumber("array");
+    if (d >= static_cast<size_t>(kMaxJsonDepth)) {
+      return Fail("lists nested deeper than " + std::to_string(kMaxJsonDepth));
+    }
+    if (d > 0) ++counts_.back();
+    counts_.push_back(0);
+    if (shape_.size() <= d) shape_.push_back(-1);  // only along the first elements
+    return true;
+  }
+  bool end_array() {
+    if (skipping_ > 0) return Skip(-1);
+    const size_t d = counts_.size() - 1;
+    const int64_t count = counts_.back();
+    counts_.pop_back();
+    if (shape_[d] < 0) {
+      // The first list of this depth to close is the one along the first elements.
+      shape_[d] = count;
+      if (count == 0 && leaf_ < 0) leaf_ = static_cast<int>(d) + 1;
+    } else if (count != shape_[d]) {
+      return Fail("ragged lists: expected a list of " + std::to_string(shape_[d]) + " at depth " +
+                  std::to_string(d) + ", got a list of " + std::to_string(count));
+    }
+    if (counts_.empty()) Finish();
+    return true;
+  }
+  bool parse_error(size_t, const std::string&, const nlohmann::detail::exception& e) {
+    return Fail(std::string("invalid JSON: ") + e.what());
+  }
+
+ private:
+  enum class Next { kNone, kTensor, kSkip };
+  static constexpr const char* kExpected =
+      "expected nested lists of numbers or {\"data\": <nested lists>}";
+
+  bool Fail(std::string message) {
+    if (error_.empty()) error_ = std::move(message);
+    return false;
+  }
+  // Inside the wrapper object, the value of a member other than "data" starts here.
+  bool InSkippedValue() const { return in_wrapper_ && !in_tensor_ && next_ == Next::kSkip; }
+  // Counts the containers of a skipped member's value, nesting limited as the tensor's.
+  bool Skip(int delta) {
+    skipping_ += delta;
+    if (skipping_ > kMaxJsonDepth) {
+      return Fail("JSON nested deeper than " + std::to_string(kMaxJsonDepth));
+    }
+    if (skipping_ == 0) next_ = Next::kNone;
+    return true;
+  }
+  // A value of the tensor starts (a list or a scalar): the tensor's root if none is open.
+  // False (with the error set) when the value cannot be part of a tensor here.
+  bool EnterValue() {
+    if (in_tensor_) return true;
+    if (at_top_ || (in_wrapper_ && next_ == Next::kTensor)) {
+      at_top_ = false;
+      next_ = Next::kNone;
+      in_tensor_ = true;
+      return true;
+    }
+    return Fail(kExpected);
+  }
+  void Finish() {
+    in_tensor_ = false;
+    have_tensor_ = true;
+    if (leaf_ < 0) leaf_ = static_cast<int>(shape_.size());
+  }
+  // A scalar that is not a number: skipped in a skipped member, else an error.
+  bool Scalar(const char* type) {
+    if (skipping_ > 0) return true;
+    if (InSkippedValue()) {
+      next_ = Next::kNone;
+      return true;
+    }
+    if (!EnterValue()) return false;
+    return NotANumber(type);
+  }
+  // A value of type `type` at the current depth of the tensor, where a number or a list is
+  // expected.
+  bool NotANumber(const char* type) {
+    const size_t d = counts_.size();
+    if (leaf_ >= 0 && static_cast<int>(d) < leaf_ && shape_[d] >= 0) {
+      return Fail("ragged lists: expected a list of " + std::to_string(shape_[d]) + " at depth " +
+                  std::to_string(d) + ", got " + type);
+    }
+    return Fail(std::string("expected a number, got ") + type + " at depth " + std::to_string(d));
+  }
+  bool Number(float v) {
+    if (skipping_ > 0) return true;
+    if (InSkippedValue()) {
+      next_ = Next::kNone;
+      return true;
+    }
+    if (!EnterValue()) return false;
+    const size_t d = counts_.size();
+    if (leaf_ < 0) leaf_ = static_cast<int>(d);  // the first number fixes the depth
+    if (static_cast<int>(d) < leaf_) return NotANumber("number");
+    if (sample_->values.size() == kMaxTensorElements) {
+      return Fail("more than " + std::to_string(kMaxTensorElements) + " numbers");
+    }
+    sample_->values.push_back(v);
+    if (d > 0) {
+      ++counts_.back();
+    } else {
+      Finish();  // a scalar tensor
     }
     return true;
-  };
-  walk(walk, root, 0);
-  return error;
+  }
+
+  Sample* sample_;
+  std::string error_;
+  bool at_top_ = true;       // nothing read yet
+  bool in_wrapper_ = false;  // inside the top-level {"data": ...} object
+  Next next_ = Next::kNone;  // what the wrapper's next value is
+  int skipping_ = 0;         // open containers of a skipped member's value
+  bool in_tensor_ = false;
+  bool have_tensor_ = false;
+  std::vector<int64_t> shape_;   // -1 until the first list of that depth closes
+  std::vector<int64_t> counts_;  // elements so far of each open list
+  int leaf_ = -1;                // the depth of the numbers, once known
+};
+
+// Reads a request body into `sample`. Returns "" or what is wrong (the 400's message).
+std::string ParseSample(std::string_view body, Sample* sample) {
+  SampleReader reader(sample);
+  std::string error = reader.Read(body);
+  if (error.empty() || error.rfind("invalid JSON", 0) == 0 ||
+      error.rfind("expected nested", 0) == 0) {
+    return error;
+  }
+  return "invalid tensor: " + error;
 }
+
+// Requests of one batch whose tensors have the same shape: stacked along a new first
+// dimension and run as one forward.
+struct TensorGroup {
+  std::vector<int64_t> shape;  // of one sample
+  std::vector<size_t> rows;    // rows[r]: the request index of row r of `input`
+  at::Tensor input;            // [rows.size(), shape...]
+  c10::IValue output;          // set by Inference; none if the group failed
+};
 
 // What the tensor handler's Preprocess hands on in Batch::data.
 struct TensorBatch {
-  // Either one stacked input (stacked == true, row r = request rows[r]) or one input per
-  // request in rows (each with a batch dimension of 1).
-  bool stacked = false;
-  std::vector<at::Tensor> inputs;
-  std::vector<size_t> rows;
-  std::vector<c10::IValue> outputs;  // one per input, set by Inference
+  std::vector<TensorGroup> groups;
 };
+
+std::string ShapeString(const std::vector<int64_t>& shape) {
+  std::string out = "[";
+  for (size_t i = 0; i < shape.size(); ++i) {
+    if (i > 0) out += ", ";
+    out += std::to_string(shape[i]);
+  }
+  return out + "]";
+}
 
 // Writes `t` (contiguous, of dtype double, long or bool) as nested JSON lists.
 template <typename T>
@@ -426,73 +592,80 @@ class TensorHandler final : public Handler {
     AtBorder(kName, "preprocess", [&] {
       const size_t n = batch.requests.size();
       batch.responses.assign(n, InferenceResponse{});
-      std::vector<Sample> samples;
       TensorBatch state;
+      // Each request is read and checked alone; one that fails answers 400 and the others
+      // go on. Requests of equal shape share a group (one forward).
+      std::vector<std::vector<Sample>> samples;  // per group
       for (size_t i = 0; i < n; ++i) {
-        json body;
-        try {
-          body = json::parse(batch.requests[i].body);
-        } catch (const json::exception& e) {
-          batch.responses[i] = BadRequest(std::string("invalid JSON: ") + e.what());
-          continue;
-        }
-        if (body.is_object()) {
-          const auto data = body.find("data");
-          if (data == body.end()) {
-            batch.responses[i] =
-                BadRequest("expected nested lists of numbers or {\"data\": <nested lists>}");
-            continue;
-          }
-          body = std::move(*data);
-        }
         Sample sample;
-        if (std::string error = ParseSample(body, &sample); !error.empty()) {
-          batch.responses[i] = BadRequest("invalid tensor: " + error);
+        if (std::string error = ParseSample(batch.requests[i].body, &sample); !error.empty()) {
+          batch.responses[i] = BadRequest(error);
           continue;
         }
-        samples.push_back(std::move(sample));
-        state.rows.push_back(i);
-      }
-      if (samples.empty()) {
-        batch.data = std::move(state);
-        return;
+        size_t g = 0;
+        while (g < state.groups.size() && state.groups[g].shape != sample.shape) ++g;
+        if (g == state.groups.size()) {
+          state.groups.push_back(TensorGroup{sample.shape, {}, {}, {}});
+          samples.emplace_back();
+        }
+        state.groups[g].rows.push_back(i);
+        samples[g].push_back(std::move(sample));
       }
       const auto options = at::TensorOptions().dtype(at::kFloat);
-      state.stacked = std::all_of(samples.begin(), samples.end(),
-                                  [&](const Sample& s) { return s.shape == samples[0].shape; });
-      if (state.stacked) {
-        std::vector<int64_t> shape{static_cast<int64_t>(samples.size())};
-        shape.insert(shape.end(), samples[0].shape.begin(), samples[0].shape.end());
-        at::Tensor input = at::empty(shape, options);
-        float* out = input.data_ptr<float>();
-        for (const Sample& s : samples) {
+      for (size_t g = 0; g < state.groups.size(); ++g) {
+        TensorGroup& group = state.groups[g];
+        std::vector<int64_t> shape{static_cast<int64_t>(group.rows.size())};
+        shape.insert(shape.end(), group.shape.begin(), group.shape.end());
+        group.input = at::empty(shape, options);
+        float* out = group.input.data_ptr<float>();
+        for (const Sample& s : samples[g]) {
           std::copy(s.values.begin(), s.values.end(), out);
           out += s.values.size();
-        }
-        state.inputs.push_back(std::move(input));
-      } else {
-        for (const Sample& s : samples) {
-          std::vector<int64_t> shape{1};
-          shape.insert(shape.end(), s.shape.begin(), s.shape.end());
-          at::Tensor input = at::empty(shape, options);
-          std::copy(s.values.begin(), s.values.end(), input.data_ptr<float>());
-          state.inputs.push_back(std::move(input));
         }
       }
       batch.data = std::move(state);
     });
   }
 
+  // One forward per group. The tensor is a request's only input, so a model that raises on
+  // it refused that request's data (a wrong shape, a value out of range): the request
+  // answers 400 with the model's message, and the other groups go on. A failing group of
+  // several requests is retried one request at a time so that only the requests the model
+  // refuses alone fail. Running out of memory is the batch's failure (rethrown: 500).
   void Inference(Batch& batch) override {
     AtBorder(kName, "inference", [&] {
       auto& state = std::any_cast<TensorBatch&>(batch.data);
-      if (state.inputs.empty()) return;
+      if (state.groups.empty()) return;
       ApplyIntraOpThreads(threads_);
       c10::InferenceMode guard;
-      state.outputs.clear();
-      for (const at::Tensor& input : state.inputs) {
-        std::vector<c10::IValue> inputs{input};
-        state.outputs.push_back(module_.forward(inputs));
+      for (size_t g = 0; g < state.groups.size(); ++g) {
+        std::string error;
+        try {
+          std::vector<c10::IValue> inputs{state.groups[g].input};
+          state.groups[g].output = module_.forward(inputs);
+          continue;
+        } catch (const c10::OutOfMemoryError&) {
+          throw;
+        } catch (const std::bad_alloc&) {
+          throw;
+        } catch (const c10::Error& e) {
+          error = ConciseTorchMessage(e.what_without_backtrace());
+        } catch (const std::exception& e) {
+          error = ConciseTorchMessage(e.what());
+        }
+        TensorGroup failed = std::move(state.groups[g]);
+        state.groups[g].rows.clear();
+        if (failed.rows.size() > 1) {
+          for (size_t r = 0; r < failed.rows.size(); ++r) {
+            state.groups.push_back(TensorGroup{failed.shape,
+                                               {failed.rows[r]},
+                                               failed.input.narrow(0, static_cast<int64_t>(r), 1),
+                                               {}});
+          }
+          continue;
+        }
+        batch.responses[failed.rows[0]] = BadRequest("the model cannot take this tensor (shape " +
+                                                     ShapeString(failed.shape) + "): " + error);
       }
     });
   }
@@ -500,11 +673,11 @@ class TensorHandler final : public Handler {
   void Postprocess(Batch& batch) override {
     AtBorder(kName, "postprocess", [&] {
       auto& state = std::any_cast<TensorBatch&>(batch.data);
-      if (state.inputs.empty()) return;
       c10::InferenceMode guard;
-      for (size_t o = 0; o < state.outputs.size(); ++o) {
-        const std::vector<at::Tensor> tensors = OutputTensors(state.outputs[o]);
-        const auto expected = static_cast<int64_t>(state.stacked ? state.rows.size() : 1);
+      for (const TensorGroup& group : state.groups) {
+        if (group.rows.empty()) continue;  // failed, or split into groups of one
+        const std::vector<at::Tensor> tensors = OutputTensors(group.output);
+        const auto expected = static_cast<int64_t>(group.rows.size());
         for (const at::Tensor& t : tensors) {
           if (t.dim() == 0 || t.size(0) != expected) {
             throw HandlerError(std::string(kName) + ": the model returned a tensor of shape " +
@@ -512,18 +685,16 @@ class TensorHandler final : public Handler {
                                std::to_string(expected) + " (the batch)");
           }
         }
-        const size_t first_row = state.stacked ? 0 : o;
-        const size_t row_count = state.stacked ? state.rows.size() : 1;
-        for (size_t r = 0; r < row_count; ++r) {
-          const auto index = static_cast<int64_t>(state.stacked ? r : 0);
+        for (size_t r = 0; r < group.rows.size(); ++r) {
+          const auto index = static_cast<int64_t>(r);
           json body;
-          if (state.outputs[o].isTensor()) {
+          if (group.output.isTensor()) {
             body = TensorToJson(tensors[0][index]);
           } else {
             body = json::array();
             for (const at::Tensor& t : tensors) body.push_back(TensorToJson(t[index]));
           }
-          InferenceResponse& response = batch.responses[state.rows[first_row + r]];
+          InferenceResponse& response = batch.responses[group.rows[r]];
           response.status = 200;
           response.content_type = "application/json";
           response.body = body.dump(-1, ' ', false, json::error_handler_t::replace);

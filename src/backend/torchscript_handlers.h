@@ -21,8 +21,13 @@
 //               lacks the class).
 //
 // "tensor" (generic): each request's body is JSON: nested lists of numbers (one sample), or
-//   {"data": <nested lists>}. Samples of equal shape are stacked along a new first dimension
-//   and run as one forward; otherwise each request runs alone (with a batch dimension of 1).
+//   {"data": <nested lists>} (other members ignored). Each body is read and checked alone,
+//   streaming (at most 4,194,304 numbers, 32 levels of nesting, nothing allocated from a
+//   size the body only claims). Samples of equal shape are stacked along a new first
+//   dimension and run as one forward, one forward per shape. A forward that raises is
+//   charged to its requests, not the batch: a group of several is retried one request at a
+//   time, and a request the model refuses alone answers 400 ("the model cannot take this
+//   tensor (shape [3]): RuntimeError: mat1 and mat2 shapes cannot be multiplied ...").
 //   Each request answers, as compact JSON, its slice of the output along the first
 //   dimension: nested lists for a tensor output, a list of those for a tuple or list of
 //   tensors. Floating outputs are written as the doubles of their values (what Python's
@@ -38,8 +43,9 @@
 // the responses of requests that were run. A batch whose requests were all rejected runs no
 // forward at all.
 //
-// Whole-batch errors: LibTorch exceptions (c10::Error, TorchScript errors) and model outputs
-// of an unexpected type or shape are rethrown from the phase as std::runtime_error with the
+// Whole-batch errors: LibTorch exceptions (c10::Error, TorchScript errors; for the tensor
+// handler only running out of memory, see above) and model outputs of an unexpected type
+// or shape are rethrown from the phase as std::runtime_error with the
 // handler's name and LibTorch's message (no C++ backtrace); the worker answers 500 for the
 // batch. Initialize throws std::runtime_error for a missing or unloadable model file or a
 // malformed index_to_name.json.

@@ -150,21 +150,117 @@ TEST(TensorHandlerTest, DifferentShapesRunOneByOne) {
   EXPECT_EQ(responses[1].body, "[30.5,7.0]");
 }
 
-TEST(TensorHandlerTest, ModelErrorFailsTheBatchWithAClearMessage) {
+TEST(TensorHandlerTest, ModelErrorIsTheRequests400WithAClearMessage) {
   auto handler = LinearHandler();
-  Batch batch;
-  const std::string body = "[1, 2, 3]";  // Linear(4, 2) needs 4 features
-  batch.requests.push_back(InferenceRequest{"id", "application/json", body});
-  handler->Preprocess(batch);
-  try {
-    handler->Inference(batch);
-    FAIL() << "expected an exception";
-  } catch (const std::runtime_error& e) {
-    // The exception raised in the TorchScript code, without its TorchScript tracebacks.
-    EXPECT_STREQ(e.what(),
-                 "tensor inference: RuntimeError: mat1 and mat2 shapes cannot be multiplied "
-                 "(1x3 and 4x2)");
+  const auto responses = RunBatch(*handler, {"[1, 2, 3]"});  // Linear(4, 2) needs 4 features
+  EXPECT_EQ(responses[0].status, 400);
+  // The exception raised in the TorchScript code, without its TorchScript tracebacks.
+  EXPECT_EQ(responses[0].body,
+            std::string(kBadRequestPrefix) +
+                "the model cannot take this tensor (shape [3]): RuntimeError: "
+                "mat1 and mat2 shapes cannot be multiplied (1x3 and 4x2)\"\n}\n");
+}
+
+// Issue 7 #6: one bad request failed every request of its batch.
+TEST(TensorHandlerTest, OneBadShapeFailsOnlyItsRequest) {
+  auto handler = LinearHandler();
+  const auto responses =
+      RunBatch(*handler, {"[1, 2, 3, 4]", "[1, 2, 3]", "[0, 0, 0, 0]", "[1, 2, 3, 4]"});
+  EXPECT_EQ(responses[0].status, 200);
+  EXPECT_EQ(responses[0].body, "[30.5,7.0]");
+  EXPECT_EQ(responses[1].status, 400);
+  EXPECT_NE(responses[1].body.find("mat1 and mat2 shapes cannot be multiplied (1x3 and 4x2)"),
+            std::string::npos)
+      << responses[1].body;
+  EXPECT_EQ(responses[2].status, 200);
+  EXPECT_EQ(responses[2].body, "[0.5,-1.0]");
+  EXPECT_EQ(responses[3].status, 200);
+  EXPECT_EQ(responses[3].body, "[30.5,7.0]");
+}
+
+TEST(TensorHandlerTest, BadRequestsOfOneShapeFailAlone) {
+  auto handler = LinearHandler();
+  // Two [3]s stacked fail together; each is retried alone and fails alone.
+  const auto responses = RunBatch(*handler, {"[1, 2, 3]", "[1, 2, 3, 4]", "[3, 2, 1]"});
+  EXPECT_EQ(responses[0].status, 400);
+  EXPECT_EQ(responses[1].status, 200);
+  EXPECT_EQ(responses[1].body, "[30.5,7.0]");
+  EXPECT_EQ(responses[2].status, 400);
+}
+
+// Issue 7 #6: a ragged body whose first elements claim 1.6e12 numbers made Preprocess
+// reserve them (std::bad_alloc for the whole batch).
+TEST(TensorHandlerTest, RaggedBodyClaimingAHugeShapeIsItsOwn400) {
+  std::string ragged = "[[0";
+  for (int i = 1; i < 1'000'000; ++i) ragged += ",0";
+  ragged += "]";
+  for (int i = 1; i < 1'600'000; ++i) ragged += ",0";
+  ragged += "]";  // claims [1600000, 1000000]
+  auto handler = LinearHandler();
+  const auto responses = RunBatch(*handler, {"[1, 2, 3, 4]", ragged, "[0, 0, 0, 0]"});
+  EXPECT_EQ(responses[0].status, 200);
+  EXPECT_EQ(responses[0].body, "[30.5,7.0]");
+  EXPECT_EQ(responses[1].status, 400);
+  EXPECT_EQ(responses[1].body,
+            std::string(kBadRequestPrefix) +
+                "invalid tensor: ragged lists: expected a list of 1000000 at depth 1, got "
+                "number\"\n}\n");
+  EXPECT_EQ(responses[2].status, 200);
+}
+
+TEST(TensorHandlerTest, ElementCountAndNestingAreLimited) {
+  std::string many = "[0";
+  for (int i = 0; i < (1 << 22); ++i) many += ",0";  // one more than the limit
+  many += "]";
+  const std::string deep = std::string(100'000, '[') + std::string(100'000, ']');
+  const std::string deep_aside =
+      "{\"x\": " + std::string(100'000, '[') + std::string(100'000, ']') + ", \"data\": [1]}";
+  auto handler = LinearHandler();
+  const auto responses = RunBatch(*handler, {many, deep, deep_aside, "[1, 2, 3, 4]"});
+  EXPECT_EQ(responses[0].status, 400);
+  EXPECT_NE(responses[0].body.find("invalid tensor: more than 4194304 numbers"), std::string::npos)
+      << responses[0].body.substr(0, 200);
+  EXPECT_EQ(responses[1].status, 400);
+  EXPECT_NE(responses[1].body.find("invalid tensor: lists nested deeper than 32"),
+            std::string::npos)
+      << responses[1].body;
+  EXPECT_EQ(responses[2].status, 400);
+  EXPECT_NE(responses[2].body.find("JSON nested deeper than 32"), std::string::npos)
+      << responses[2].body;
+  EXPECT_EQ(responses[3].status, 200);
+}
+
+TEST(TensorHandlerTest, DataMemberAmongOthers) {
+  auto handler = LinearHandler();
+  const auto responses = RunBatch(
+      *handler, {R"({"id": [{"a": [1, "x"]}, null], "data": [1, 2, 3, 4], "t": true})",
+                 R"({"data": [1, 2, 3, 4], "data": [1, 2, 3, 4]})", R"({"data": {"a": 1}})",
+                 R"({"data": [[1, 2], [3]]})", "[[], [1]]", "[[1, 2], 3]", "[1, [2]]"});
+  EXPECT_EQ(responses[0].status, 200) << responses[0].body;
+  EXPECT_EQ(responses[0].body, "[30.5,7.0]");
+  const char* expected[] = {
+      "\\\"data\\\" given twice",
+      "expected a number, got object at depth 0",
+      "ragged lists: expected a list of 2 at depth 1, got a list of 1",
+      "ragged lists: expected a list of 0 at depth 1, got a list of 1",
+      "ragged lists: expected a list of 2 at depth 1, got number",
+      "expected a number, got array at depth 1",
+  };
+  for (size_t i = 0; i < std::size(expected); ++i) {
+    EXPECT_EQ(responses[i + 1].status, 400);
+    EXPECT_NE(responses[i + 1].body.find(expected[i]), std::string::npos)
+        << i << ": " << responses[i + 1].body;
   }
+}
+
+TEST(TensorHandlerTest, ScalarsAndEmptyListsKeepTheirShapes) {
+  auto handler = MakeTensorHandler();
+  // linear.pt cannot take these; what matters is that they reach the model as such.
+  handler->Initialize(Context(kFixtures + "/models", kFixtures + "/models/linear.pt"));
+  const auto responses = RunBatch(*handler, {"5", "[]", "[[]]"});
+  EXPECT_NE(responses[0].body.find("(shape [])"), std::string::npos) << responses[0].body;
+  EXPECT_NE(responses[1].body.find("(shape [0])"), std::string::npos) << responses[1].body;
+  EXPECT_NE(responses[2].body.find("(shape [1, 0])"), std::string::npos) << responses[2].body;
 }
 
 TEST(TensorHandlerTest, InitializeErrors) {
