@@ -187,6 +187,7 @@ class App {
                              : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
     mo.job_queue_size = static_cast<size_t>(config_.job_queue_size);
     mo.default_response_timeout_s = config_.default_response_timeout;
+    mo.max_response_size = static_cast<size_t>(config_.max_response_size);
     models_ = std::make_unique<serving::ModelManager>(mo, &handlers_, registry_.get());
     LoadStartupModels();
 

@@ -84,6 +84,7 @@ StatusOr<std::shared_ptr<LoadedModel>> ModelManager::LoadAndGet(const ModelSpec&
   po.queue_capacity = options_.job_queue_size;
   po.intra_op_threads = options_.intra_op_threads;
   po.hostname = options_.hostname;
+  po.max_response_size = options_.max_response_size;
   model->pool = std::make_unique<WorkerPool>(po, factory_, registry_, model->metrics,
                                              model->handler_metrics.get(),
                                              [this] { return next_port_.fetch_add(1); });

@@ -56,6 +56,7 @@ class ModelManager {
     size_t job_queue_size = 100;
     int default_response_timeout_s = 120;
     int intra_op_threads = 1;
+    size_t max_response_size = 0;  // bytes; 0: no limit (PoolOptions::max_response_size)
   };
   ModelManager(Options options, const backend::HandlerFactory* factory,
                metrics::Registry* registry);

@@ -79,6 +79,7 @@ StatusOr<ModelMetrics> ModelMetrics::Resolve(metrics::Registry* registry, const 
   m.fail_timeout = reason("timeout");
   m.fail_handler_error = reason("handler_error");
   m.fail_bad_input = reason("bad_input");
+  m.fail_response_too_large = reason("response_too_large");
   if (!r.status().ok()) return r.status();
   return m;
 }

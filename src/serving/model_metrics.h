@@ -42,6 +42,7 @@ struct ModelMetrics {
   metrics::Counter* fail_timeout = nullptr;
   metrics::Counter* fail_handler_error = nullptr;
   metrics::Counter* fail_bad_input = nullptr;
+  metrics::Counter* fail_response_too_large = nullptr;  // over max_response_size (500)
 
   static StatusOr<ModelMetrics> Resolve(metrics::Registry* registry, const std::string& model,
                                         const std::string& version, const std::string& hostname);

@@ -378,6 +378,18 @@ void WorkerPool::RunBatch(Worker* w, Handler* handler, std::vector<std::shared_p
     metrics_.worker_thread_time_ms->Set(Millis((end - picked) - (t3 - t0)));
     for (size_t i = 0; i < jobs.size(); ++i) {
       InferenceResponse& r = batch.responses[i];
+      if (options_.max_response_size != 0 && r.body.size() > options_.max_response_size) {
+        // max_response_size, as TorchServe: the response is refused, the request fails.
+        if (jobs[i]->Claim()) {
+          metrics_.fail_response_too_large->Inc();
+          jobs[i]->Deliver(Error(500, "InternalServerException",
+                                 "Prediction failed: the response of " +
+                                     std::to_string(r.body.size()) +
+                                     " bytes is larger than max_response_size (" +
+                                     std::to_string(options_.max_response_size) + " bytes)"));
+        }
+        continue;
+      }
       JobResult result;
       result.status = r.status;
       result.content_type = std::move(r.content_type);

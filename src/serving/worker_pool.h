@@ -33,6 +33,8 @@ struct PoolOptions {
   size_t queue_capacity = 100;
   int intra_op_threads = 1;
   std::string hostname;
+  // max_response_size: a larger response body answers 500 instead (0: no limit).
+  size_t max_response_size = 0;
 };
 
 // A bounded job queue with dynamic batching. Thread safety: all methods are safe to call
