@@ -217,6 +217,8 @@ class App {
       ao.key_file = config_.key_file;
       ao.expiration_minutes = config_.token_expiration_min;
       auto auth = api::TokenAuth::Create(ao);
+    mo.max_workers_per_model = config_.max_workers_per_model;  // 0: derived from the cores
+    mo.max_workers_total = config_.max_workers_total;
       if (!auth.ok()) return auth.status();
       token_auth_ = std::move(*auth);
       management_router_->Add(http::Method::kGet, "/token",

@@ -78,6 +78,8 @@ void InferenceApi::Predict(http::Request& request, http::Responder responder) {
   char id[32];
   snprintf(id, sizeof(id), "%016llx",
            static_cast<unsigned long long>(next_request_id_.fetch_add(1)));
+  // Lets the queue drop the job if the client goes away before a worker takes it.
+  serving::Job::GoneProbe gone = responder.GoneProbe();
   auto shared = std::make_shared<http::Responder>(std::move(responder));
   auto job = std::make_shared<serving::Job>(
       id, std::move(payload), std::move(content_type), explicit_version, arrival,
@@ -93,6 +95,7 @@ void InferenceApi::Predict(http::Request& request, http::Responder responder) {
         r.body = std::move(result.body);
         shared->Send(std::move(r));
       });
+  job->set_gone_probe(std::move(gone));
   if (model->pool->Submit(job) != serving::WorkerPool::SubmitResult::kAccepted) {
     job->Complete({503, "application/json",
                    "Model \"" + model->name +

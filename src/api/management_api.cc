@@ -256,18 +256,20 @@ void ManagementApi::Scale(http::Request& request, http::Responder responder) {
         JsonError(400, "BadRequestException", "max_worker cannot be less than min_worker."));
   }
   if (!sync->value_or(false)) {
-    models_->ScaleAsync(model, min_workers, max_workers, false, nullptr);
+    Status s = models_->ScaleAsync(model, min_workers, max_workers, false, nullptr);
+    if (!s.ok()) return responder.Send(ManagementError(s));  // over a worker limit
     return responder.Send(JsonStatus(202, "Processing worker updates..."));
   }
   auto shared = std::make_shared<http::Responder>(std::move(responder));
-  models_->ScaleAsync(
-      model, min_workers, max_workers, true, [shared, name, version, min_workers](int n) {
-        (void)n;  // TorchServe names min_worker here, whatever already ran
-        std::string msg =
-            "Workers scaled to " + std::to_string(min_workers) + " for model: " + name;
-        if (!version.empty()) msg += ", version: " + version;
-        shared->Send(JsonStatus(200, msg));
-      });
+  auto done = [shared, name, version, min_workers](const Status& status, int /*workers*/) {
+    if (!status.ok()) return shared->Send(ManagementError(status));  // threads ran out
+    // TorchServe names min_worker here, whatever already ran.
+    std::string msg = "Workers scaled to " + std::to_string(min_workers) + " for model: " + name;
+    if (!version.empty()) msg += ", version: " + version;
+    shared->Send(JsonStatus(200, msg));
+  };
+  Status s = models_->ScaleAsync(model, min_workers, max_workers, true, std::move(done));
+  if (!s.ok()) shared->Send(ManagementError(s));
 }
 
 void ManagementApi::Register(http::Request& request, http::Responder responder) {
@@ -327,8 +329,10 @@ void ManagementApi::Register(http::Request& request, http::Responder responder) 
     }
     if (!synchronous) return shared->Send(JsonStatus(202, "Processing worker updates..."));
     auto m = *model;
-    models_->ScaleAsync(
-        m, workers, std::max(workers, m->max_workers.load()), true, [shared, head](int n) {
+    Status s = models_->ScaleAsync(
+        m, workers, std::max(workers, m->max_workers.load()), true,
+        [shared, head](const Status& status, int n) {
+          if (!status.ok()) return shared->Send(ManagementError(status));
           shared->Send(JsonStatus(200, head + std::to_string(n) + " initial workers"));
         });
   });

@@ -109,6 +109,9 @@ StatusOr<std::unique_ptr<Handler>> HandlerFactory::Create(const std::string& han
       return h;
     } catch (const std::exception& e) {
       return Status::Internal("handler " + Quoted(handler) + ": " + e.what());
+    } catch (...) {
+      return Status::Internal("handler " + Quoted(handler) +
+                              ": built-in maker threw a non-standard exception");
     }
   }
 

@@ -1,4 +1,9 @@
+#include <charconv>
+#include <chrono>
 #include <memory>
+#include <stdexcept>
+#include <string>
+#include <thread>
 
 #include "backend/handler_factory.h"
 
@@ -6,13 +11,31 @@ namespace tserve::backend {
 
 namespace {
 
+// The most model-config.yaml's `delay_ms` may ask for.
+constexpr int kMaxDelayMs = 60000;
+
 // Echoes each request: the body back with its content type. Measures the server itself, so
-// it does nothing beyond copying each body into its response.
+// it does nothing beyond copying each body into its response. model-config.yaml's
+// `delay_ms: N` (0 to kMaxDelayMs) makes each batch's inference sleep N ms, to stand in for
+// a slow model (tests fill queues with it).
 class NoopHandler final : public Handler {
  public:
-  void Initialize(const ModelContext& /*context*/) override {}
+  void Initialize(const ModelContext& context) override {
+    auto it = context.config.find("delay_ms");
+    if (it == context.config.end()) return;
+    const std::string& v = it->second;
+    int ms = -1;
+    auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), ms);
+    if (ec != std::errc() || end != v.data() + v.size() || ms < 0 || ms > kMaxDelayMs) {
+      throw std::invalid_argument("noop handler: delay_ms must be an integer from 0 to " +
+                                  std::to_string(kMaxDelayMs) + ", got \"" + v + "\"");
+    }
+    delay_ = std::chrono::milliseconds(ms);
+  }
   void Preprocess(Batch& /*batch*/) override {}
-  void Inference(Batch& /*batch*/) override {}
+  void Inference(Batch& /*batch*/) override {
+    if (delay_.count() > 0) std::this_thread::sleep_for(delay_);
+  }
   void Postprocess(Batch& batch) override {
     batch.responses.clear();
     batch.responses.reserve(batch.requests.size());
@@ -26,6 +49,9 @@ class NoopHandler final : public Handler {
       response.body.assign(request.body);
     }
   }
+
+ private:
+  std::chrono::milliseconds delay_{0};
 };
 
 }  // namespace

@@ -296,6 +296,8 @@ const std::vector<KeySpec>& KnownKeys() {
       {"model_store", StringKey(&C::model_store)},
       {"load_models", ApplyLoadModels},
       {"default_workers_per_model", IntegerKey(&C::default_workers_per_model, 0, 1024)},
+      {"max_workers_per_model", IntegerKey(&C::max_workers_per_model, 0, 1000000)},
+      {"max_workers_total", IntegerKey(&C::max_workers_total, 0, 1000000)},
       {"job_queue_size", IntegerKey(&C::job_queue_size, 1, 1000000)},
       {"max_request_size", IntegerKey(&C::max_request_size, 1, kIntMax)},
       {"max_response_size", IntegerKey(&C::max_response_size, 1, kIntMax)},

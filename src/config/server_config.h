@@ -36,6 +36,9 @@ struct ServerConfig {
   std::string model_store;               // empty: none
   std::vector<std::string> load_models;  // as given: "all", "a.mar", "name=a.mar"
   int default_workers_per_model = 0;     // 0: number of CPU cores
+  // tserve: worker ceilings; 0: max(16, 4 × cores) per model and 4 × that in all.
+  int max_workers_per_model = 0;
+  int max_workers_total = 0;
   int job_queue_size = 100;
   int64_t max_request_size = 6553500;
   int64_t max_response_size = 6553500;

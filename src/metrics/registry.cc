@@ -39,7 +39,10 @@ StatusOr<Series*> Family::GetSeries(const Labels& labels, bool strict, MetricTyp
   }
   std::lock_guard<std::mutex> lock(mu_);
   auto it = index_.find(values);
-  if (it != index_.end()) return it->second.get();
+  if (it != index_.end()) {
+    ++it->second.uses;
+    return it->second.series.get();
+  }
   std::shared_ptr<Series> s;
   switch (desc_.type) {
     case MetricType::kCounter:
@@ -53,7 +56,7 @@ StatusOr<Series*> Family::GetSeries(const Labels& labels, bool strict, MetricTyp
       break;
   }
   Series* raw = s.get();
-  index_.emplace(std::move(values), std::move(s));
+  index_.emplace(std::move(values), Entry{std::move(s), 1});
   list_dirty_ = true;
   return raw;
 }
@@ -88,6 +91,18 @@ void Family::Remove(const Labels& labels) {
   if (index_.erase(values) != 0) list_dirty_ = true;
 }
 
+void Family::Release(const Series* series) {
+  if (series == nullptr || &series->family() != &desc_) return;
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = index_.find(series->label_values());
+  if (it == index_.end() || it->second.series.get() != series) return;
+  if (it->second.uses > 0) --it->second.uses;
+  if (it->second.uses == 0) {
+    index_.erase(it);
+    list_dirty_ = true;
+  }
+}
+
 void Family::Clear() {
   std::lock_guard<std::mutex> lock(mu_);
   index_.clear();
@@ -107,7 +122,7 @@ FamilySnapshot Family::Snapshot() const {
     if (list_dirty_) {
       auto list = std::make_shared<std::vector<std::shared_ptr<Series>>>();
       list->reserve(index_.size());
-      for (const auto& [values, series] : index_) list->push_back(series);
+      for (const auto& [values, entry] : index_) list->push_back(entry.series);
       list_ = std::move(list);
       list_dirty_ = false;
     }
@@ -191,8 +206,12 @@ Family* Registry::Find(std::string_view name) const {
 }
 
 Series* Registry::Detached(std::string_view name, MetricType type) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto key = std::make_pair(std::string(name), type);
+  auto it = detached_.find(key);
+  if (it != detached_.end()) return it->second.series.get();
   auto desc = std::make_unique<FamilyDesc>();
-  desc->name = std::string(name);
+  desc->name = key.first;
   desc->type = type;
   std::unique_ptr<Series> s;
   switch (type) {
@@ -208,10 +227,20 @@ Series* Registry::Detached(std::string_view name, MetricType type) {
       break;
   }
   Series* raw = s.get();
-  std::lock_guard<std::mutex> lock(mu_);
-  detached_descs_.push_back(std::move(desc));
-  detached_.push_back(std::move(s));
+  detached_.emplace(std::move(key), DetachedSeries{std::move(desc), std::move(s)});
   return raw;
+}
+
+size_t Registry::DetachedCount() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return detached_.size();
+}
+
+void Registry::Release(const Series* series) {
+  if (series == nullptr) return;
+  // A detached series' description is not a family's: Find gives another desc (or none),
+  // and Family::Release ignores a series that is not its own.
+  if (Family* f = Find(series->family().name)) f->Release(series);
 }
 
 StatusOr<Counter*> Registry::CounterFor(std::string_view name, const Labels& labels) {

@@ -60,6 +60,13 @@ class Family {
   // Drops the series with these labels (e.g. a stopped worker's). Handles to it must no
   // longer be used by the caller; a scrape in progress keeps it alive until done.
   void Remove(const Labels& labels);
+  // Gives back one use of `series` (every Get* that returned it took one). The series is
+  // dropped, as by Remove, when its last use is given back, so a series shared by several
+  // owners (a model's versions share their model_version="default" series) lives until
+  // the last one releases it. Series never released (most of them) are never dropped. A
+  // series of another family, or one Remove/Clear dropped (while a scrape still holds it),
+  // is ignored. A handle must not be used, nor released again, after its last release.
+  void Release(const Series* series);
   // Drops every series.
   void Clear();
   size_t SeriesCount() const;
@@ -72,7 +79,11 @@ class Family {
   const FamilyDesc desc_;
   EventSink* const sink_;
   mutable std::mutex mu_;
-  std::map<std::vector<std::string>, std::shared_ptr<Series>> index_;
+  struct Entry {
+    std::shared_ptr<Series> series;
+    uint64_t uses = 0;  // Get* calls that returned it, less Release calls
+  };
+  std::map<std::vector<std::string>, Entry> index_;
   // The series in index_ order, rebuilt by the first snapshot after a change; shared with
   // snapshots in progress.
   mutable std::shared_ptr<const std::vector<std::shared_ptr<Series>>> list_;
@@ -100,6 +111,12 @@ class Registry {
   StatusOr<Counter*> CounterFor(std::string_view name, const Labels& labels);
   StatusOr<Gauge*> GaugeFor(std::string_view name, const Labels& labels);
   StatusOr<Histogram*> HistogramFor(std::string_view name, const Labels& labels);
+  // Gives back a series returned by CounterFor/GaugeFor/HistogramFor (see Family::Release):
+  // a model's series go away with the model. Detached series are shared and kept.
+  void Release(const Series* series);
+  // How many detached series exist: at most one per (name, type), however often they are
+  // asked for.
+  size_t DetachedCount() const;
 
   // Runs before every Collect (e.g. to refresh process metrics). Hooks run under the
   // collect lock, one scrape at a time.
@@ -113,15 +130,19 @@ class Registry {
   EventSink* sink() const { return sink_; }
 
  private:
-  // A series of `type` that no family lists: recorded into, never rendered.
+  // The series of `type` that no family lists, one per (name, type), shared by every
+  // caller: recorded into, never rendered, never freed (the names are the code's).
   Series* Detached(std::string_view name, MetricType type);
 
   EventSink* const sink_;
   mutable std::mutex mu_;          // guards families_ and detached_
   mutable std::mutex collect_mu_;  // serializes hooks
   std::map<std::string, std::unique_ptr<Family>, std::less<>> families_;
-  std::vector<std::unique_ptr<FamilyDesc>> detached_descs_;
-  std::vector<std::unique_ptr<Series>> detached_;
+  struct DetachedSeries {
+    std::unique_ptr<FamilyDesc> desc;
+    std::unique_ptr<Series> series;
+  };
+  std::map<std::pair<std::string, MetricType>, DetachedSeries, std::less<>> detached_;
   std::vector<std::function<void()>> hooks_;
 };
 

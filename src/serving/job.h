@@ -23,6 +23,9 @@ struct JobResult {
 class Job {
  public:
   using Done = std::function<void(JobResult)>;
+  // Answers, from any thread, whether the client that sent the request has gone (its
+  // answer would be lost). Must be cheap: the queue asks it of every job it hands out.
+  using GoneProbe = std::function<bool()>;
 
   Job(std::string request_id, std::string body, std::string content_type, bool explicit_version,
       Clock::time_point arrival, Clock::time_point deadline, Done done)
@@ -47,6 +50,10 @@ class Job {
   void Deliver(JobResult result);
   bool completed() const { return completed_.load(std::memory_order_acquire); }
 
+  // Set once, before the job is submitted; without a probe the client is never gone.
+  void set_gone_probe(GoneProbe probe) { gone_probe_ = std::move(probe); }
+  bool client_gone() const { return gone_probe_ && gone_probe_(); }
+
   const std::string& request_id() const { return request_id_; }
   const std::string& body() const { return body_; }
   const std::string& content_type() const { return content_type_; }
@@ -68,6 +75,7 @@ class Job {
   Clock::time_point enqueued_{};
   Clock::time_point started_{};
   Done done_;
+  GoneProbe gone_probe_;
   std::atomic<bool> completed_{false};
 };
 

@@ -3,12 +3,46 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <thread>
 
 namespace tserve::serving {
 
+namespace {
+
+// What the worker defaults are derived from.
+int Cores() { return static_cast<int>(std::max(1u, std::thread::hardware_concurrency())); }
+
+std::string PerModelLimit(const char* what, int asked, int limit) {
+  return std::string(what) + " " + std::to_string(asked) + " exceeds the limit of " +
+         std::to_string(limit) + " workers per model (max_workers_per_model)";
+}
+
+std::string TotalLimit(const std::string& model, int asked, int total, int limit) {
+  return "Cannot run " + std::to_string(asked) + " workers for model \"" + model +
+         "\": " + std::to_string(total) + " workers in all would exceed the limit of " +
+         std::to_string(limit) + " (max_workers_total)";
+}
+
+}  // namespace
+
+LoadedModel::~LoadedModel() {
+  pool.reset();  // its workers record into `metrics` until they have stopped
+  handler_metrics.reset();
+  if (registry != nullptr) metrics.Release(registry);
+}
+
+int ModelManager::DefaultMaxWorkersPerModel() { return std::max(16, 4 * Cores()); }
+int ModelManager::DefaultMaxWorkersTotal() { return 4 * DefaultMaxWorkersPerModel(); }
+
 ModelManager::ModelManager(Options options, const backend::HandlerFactory* factory,
                            metrics::Registry* registry)
-    : options_(std::move(options)), factory_(factory), registry_(registry) {
+    : options_(std::move(options)),
+      max_workers_per_model_(options_.max_workers_per_model > 0 ? options_.max_workers_per_model
+                                                                : DefaultMaxWorkersPerModel()),
+      max_workers_total_(options_.max_workers_total > 0 ? options_.max_workers_total
+                                                        : DefaultMaxWorkersTotal()),
+      factory_(factory),
+      registry_(registry) {
   reaper_ = std::thread([this] { Reap(); });
   control_ = std::thread([this] { ControlLoop(); });
 }
@@ -45,10 +79,25 @@ StatusOr<std::shared_ptr<LoadedModel>> ModelManager::LoadAndGet(const ModelSpec&
   size_t slash = spec.path.find_last_of('/');
   model->url = slash == std::string::npos ? spec.path : spec.path.substr(slash + 1);
   const ModelConfig& config = model->archive.config;
-  const int min_workers =
+  const int limit = max_workers_per_model_;
+  if (overrides.initial_workers && *overrides.initial_workers > limit) {
+    return Status::InvalidArgument(
+        PerModelLimit("initial_workers", *overrides.initial_workers, limit));
+  }
+  int min_workers =
       overrides.initial_workers.value_or(config.min_workers.value_or(options_.default_workers));
+  int max_workers = std::max(min_workers, config.max_workers.value_or(min_workers));
+  if (max_workers > limit) {
+    // The archive was made for another machine (or default_workers_per_model is high).
+    spdlog::warn(
+        "Model {}: {} workers (minWorkers {}, maxWorkers {}) clamped to {} "
+        "(max_workers_per_model)",
+        model->name, max_workers, min_workers, max_workers, limit);
+    min_workers = std::min(min_workers, limit);
+    max_workers = limit;
+  }
   model->min_workers = min_workers;
-  model->max_workers = std::max(min_workers, config.max_workers.value_or(min_workers));
+  model->max_workers = max_workers;
   model->batch_size = overrides.batch_size.value_or(config.batch_size.value_or(1));
   model->max_batch_delay_ms =
       overrides.max_batch_delay_ms.value_or(config.max_batch_delay_ms.value_or(100));
@@ -68,6 +117,7 @@ StatusOr<std::shared_ptr<LoadedModel>> ModelManager::LoadAndGet(const ModelSpec&
   auto metrics = ModelMetrics::Resolve(registry_, model->name, model->version, options_.hostname);
   if (!metrics.ok()) return Status::InvalidArgument(spec.path + ": " + metrics.status().message());
   model->metrics = *metrics;
+  model->registry = registry_;
   model->handler_metrics =
       std::make_unique<HandlerMetrics>(registry_, model->name, options_.hostname);
 
@@ -89,9 +139,21 @@ StatusOr<std::shared_ptr<LoadedModel>> ModelManager::LoadAndGet(const ModelSpec&
                                              model->handler_metrics.get(),
                                              [this] { return next_port_.fetch_add(1); });
   {
+    std::lock_guard<std::mutex> budget(budget_mu_);
+    if (workers_reserved_ + min_workers > max_workers_total_) {
+      model->unloaded = true;
+      return Status::InvalidArgument(TotalLimit(
+          model->name, min_workers, workers_reserved_ + min_workers, max_workers_total_));
+    }
+    workers_reserved_ += min_workers;
+    model->target_workers = min_workers;
+  }
+  {
     std::unique_lock<std::shared_mutex> lock(mu_);
     Entry& entry = models_[model->name];
     if (entry.versions.count(model->version) != 0) {
+      lock.unlock();
+      ReleaseReservation(model.get());
       return Status::AlreadyExists("Model version " + model->version +
                                    " is already registered for model " + model->name);
     }
@@ -99,7 +161,22 @@ StatusOr<std::shared_ptr<LoadedModel>> ModelManager::LoadAndGet(const ModelSpec&
     entry.versions[model->version] = model;
     cleanup.armed = false;
   }
-  model->pool->SetWorkerCount(min_workers);
+  if (Status started = model->pool->SetWorkerCount(min_workers); !started.ok()) {
+    // Out of threads: the registration fails and leaves nothing behind.
+    {
+      std::unique_lock<std::shared_mutex> lock(mu_);
+      auto it = models_.find(model->name);
+      if (it != models_.end()) {
+        auto v = it->second.versions.find(model->version);
+        if (v != it->second.versions.end() && v->second == model) it->second.versions.erase(v);
+        if (it->second.versions.empty()) models_.erase(it);
+      }
+    }
+    model->pool->Shutdown();
+    ReleaseReservation(model.get());
+    cleanup.armed = true;
+    return started;
+  }
   spdlog::info("Model {} version {} registered from {} (handler {}, batch size {}, {} worker{})",
                model->name, model->version, model->url, manifest.handler, model->batch_size,
                min_workers, min_workers == 1 ? "" : "s");
@@ -127,20 +204,40 @@ void ModelManager::ControlLoop() {
   }
 }
 
-void ModelManager::ScaleAsync(std::shared_ptr<LoadedModel> model, int min_workers, int max_workers,
-                              bool wait_ready, std::function<void(int workers)> done) {
-  Post([model, min_workers, max_workers, wait_ready, done = std::move(done)] {
-    model->min_workers = min_workers;
-    model->max_workers = max_workers;
-    const int current = model->pool->worker_count();
-    int target = current;
-    if (current < min_workers) {
+Status ModelManager::ScaleAsync(std::shared_ptr<LoadedModel> model, int min_workers,
+                                int max_workers, bool wait_ready, ScaleDone done) {
+  if (min_workers > max_workers_per_model_) {
+    return Status::InvalidArgument(
+        PerModelLimit("min_worker", min_workers, max_workers_per_model_));
+  }
+  if (max_workers > max_workers_per_model_) {
+    return Status::InvalidArgument(
+        PerModelLimit("max_worker", max_workers, max_workers_per_model_));
+  }
+  // The target is decided here, in the order of the requests, and reserved against the
+  // total; the control thread carries the changes out in the same order.
+  std::lock_guard<std::mutex> budget(budget_mu_);
+  int target = model->target_workers;
+  if (!model->unloaded) {
+    if (target < min_workers) {
       target = min_workers;
-    } else if (current > max_workers) {
+    } else if (target > max_workers) {
       target = max_workers;
     }
-    model->pool->SetWorkerCount(target);
-    if (wait_ready) {
+    const int total = workers_reserved_ - model->target_workers + target;
+    if (target > model->target_workers && total > max_workers_total_) {
+      return Status::InvalidArgument(TotalLimit(model->name, target, total, max_workers_total_));
+    }
+    workers_reserved_ = total;
+    model->target_workers = target;
+  }
+  Post([this, model, min_workers, max_workers, target, wait_ready, done = std::move(done)] {
+    model->min_workers = min_workers;
+    model->max_workers = max_workers;
+    Status status = model->pool->SetWorkerCount(target);
+    const int running = model->pool->worker_count();
+    if (!status.ok()) ShrinkReservation(model.get(), running);
+    if (wait_ready && status.ok()) {
       // Until every worker is ready, or has failed to load (it keeps retrying).
       const auto until = Clock::now() + std::chrono::seconds(model->response_timeout_s);
       while (Clock::now() < until && model->pool->ready_workers() < target &&
@@ -149,9 +246,25 @@ void ModelManager::ScaleAsync(std::shared_ptr<LoadedModel> model, int min_worker
       }
     }
     spdlog::info("Model {} version {}: {} worker{} (min {}, max {})", model->name, model->version,
-                 target, target == 1 ? "" : "s", min_workers, max_workers);
-    if (done) done(target);
+                 running, running == 1 ? "" : "s", min_workers, max_workers);
+    if (done) done(status, status.ok() ? target : running);
   });
+  return Status::Ok();
+}
+
+void ModelManager::ShrinkReservation(LoadedModel* model, int running) {
+  std::lock_guard<std::mutex> budget(budget_mu_);
+  if (model->unloaded || model->target_workers <= running) return;
+  workers_reserved_ -= model->target_workers - running;
+  model->target_workers = running;
+}
+
+void ModelManager::ReleaseReservation(LoadedModel* model) {
+  std::lock_guard<std::mutex> budget(budget_mu_);
+  if (model->unloaded) return;
+  workers_reserved_ -= model->target_workers;
+  model->target_workers = 0;
+  model->unloaded = true;
 }
 
 Status ModelManager::UnregisterAsync(std::string_view name, std::string_view version,
@@ -180,15 +293,18 @@ Status ModelManager::UnregisterAsync(std::string_view name, std::string_view ver
     *removed_version = v;
   }
   // No new request reaches it now; let the queued ones finish, then stop the workers.
-  Post([this, model, done = std::move(done)] {
+  Post([this, model, done = std::move(done)]() mutable {
     const auto until = Clock::now() + std::chrono::seconds(model->response_timeout_s);
     while (model->pool->queue_depth() > 0 && model->pool->ready_workers() > 0 &&
            Clock::now() < until) {
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }
     model->pool->Shutdown();
+    ReleaseReservation(model.get());
     RemoveExtractedArchive(model->archive);
     spdlog::info("Model {} version {} unregistered", model->name, model->version);
+    // Let go first: when nothing else holds it, its metric series go now, before the answer.
+    model.reset();
     if (done) done();
   });
   return Status::Ok();

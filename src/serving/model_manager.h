@@ -26,8 +26,15 @@
 namespace tserve::serving {
 
 // One loaded model version: its archive, its metrics handles, its worker pool.
-// Immutable after load except through the pool; shared by requests in flight.
+// Immutable after load except through the pool; shared by requests in flight. When the
+// last holder lets go, the pool is stopped and the model's metric series are released
+// (those no other version shares leave /metrics).
 struct LoadedModel {
+  LoadedModel() = default;
+  ~LoadedModel();
+  LoadedModel(const LoadedModel&) = delete;
+  LoadedModel& operator=(const LoadedModel&) = delete;
+
   std::string name;
   std::string version;
   std::string url;  // what it was loaded from (archive file name, as TorchServe's modelUrl)
@@ -39,8 +46,13 @@ struct LoadedModel {
   int response_timeout_s = 120;
   bool loaded_at_startup = false;
   ModelMetrics metrics;
+  metrics::Registry* registry = nullptr;  // where `metrics` came from (released there)
   std::unique_ptr<HandlerMetrics> handler_metrics;
   std::unique_ptr<WorkerPool> pool;
+  // The worker count the last accepted change asked for, counted against the manager's
+  // max_workers_total; guarded by the manager's budget mutex.
+  int target_workers = 0;
+  bool unloaded = false;  // its workers were stopped and given back to the budget
 };
 
 // All models, by name and version, with each name's default version. Loads models from
@@ -57,7 +69,14 @@ class ModelManager {
     int default_response_timeout_s = 120;
     int intra_op_threads = 1;
     size_t max_response_size = 0;  // bytes; 0: no limit (PoolOptions::max_response_size)
+    // Worker ceilings (each worker is a thread with its own handler): per model version
+    // and over all models. 0: DefaultMaxWorkersPerModel() / DefaultMaxWorkersTotal().
+    int max_workers_per_model = 0;
+    int max_workers_total = 0;
   };
+  // max(16, 4 × cores), and 4 × that.
+  static int DefaultMaxWorkersPerModel();
+  static int DefaultMaxWorkersTotal();
   ModelManager(Options options, const backend::HandlerFactory* factory,
                metrics::Registry* registry);
   ~ModelManager();
@@ -70,17 +89,25 @@ class ModelManager {
     std::optional<int> response_timeout_s;
   };
   // Opens the archive, resolves metrics, starts min workers (without waiting for them).
-  // Errors name the file and the cause.
+  // Errors name the file and the cause. Worker limits: initial_workers over
+  // max_workers_per_model is InvalidArgument; model-config.yaml's minWorkers/maxWorkers
+  // (and default_workers) over it are clamped to it, with a warning; workers over what
+  // max_workers_total leaves are InvalidArgument. A worker thread that cannot start is
+  // Internal, and the model is not registered.
   Status Load(const ModelSpec& spec, bool at_startup, const LoadOverrides& overrides = {});
   StatusOr<std::shared_ptr<LoadedModel>> LoadAndGet(const ModelSpec& spec, bool at_startup,
                                                     const LoadOverrides& overrides);
 
   // Scales a model version: min/max as TorchServe (max < min is an error). Starts workers
   // up to min when fewer run, else stops down to max (each finishes its batch first; queued
-  // requests stay queued). Runs on the manager's control thread; `done` gets the worker
-  // count once the change is made (and, when `wait_ready`, once they are ready or failed).
-  void ScaleAsync(std::shared_ptr<LoadedModel> model, int min_workers, int max_workers,
-                  bool wait_ready, std::function<void(int workers)> done);
+  // requests stay queued). Checks the worker limits at once: min or max over
+  // max_workers_per_model, or a total over max_workers_total, is InvalidArgument naming the
+  // limit (and nothing changes). The change runs on the manager's control thread; `done`
+  // gets its status (Internal when a worker thread could not start) and the worker count
+  // once the change is made (and, when `wait_ready`, once they are ready or failed).
+  using ScaleDone = std::function<void(const Status& status, int workers)>;
+  Status ScaleAsync(std::shared_ptr<LoadedModel> model, int min_workers, int max_workers,
+                    bool wait_ready, ScaleDone done);
   // Removes a version (its default if version is ""): refuses the default version while
   // others exist, stops routing to it at once, lets queued requests finish, then unloads.
   // `done` runs on the control thread when it is gone.
@@ -111,8 +138,17 @@ class ModelManager {
   void Reap();
   void ControlLoop();
   void Post(std::function<void()> task);
+  // The budget: a model that started fewer workers than reserved gives back the rest; an
+  // unloaded (or never registered) model gives back all of them.
+  void ShrinkReservation(LoadedModel* model, int running);
+  void ReleaseReservation(LoadedModel* model);
 
   const Options options_;
+  const int max_workers_per_model_;
+  const int max_workers_total_;
+  // Guards workers_reserved_ and every LoadedModel's target_workers and unloaded.
+  std::mutex budget_mu_;
+  int workers_reserved_ = 0;  // Σ target_workers of the models not unloaded
   const backend::HandlerFactory* factory_;
   metrics::Registry* registry_;
   std::atomic<int> next_port_{9000};

@@ -79,9 +79,47 @@ StatusOr<ModelMetrics> ModelMetrics::Resolve(metrics::Registry* registry, const 
   m.fail_timeout = reason("timeout");
   m.fail_handler_error = reason("handler_error");
   m.fail_bad_input = reason("bad_input");
+  m.fail_unloaded = reason("unloaded");
+  m.fail_client_disconnected = reason("client_disconnected");
   m.fail_response_too_large = reason("response_too_large");
-  if (!r.status().ok()) return r.status();
+  if (!r.status().ok()) {
+    m.Release(registry);  // what resolved before the error
+    return r.status();
+  }
   return m;
+}
+
+void ModelMetrics::Release(metrics::Registry* registry) {
+  auto release = [registry](auto*& series) {
+    registry->Release(series);
+    series = nullptr;
+  };
+  for (VersionLabelled* l : {&by_default, &by_explicit}) {
+    release(l->requests);
+    release(l->latency_us);
+    release(l->queue_latency_us);
+  }
+  // QueueTime and WorkerThreadTime are host-level (one series, whatever the models): kept.
+  queue_time_ms = nullptr;
+  worker_thread_time_ms = nullptr;
+  release(handler_time_ms);
+  release(prediction_time_ms);
+  release(request_duration);
+  release(queue_duration);
+  release(handler_duration);
+  release(batch_size);
+  release(queue_depth);
+  release(workers_starting);
+  release(workers_ready);
+  release(workers_failed);
+  release(fail_queue_full);
+  release(fail_no_worker);
+  release(fail_timeout);
+  release(fail_handler_error);
+  release(fail_bad_input);
+  release(fail_unloaded);
+  release(fail_client_disconnected);
+  release(fail_response_too_large);
 }
 
 StatusOr<metrics::Gauge*> WorkerLoadTimeGauge(metrics::Registry* registry,

@@ -42,10 +42,18 @@ struct ModelMetrics {
   metrics::Counter* fail_timeout = nullptr;
   metrics::Counter* fail_handler_error = nullptr;
   metrics::Counter* fail_bad_input = nullptr;
-  metrics::Counter* fail_response_too_large = nullptr;  // over max_response_size (500)
+  metrics::Counter* fail_unloaded = nullptr;             // queued when the model was unloaded
+  metrics::Counter* fail_client_disconnected = nullptr;  // client gone while queued
+  metrics::Counter* fail_response_too_large = nullptr;   // over max_response_size (500)
 
+  // Every request counted in `requests` ends in exactly one of: a success (observed in
+  // request_duration) or one fail_* counter. docs/metrics.md states the invariant.
   static StatusOr<ModelMetrics> Resolve(metrics::Registry* registry, const std::string& model,
                                         const std::string& version, const std::string& hostname);
+  // Gives back every series Resolve took (Registry::Release): those no other model version
+  // shares leave /metrics. Call once, when nothing records through these handles any more;
+  // the handles are null afterwards.
+  void Release(metrics::Registry* registry);
 };
 
 // WorkerLoadTime{WorkerName="W-<port>-<model>_<version>",Level="Host"} of one worker.

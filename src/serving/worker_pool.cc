@@ -4,6 +4,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <iterator>
+#include <system_error>
 
 namespace tserve::serving {
 
@@ -42,7 +44,8 @@ bool JobQueue::Push(std::shared_ptr<Job> job) {
 
 std::vector<std::shared_ptr<Job>> JobQueue::PopBatch(size_t max_jobs,
                                                      std::chrono::milliseconds max_delay,
-                                                     const std::atomic<bool>& stop) {
+                                                     const std::atomic<bool>& stop,
+                                                     std::vector<std::shared_ptr<Job>>* gone) {
   std::vector<std::shared_ptr<Job>> batch;
   std::unique_lock<std::mutex> lock(mu_);
   auto wake = [&] { return !jobs_.empty() || closed_ || stop.load(); };
@@ -50,14 +53,20 @@ std::vector<std::shared_ptr<Job>> JobQueue::PopBatch(size_t max_jobs,
     while (!jobs_.empty() && batch.size() < max_jobs) {
       std::shared_ptr<Job> job = std::move(jobs_.front());
       jobs_.pop_front();
-      if (!job->completed()) batch.push_back(std::move(job));
+      if (job->completed()) continue;  // timed out already
+      if (gone != nullptr && job->client_gone()) {
+        gone->push_back(std::move(job));
+      } else {
+        batch.push_back(std::move(job));
+      }
     }
   };
-  while (batch.empty()) {
+  auto found_gone = [&] { return gone != nullptr && !gone->empty(); };
+  while (batch.empty() && !found_gone()) {
     cv_.wait(lock, wake);
     if (stop.load() || jobs_.empty()) break;  // stopping, or closed and drained
     take();
-    if (batch.empty()) continue;  // only timed-out jobs were there
+    if (batch.empty()) continue;  // only timed-out or abandoned jobs were there
     // Dynamic batching: wait up to max_delay after the first job for the batch to fill.
     const auto deadline = Clock::now() + max_delay;
     while (batch.size() < max_jobs) {
@@ -67,6 +76,14 @@ std::vector<std::shared_ptr<Job>> JobQueue::PopBatch(size_t max_jobs,
     }
   }
   if (depth_ != nullptr) depth_->Set(static_cast<double>(jobs_.size()));
+  lock.unlock();
+  if (gone != nullptr) {
+    // Clients may have left while the batch filled: ask once more before it runs.
+    auto left = std::stable_partition(batch.begin(), batch.end(),
+                                      [](const auto& job) { return !job->client_gone(); });
+    std::move(left, batch.end(), std::back_inserter(*gone));
+    batch.erase(left, batch.end());
+  }
   return batch;
 }
 
@@ -174,14 +191,16 @@ void WorkerPool::SetState(Worker* w, int state) {
 void WorkerPool::PublishWorkerStates() {
   metrics_.workers_starting->Set(starting_.load());
   metrics_.workers_ready->Set(ready_.load());
-  metrics_.workers_failed->Set(failed_.load());
+  metrics_.workers_failed->Set(failed_.load() + start_failed_.load());
 }
 
-void WorkerPool::SetWorkerCount(int count) {
+Status WorkerPool::SetWorkerCount(int count) {
   std::vector<std::unique_ptr<Worker>> stopping;
+  Status status;
   {
     std::lock_guard<std::mutex> lock(workers_mu_);
-    if (shut_down_) return;
+    if (shut_down_) return Status::Ok();
+    start_failed_ = 0;  // this call's target replaces the last one's
     while (static_cast<int>(workers_.size()) < count) {
       auto w = std::make_unique<Worker>();
       w->port = next_worker_port_();
@@ -193,7 +212,23 @@ void WorkerPool::SetWorkerCount(int count) {
       starting_.fetch_add(1);  // state starts at kLoading
       Worker* raw = w.get();
       workers_.push_back(std::move(w));
-      raw->thread = std::thread([this, raw] { Run(raw); });
+      try {
+        std::function<void()> body = [this, raw] { Run(raw); };
+        raw->thread = options_.start_thread ? options_.start_thread(std::move(body))
+                                            : std::thread(std::move(body));
+      } catch (const std::system_error& e) {
+        // Nothing runs for it: undo the worker and report the shortfall.
+        starting_.fetch_sub(1);
+        RemoveWorkerLoadTime(registry_, raw->name, options_.hostname);
+        workers_.pop_back();
+        const int started = static_cast<int>(workers_.size());
+        start_failed_ = count - started;
+        status = Status::Internal("Failed to start worker " + std::to_string(started + 1) + " of " +
+                                  std::to_string(count) + " for model \"" + options_.model_name +
+                                  "\" version " + options_.model_version + ": " + e.what());
+        spdlog::error("{}", status.message());
+        break;
+      }
     }
     while (static_cast<int>(workers_.size()) > count) {
       workers_.back()->stop = true;
@@ -202,13 +237,14 @@ void WorkerPool::SetWorkerCount(int count) {
     }
   }
   PublishWorkerStates();
-  if (stopping.empty()) return;
+  if (stopping.empty()) return status;
   queue_.WakeAll();
   for (auto& w : stopping) {
     if (w->thread.joinable()) w->thread.join();
     RemoveWorkerLoadTime(registry_, w->name, options_.hostname);
   }
   if (count == 0) FailQueuedIfNoWorker();  // scaled to zero: nobody will take them
+  return status;
 }
 
 void WorkerPool::Shutdown() {
@@ -227,9 +263,24 @@ void WorkerPool::Shutdown() {
     RemoveWorkerLoadTime(registry_, w->name, options_.hostname);
   }
   for (auto& job : queue_.Drain()) {
-    job->Complete(Error(503, "ServiceUnavailableException",
-                        "Model \"" + options_.model_name + "\" is being unloaded"));
+    if (!job->Claim()) continue;  // answered already (408)
+    metrics_.fail_unloaded->Inc();
+    job->Deliver(Error(503, "ServiceUnavailableException",
+                       "Model \"" + options_.model_name + "\" is being unloaded"));
   }
+  start_failed_ = 0;
+  PublishWorkerStates();
+}
+
+void WorkerPool::DropGone(std::vector<std::shared_ptr<Job>>& gone) {
+  for (auto& job : gone) {
+    if (!job->Claim()) continue;
+    metrics_.fail_client_disconnected->Inc();
+    // Nobody will read it; the transport drops it.
+    job->Deliver(Error(503, "ServiceUnavailableException",
+                       "The client closed the connection before the request was served"));
+  }
+  gone.clear();
 }
 
 void WorkerPool::FailQueuedIfNoWorker() {
@@ -300,6 +351,13 @@ std::unique_ptr<Handler> WorkerPool::LoadHandler(Worker* w) {
   } catch (const std::exception& e) {
     spdlog::error("{}: model {} failed to load: {}", w->name, options_.model_name, e.what());
     return nullptr;
+  } catch (...) {
+    // A plugin may throw anything; it must not escape the worker thread (std::terminate).
+    spdlog::error(
+        "{}: model {} failed to load: the handler's Initialize threw a "
+        "non-standard exception",
+        w->name, options_.model_name);
+    return nullptr;
   }
   const double ms = Millis(Clock::now() - t0);
   if (w->load_time != nullptr) w->load_time->Set(std::round(ms));
@@ -326,9 +384,11 @@ void WorkerPool::Run(Worker* w) {
   }
   if (handler != nullptr) {
     SetState(w, kReady);
+    std::vector<std::shared_ptr<Job>> gone;
     while (!w->stop) {
       auto jobs = queue_.PopBatch(static_cast<size_t>(std::max(1, options_.batch_size)),
-                                  options_.max_batch_delay, w->stop);
+                                  options_.max_batch_delay, w->stop, &gone);
+      DropGone(gone);
       if (jobs.empty()) {
         if (w->stop || shut_down_) break;
         continue;

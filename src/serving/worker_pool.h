@@ -35,6 +35,9 @@ struct PoolOptions {
   std::string hostname;
   // max_response_size: a larger response body answers 500 instead (0: no limit).
   size_t max_response_size = 0;
+  // Starts a worker's thread; throws std::system_error when it cannot (as std::thread
+  // does). Empty: std::thread. Injectable so tests can make thread creation fail.
+  std::function<std::thread(std::function<void()>)> start_thread;
 };
 
 // A bounded job queue with dynamic batching. Thread safety: all methods are safe to call
@@ -49,9 +52,13 @@ class JobQueue {
   bool Push(std::shared_ptr<Job> job);
   // Blocks for the first job, then gathers up to max_jobs, waiting at most max_delay after
   // the first one for more. Jobs already completed (timed out) are dropped. Empty once the
-  // queue is closed and drained, or when `stop` becomes true.
+  // queue is closed and drained, or when `stop` becomes true. With `gone`, jobs whose
+  // client has gone (Job::client_gone, asked when a job is taken and again just before
+  // the batch is returned) are moved there instead of into the batch, for the caller to
+  // complete; the call then also returns when only such jobs were found.
   std::vector<std::shared_ptr<Job>> PopBatch(size_t max_jobs, std::chrono::milliseconds max_delay,
-                                             const std::atomic<bool>& stop);
+                                             const std::atomic<bool>& stop,
+                                             std::vector<std::shared_ptr<Job>>* gone = nullptr);
   // Completes (through `expire`) and removes queued jobs whose deadline has passed.
   void ExpireOverdue(Clock::time_point now, const std::function<void(Job&)>& expire);
   // Refuses new jobs and wakes waiting workers; queued jobs can still be popped.
@@ -91,7 +98,11 @@ class WorkerPool {
   SubmitResult Submit(std::shared_ptr<Job> job);
 
   // Starts or stops workers until `count` run. Stopped workers finish their batch first.
-  void SetWorkerCount(int count);
+  // A worker thread that cannot be started (std::system_error: the process is out of
+  // threads or memory) is an Internal error naming how many started; the workers that did
+  // start keep running and the shortfall shows as ts_workers{state="failed"} until the
+  // next SetWorkerCount. Never throws.
+  Status SetWorkerCount(int count);
   // Completes overdue jobs (queued or running) with 408.
   void ExpireOverdue(Clock::time_point now);
   // Stops every worker after its current batch; queued jobs answer 503.
@@ -133,6 +144,8 @@ class WorkerPool {
   void SetState(Worker* w, int state);
   // Answers queued jobs 503 when no worker is ready or loading (all failed).
   void FailQueuedIfNoWorker();
+  // Answers jobs whose client has gone (counted as client_disconnected).
+  void DropGone(std::vector<std::shared_ptr<Job>>& gone);
   void PublishWorkerStates();
 
   const PoolOptions options_;
@@ -145,6 +158,7 @@ class WorkerPool {
   std::atomic<int> ready_{0};
   std::atomic<int> starting_{0};
   std::atomic<int> failed_{0};
+  std::atomic<int> start_failed_{0};  // workers of the last SetWorkerCount that never started
 
   mutable std::mutex workers_mu_;  // guards workers_
   std::vector<std::unique_ptr<Worker>> workers_;

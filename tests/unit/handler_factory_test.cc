@@ -173,6 +173,39 @@ TEST(HandlerFactoryTest, BuiltinMakerFailuresAreErrors) {
   EXPECT_EQ(b.status().message(), "handler \"throws\": no model file");
 }
 
+// Issue 7: a maker (or plugin) may throw anything; the factory's border turns it into an
+// error instead of letting it reach std::terminate.
+TEST(HandlerFactoryTest, BuiltinMakerThrowingANonStandardExceptionIsAnError) {
+  HandlerFactory f;
+  f.RegisterBuiltin("throws_int", []() -> std::unique_ptr<Handler> { throw 42; });
+  auto h = f.Create("throws_int", "/");
+  ASSERT_FALSE(h.ok());
+  EXPECT_EQ(h.status().code(), StatusCode::kInternal);
+  EXPECT_EQ(h.status().message(),
+            "handler \"throws_int\": built-in maker threw a non-standard exception");
+}
+
+TEST(HandlerFactoryTest, NoopDelayMsIsValidated) {
+  HandlerFactory f;
+  RegisterNoopHandler(&f);
+  for (const char* bad : {"-1", "x", "60001", "5ms", ""}) {
+    auto h = f.Create("noop", "");
+    ASSERT_TRUE(h.ok());
+    ModelContext ctx;
+    ctx.config["delay_ms"] = bad;
+    EXPECT_THROW((*h)->Initialize(ctx), std::invalid_argument) << bad;
+  }
+  auto h = f.Create("noop", "");
+  ASSERT_TRUE(h.ok());
+  ModelContext ctx;
+  ctx.config["delay_ms"] = "1";
+  (*h)->Initialize(ctx);
+  Batch b = MakeBatch({{"text/plain", "slow"}});
+  RunBatch(**h, b);
+  ASSERT_EQ(b.responses.size(), 1u);
+  EXPECT_EQ(b.responses[0].body, "slow");
+}
+
 TEST(HandlerFactoryTest, NoopEchoesBodiesWithContentType) {
   HandlerFactory f;
   RegisterNoopHandler(&f);

@@ -76,6 +76,46 @@ TEST(RegistryTest, UnconfiguredFamilyGivesDetachedSeries) {
   EXPECT_TRUE(r.Collect().families.empty());
 }
 
+// Issue 7: a family left out of metrics.yaml gave every model load new detached series,
+// never freed. They are shared now: asking 1,000 times allocates one.
+TEST(RegistryTest, DetachedSeriesAreSharedNotAllocatedPerCall) {
+  Registry r;
+  Counter* first = *r.CounterFor("not_in_yaml", {{"model_name", "m"}});
+  for (int i = 0; i < 1000; ++i) {
+    EXPECT_EQ(*r.CounterFor("not_in_yaml", {{"model_name", "m" + std::to_string(i)}}), first);
+    r.Release(first);  // ignored: detached series are kept
+  }
+  Gauge* g = *r.GaugeFor("not_in_yaml", {});  // another type: its own series
+  EXPECT_NE(static_cast<Series*>(g), static_cast<Series*>(first));
+  EXPECT_EQ(r.DetachedCount(), 2u);
+}
+
+TEST(RegistryTest, ReleaseDropsASeriesWithItsLastUse) {
+  Registry r;
+  Family* f = *r.Add(Desc("ts_x", MetricType::kCounter, {"model_name"}));
+  Counter* a = *r.CounterFor("ts_x", {{"model_name", "a"}});
+  Counter* shared = *f->GetCounter({{"model_name", "a"}});  // a second owner of the same
+  ASSERT_EQ(a, shared);
+  Counter* kept = *f->GetCounter({{"model_name", "b"}});  // never released
+  kept->Inc();
+  a->Inc();
+  EXPECT_EQ(f->SeriesCount(), 2u);
+  r.Release(a);
+  EXPECT_EQ(f->SeriesCount(), 2u);  // the other owner still records into it
+  shared->Inc();
+  r.Release(shared);
+  EXPECT_EQ(f->SeriesCount(), 1u);
+  ASSERT_EQ(f->Snapshot().series.size(), 1u);
+  EXPECT_EQ(f->Snapshot().series[0], kept);
+  // A series re-created after its release is a new one, with its own use count.
+  Counter* again = *r.CounterFor("ts_x", {{"model_name", "a"}});
+  EXPECT_EQ(f->SeriesCount(), 2u);
+  r.Release(again);
+  EXPECT_EQ(f->SeriesCount(), 1u);
+  r.Release(nullptr);  // ignored
+  EXPECT_EQ(f->SeriesCount(), 1u);
+}
+
 TEST(RegistryTest, RemoveDropsSeriesButSnapshotKeepsItAlive) {
   Registry r;
   Family* f = *r.Add(Desc("WorkerLoadTime", MetricType::kGauge, {"WorkerName"}));

@@ -2,7 +2,10 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <future>
+#include <mutex>
+#include <system_error>
 #include <thread>
 
 #include "metrics/metrics_yaml.h"
@@ -20,16 +23,24 @@ struct Script {
   std::chrono::milliseconds inference_time{0};
   std::atomic<bool> throw_next{false};
   std::atomic<bool> fail_initialize{false};
+  std::atomic<bool> throw_int_on_initialize{false};
+  std::mutex mu;
+  std::vector<std::string> seen;  // every body the handler was given, in order
 };
 
 class ScriptedHandler : public Handler {
  public:
   explicit ScriptedHandler(Script* s) : s_(s) {}
   void Initialize(const ModelContext&) override {
+    if (s_->throw_int_on_initialize) throw 42;  // not a std::exception
     if (s_->fail_initialize) throw std::runtime_error("cannot load");
   }
   void Preprocess(Batch& b) override {
     s_->batches++;
+    {
+      std::lock_guard<std::mutex> lock(s_->mu);
+      for (const auto& r : b.requests) s_->seen.emplace_back(r.body);
+    }
     int n = static_cast<int>(b.requests.size());
     int m = s_->max_batch.load();
     while (n > m && !s_->max_batch.compare_exchange_weak(m, n)) {
@@ -61,9 +72,11 @@ class WorkerPoolTest : public ::testing::Test {
     metrics_ = *m;
   }
 
-  std::unique_ptr<WorkerPool> MakePool(int batch_size, std::chrono::milliseconds delay,
-                                       size_t capacity = 100) {
+  std::unique_ptr<WorkerPool> MakePool(
+      int batch_size, std::chrono::milliseconds delay, size_t capacity = 100,
+      std::function<std::thread(std::function<void()>)> start_thread = nullptr) {
     PoolOptions o;
+    o.start_thread = std::move(start_thread);
     o.model_name = "m";
     o.model_version = "1.0";
     o.handler = "scripted";
@@ -260,6 +273,191 @@ TEST_F(WorkerPoolTest, ScalingDownRemovesWorkerLoadTimeSeries) {
   pool->SetWorkerCount(1);
   EXPECT_EQ(registry_.Find("WorkerLoadTime")->SeriesCount(), 1u);
   EXPECT_EQ(pool->worker_count(), 1);
+}
+
+// Issue 7 #3: a worker thread the system cannot start threw std::system_error out of
+// SetWorkerCount and terminated the server. Now: an error for that change, the workers
+// that started keep serving, the shortfall shows as ts_workers{state="failed"}.
+TEST_F(WorkerPoolTest, ThreadStartFailureIsAnErrorNotACrash) {
+  int starts = 0;
+  auto pool = MakePool(1, 0ms, 100, [&starts](std::function<void()> body) {
+    if (++starts > 2) {
+      throw std::system_error(std::make_error_code(std::errc::resource_unavailable_try_again),
+                              "thread");
+    }
+    return std::thread(std::move(body));
+  });
+  Status s = pool->SetWorkerCount(5);
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.code(), StatusCode::kInternal);
+  EXPECT_NE(s.message().find("Failed to start worker 3 of 5 for model \"m\""), std::string::npos)
+      << s.message();
+  EXPECT_EQ(pool->worker_count(), 2);
+  WaitReady(*pool, 2);
+  EXPECT_EQ(metrics_.workers_failed->Value(), 3.0);
+  EXPECT_EQ(registry_.Find("WorkerLoadTime")->SeriesCount(), 2u);  // none for the missing
+  auto [job, fut] = MakeJob("still serving");
+  ASSERT_EQ(pool->Submit(job), WorkerPool::SubmitResult::kAccepted);
+  EXPECT_EQ(fut.get().status, 200);
+  // The next change replaces the shortfall.
+  EXPECT_TRUE(pool->SetWorkerCount(1).ok());
+  EXPECT_EQ(metrics_.workers_failed->Value(), 0.0);
+  pool->Shutdown();
+}
+
+// Issue 7: a handler whose Initialize throws something that is not a std::exception (a
+// plugin may) escaped the worker thread: std::terminate. Now it is a failed load.
+TEST_F(WorkerPoolTest, InitializeThrowingANonStandardExceptionFailsTheWorkerOnly) {
+  script_.throw_int_on_initialize = true;
+  auto pool = MakePool(1, 0ms);
+  ASSERT_TRUE(pool->SetWorkerCount(1).ok());
+  for (int i = 0; i < 200 && metrics_.workers_failed->Value() < 1.0; ++i) {
+    std::this_thread::sleep_for(10ms);
+  }
+  EXPECT_EQ(metrics_.workers_failed->Value(), 1.0);
+  EXPECT_EQ(pool->ready_workers(), 0);
+  script_.throw_int_on_initialize = false;  // the retry loads
+  WaitReady(*pool, 1);
+  pool->Shutdown();
+}
+
+// Issue 7 #13: a queued job whose client has gone is never given to the handler; it is
+// answered (to nobody) and counted as client_disconnected. What is running finishes.
+TEST_F(WorkerPoolTest, JobsWhoseClientWentAreDroppedBeforeTheHandler) {
+  script_.inference_time = 200ms;
+  auto pool = MakePool(1, 0ms);
+  ASSERT_TRUE(pool->SetWorkerCount(1).ok());
+  WaitReady(*pool, 1);
+  auto [running, running_f] = MakeJob("running");
+  std::atomic<bool> running_gone{false};
+  running->set_gone_probe([&running_gone] { return running_gone.load(); });
+  ASSERT_EQ(pool->Submit(running), WorkerPool::SubmitResult::kAccepted);
+  for (int i = 0; i < 200 && script_.batches.load() < 1; ++i) std::this_thread::sleep_for(5ms);
+  ASSERT_EQ(script_.batches.load(), 1);
+  auto [gone, gone_f] = MakeJob("gone");
+  std::atomic<bool> left{false};
+  gone->set_gone_probe([&left] { return left.load(); });
+  auto [stays, stays_f] = MakeJob("stays");
+  stays->set_gone_probe([] { return false; });
+  ASSERT_EQ(pool->Submit(gone), WorkerPool::SubmitResult::kAccepted);
+  ASSERT_EQ(pool->Submit(stays), WorkerPool::SubmitResult::kAccepted);
+  left = true;          // its client leaves while it waits in the queue
+  running_gone = true;  // and so does the running one's: it finishes anyway
+  EXPECT_EQ(running_f.get().status, 200);
+  JobResult dropped = gone_f.get();
+  EXPECT_EQ(dropped.status, 503);
+  EXPECT_EQ(stays_f.get().status, 200);
+  {
+    std::lock_guard<std::mutex> lock(script_.mu);
+    EXPECT_EQ(script_.seen, (std::vector<std::string>{"running", "stays"}));
+  }
+  EXPECT_EQ(metrics_.fail_client_disconnected->Value(), 1.0);
+  EXPECT_EQ(metrics_.request_duration->Count(), 2u);
+  pool->Shutdown();
+}
+
+// Issue 7 #10: every submitted job ends in exactly one outcome, each counted: a success
+// (ts_request_duration_seconds) or one ts_inference_failures_total reason. The 503s of a
+// model being unloaded were counted nowhere.
+TEST_F(WorkerPoolTest, EveryJobEndsInExactlyOneCountedOutcome) {
+  script_.inference_time = 100ms;
+  auto pool = MakePool(1, 0ms, /*capacity=*/3);
+  int submitted = 0;
+  std::vector<std::future<JobResult>> results;
+  auto submit = [&](std::shared_ptr<Job> job, std::future<JobResult> f) {
+    ++submitted;
+    if (pool->Submit(job) != WorkerPool::SubmitResult::kAccepted) {
+      job->Complete({503, "application/json", "refused", "ServiceUnavailableException"});
+    }
+    results.push_back(std::move(f));
+  };
+  {
+    auto [j, f] = MakeJob("no worker yet");
+    submit(j, std::move(f));
+  }  // no_worker
+  ASSERT_TRUE(pool->SetWorkerCount(1).ok());
+  WaitReady(*pool, 1);
+  {
+    auto [j, f] = MakeJob("ok");
+    submit(j, std::move(f));
+  }  // success (running)
+  for (int i = 0; i < 200 && script_.batches.load() < 1; ++i) std::this_thread::sleep_for(5ms);
+  script_.throw_next = true;  // the next batch fails
+  {
+    auto [j, f] = MakeJob("handler error");
+    submit(j, std::move(f));
+  }
+  {
+    auto [j, f] = MakeJob("gone");
+    j->set_gone_probe([] { return true; });
+    submit(j, std::move(f));
+  }
+  {
+    auto [j, f] = MakeJob("unloaded");
+    submit(j, std::move(f));
+  }
+  {
+    auto [j, f] = MakeJob("queue full");
+    submit(j, std::move(f));
+  }
+  pool->Shutdown();  // "ok" finishes; whatever is still queued is answered 503
+  for (auto& f : results) f.get();
+  const double outcomes = static_cast<double>(metrics_.request_duration->Count()) +
+                          metrics_.fail_queue_full->Value() + metrics_.fail_no_worker->Value() +
+                          metrics_.fail_timeout->Value() + metrics_.fail_handler_error->Value() +
+                          metrics_.fail_bad_input->Value() + metrics_.fail_unloaded->Value() +
+                          metrics_.fail_client_disconnected->Value();
+  EXPECT_EQ(outcomes, static_cast<double>(submitted));
+  EXPECT_EQ(metrics_.fail_no_worker->Value(), 1.0);
+  EXPECT_GE(metrics_.fail_unloaded->Value(), 1.0);  // at least "unloaded" was still queued
+}
+
+// Issue 7: ModelMetrics of an unloaded model stayed in the registry forever (and, for
+// families missing from metrics.yaml, a fresh detached series was allocated per load).
+TEST_F(WorkerPoolTest, ThousandLoadUnloadCyclesLeaveNoSeriesBehind) {
+  auto total_series = [this] {
+    size_t n = 0;
+    for (const auto& fam : registry_.Collect().families) {
+      n += registry_.Find(fam.desc->name)->SeriesCount();
+    }
+    return n;
+  };
+  const size_t before = total_series();  // "m" 1.0 of the fixture, still held
+  for (int i = 0; i < 1000; ++i) {
+    auto m = ModelMetrics::Resolve(&registry_, "churn" + std::to_string(i % 7), "1.0", "h");
+    ASSERT_TRUE(m.ok());
+    m->by_default.requests->Inc();
+    m->request_duration->Observe(0.1);
+    m->Release(&registry_);
+  }
+  // Only host-level QueueTime/WorkerThreadTime stay, and the fixture's "m" holds them.
+  EXPECT_EQ(total_series(), before);
+  // Two versions share model_version="default": it lives until both let go.
+  auto v1 = ModelMetrics::Resolve(&registry_, "two", "1.0", "h");
+  auto v2 = ModelMetrics::Resolve(&registry_, "two", "2.0", "h");
+  ASSERT_TRUE(v1.ok() && v2.ok());
+  ASSERT_EQ(v1->by_default.requests, v2->by_default.requests);
+  metrics::Counter* shared = v2->by_default.requests;
+  v1->Release(&registry_);
+  shared->Inc();  // still registered: no use after free
+  auto* fam = registry_.Find("ts_inference_requests_total");
+  const auto snap = fam->Snapshot();
+  EXPECT_TRUE(std::any_of(snap.series.begin(), snap.series.end(),
+                          [&](const metrics::Series* s) { return s == shared; }));
+  v2->Release(&registry_);
+  EXPECT_EQ(total_series(), before);
+
+  // Without the families in metrics.yaml: detached series, one per name and type.
+  metrics::Registry empty;
+  auto first = ModelMetrics::Resolve(&empty, "x", "1.0", "h");
+  ASSERT_TRUE(first.ok());
+  const size_t detached = empty.DetachedCount();
+  for (int i = 0; i < 1000; ++i) {
+    auto m = ModelMetrics::Resolve(&empty, "x" + std::to_string(i), "1.0", "h");
+    ASSERT_TRUE(m.ok());
+    m->Release(&empty);
+  }
+  EXPECT_EQ(empty.DetachedCount(), detached);
 }
 
 }  // namespace
