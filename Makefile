@@ -6,7 +6,18 @@ JOBS ?= $(shell nproc)
 PYTHON := /usr/bin/python3
 CONFIG ?= config/config.properties
 
-.PHONY: all deps build test unit e2e run bench clean format
+.PHONY: all deps build test unit e2e run bench clean format fuzz fuzz-smoke test-asan test-tsan \
+	sanitized-suites
+
+FUZZ_SECONDS ?= 600
+# Sanitizer runs: each an instrumented build (with LibTorch) beside the main one, its own demo
+# models, then the unit and e2e suites against it (docs/reliability.md).
+ASAN_DIR ?= $(BUILD_DIR)-asan
+TSAN_DIR ?= $(BUILD_DIR)-tsan
+ASAN_ENV = ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:halt_on_error=1 \
+	LSAN_OPTIONS=suppressions=$(abspath tests/lsan.supp):print_suppressions=0 \
+	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+TSAN_ENV = TSAN_OPTIONS="suppressions=$(abspath tests/tsan.supp) halt_on_error=1 exitcode=66"
 
 all: build
 
@@ -26,7 +37,34 @@ unit: build
 e2e: build
 	TSERVE_BINARY=$(abspath $(BUILD_DIR))/tserve $(PYTHON) -m pytest -p no:cacheprovider -q tests/e2e
 
-test: unit e2e
+test: unit e2e fuzz-smoke
+
+# libFuzzer targets (clang, ASan + UBSan) in build-fuzz: `make fuzz` runs each for
+# FUZZ_SECONDS; `make test` runs each over its seed corpus plus a 20 s fuzz.
+fuzz: deps
+	bash tests/fuzz/run.sh -b $(BUILD_DIR)-fuzz -t $(FUZZ_SECONDS)
+
+fuzz-smoke: deps
+	bash tests/fuzz/smoke.sh
+
+test-asan: deps
+	$(MAKE) sanitized-suites SAN_DIR=$(ASAN_DIR) SAN=address,undefined SAN_ENV='$(ASAN_ENV)'
+
+test-tsan: deps
+	$(MAKE) sanitized-suites SAN_DIR=$(TSAN_DIR) SAN=thread SAN_ENV='$(TSAN_ENV)'
+
+sanitized-suites:
+	test -f $(SAN_DIR)/CMakeCache.txt || cmake -S . -B $(SAN_DIR) \
+		-DCMAKE_BUILD_TYPE=RelWithDebInfo -DTSERVE_SANITIZE=$(SAN)
+	cmake --build $(SAN_DIR) -j $(JOBS)
+	$(SAN_ENV) $(PYTHON) scripts/make_demo_models.py --out $(SAN_DIR)/model_store \
+		--archiver $(SAN_DIR)/tserve-archiver
+	cd $(SAN_DIR) && $(SAN_ENV) ctest --output-on-failure -j $(JOBS)
+	$(SAN_ENV) TSERVE_BINARY=$(abspath $(SAN_DIR))/tserve \
+		TSERVE_DEMO_STORE=$(abspath $(SAN_DIR))/model_store \
+		TSERVE_ARCHIVER=$(abspath $(SAN_DIR))/tserve-archiver \
+		TSERVE_NVML_STANDIN=$(abspath $(SAN_DIR))/tests/libnvidia-ml-standin.so \
+		$(PYTHON) -m pytest -p no:cacheprovider -q tests/e2e
 
 run: build
 	$(BUILD_DIR)/tserve --start --foreground --ts-config $(CONFIG)
@@ -40,4 +78,4 @@ format:
 	clang-format -i $$(git ls-files '*.cc' '*.h' '*.c')
 
 clean:
-	rm -rf $(BUILD_DIR) $(BUILD_DIR)-bench
+	rm -rf $(BUILD_DIR) $(BUILD_DIR)-bench $(BUILD_DIR)-fuzz $(ASAN_DIR) $(TSAN_DIR)
