@@ -27,6 +27,7 @@
 #include "api/metrics_api.h"
 #include "backend/handler_factory.h"
 #include "common/malloc_tuning.h"
+#include "common/private_dir.h"
 #include "common/strings.h"
 #include "config/server_config.h"
 #include "http/router.h"
@@ -51,6 +52,8 @@ namespace {
 
 constexpr const char* kVersion = "0.1.0";
 constexpr int kExitConfig = 2;
+// How often the signal thread looks up from a drain to see whether it has finished.
+constexpr long kSignalPollNanos = 100L * 1000 * 1000;
 
 struct CliArgs {
   bool start = false;
@@ -64,16 +67,32 @@ struct CliArgs {
   std::vector<std::string> models;
 };
 
-std::string PidFilePath() {
+// The pid file: $TSERVE_PID_FILE, else tserve.pid in a private runtime directory,
+// $XDG_RUNTIME_DIR/tserve or else ${TMPDIR:-/tmp}/tserve-<euid> (issue 7 #12). `private_dir`
+// gets that directory ("" when TSERVE_PID_FILE names the file).
+std::string PidFilePath(std::string* private_dir = nullptr) {
+  if (private_dir != nullptr) private_dir->clear();
   const char* p = getenv("TSERVE_PID_FILE");
   if (p != nullptr && *p != '\0') return p;
-  const char* tmp = getenv("TMPDIR");
-  return std::string(tmp != nullptr && *tmp != '\0' ? tmp : "/tmp") + "/.tserve.pid";
+  std::string dir;
+  const char* xdg = getenv("XDG_RUNTIME_DIR");
+  if (xdg != nullptr && *xdg != '\0') {
+    dir = std::string(xdg) + "/tserve";
+  } else {
+    const char* tmp = getenv("TMPDIR");
+    dir = std::string(tmp != nullptr && *tmp != '\0' ? tmp : "/tmp") + "/tserve-" +
+          std::to_string(geteuid());
+  }
+  if (private_dir != nullptr) *private_dir = dir;
+  return dir + "/tserve.pid";
 }
 
-// The pid in the pid file when that process is alive and is a tserve, else 0.
+// The pid in the pid file when that process is alive and is a tserve, else 0. A symbolic
+// link there is not followed.
 pid_t RunningPid(const std::string& path) {
-  std::ifstream in(path);
+  auto text = ReadFileNoFollow(path, 64);
+  if (!text.ok()) return 0;
+  std::istringstream in(*text);
   long pid = 0;
   if (!(in >> pid) || pid <= 0) return 0;
   if (kill(static_cast<pid_t>(pid), 0) != 0 && errno != EPERM) return 0;
@@ -85,7 +104,15 @@ pid_t RunningPid(const std::string& path) {
 }
 
 int StopServer() {
-  const std::string path = PidFilePath();
+  std::string dir;
+  const std::string path = PidFilePath(&dir);
+  if (!dir.empty()) {
+    Status s = CheckPrivateDir(dir);
+    if (!s.ok() && s.code() != StatusCode::kNotFound) {
+      fprintf(stderr, "tserve: not reading the pid file: %s\n", s.message().c_str());
+      return 1;
+    }
+  }
   pid_t pid = RunningPid(path);
   if (pid == 0) {
     fprintf(stderr, "tserve is not running (no live process in %s)\n", path.c_str());
@@ -177,9 +204,13 @@ class App {
 #endif
     serving::ModelManager::Options mo;
     mo.model_store = config_.model_store;
-    extract_root_ =
-        (std::filesystem::temp_directory_path() / ("tserve-models-" + std::to_string(getpid())))
-            .string();
+    // A private extraction root (mkdtemp, 0700): a predictable name in a shared /tmp could
+    // be created first by another user, who could then swap the models (issue 7 #11).
+    std::error_code tmp_error;
+    auto root = MakePrivateTempDir(std::filesystem::temp_directory_path(tmp_error).string(),
+                                   "tserve-models-");
+    if (!root.ok()) return root.status();
+    extract_root_ = *root;
     mo.extract_root = extract_root_;
     mo.hostname = hostname_;
     mo.default_workers = config_.default_workers_per_model > 0
@@ -241,9 +272,23 @@ class App {
                    auth_policy.inference ? " inference" : "",
                    auth_policy.management ? " management" : "", token_auth_->key_file());
     }
-    s = Listen("Inference", config_.inference_address, inference_handler);
+    // Connection caps, so idle sockets on one listener cannot take every descriptor
+    // (issue 7 #4): counted now that the models and log files are open.
+    int64_t fd_limit = 0;
+    const http::ConnectionCaps caps = http::DefaultConnectionCaps(&fd_limit);
+    const int64_t inference_cap =
+        config_.max_connections > 0 ? config_.max_connections : caps.inference;
+    if (inference_cap > caps.inference) {
+      spdlog::warn(
+          "max_connections={} is more than the file-descriptor limit ({}) leaves for the "
+          "inference API ({}): idle connections can use every descriptor (docs/security.md)",
+          inference_cap, fd_limit, caps.inference);
+    }
+    spdlog::info("Connection caps: inference {}, management {}, metrics {} (RLIMIT_NOFILE {})",
+                 inference_cap, caps.management, caps.metrics, fd_limit);
+    s = Listen("Inference", config_.inference_address, inference_handler, inference_cap);
     if (!s.ok()) return s;
-    s = Listen("Management", config_.management_address, management_handler);
+    s = Listen("Management", config_.management_address, management_handler, caps.management);
     if (!s.ok()) return s;
     if (config_.enable_metrics_api) {
       metrics_api_ = std::make_unique<api::MetricsApi>(
@@ -251,7 +296,7 @@ class App {
       metrics_router_ = std::make_unique<http::Router>(&api::ErrorForStatus);
       metrics_api_->RegisterRoutes(metrics_router_.get());
       AddOpenApiRoute(metrics_router_.get(), "metrics");
-      s = Listen("Metrics", config_.metrics_address, metrics_router_.get());
+      s = Listen("Metrics", config_.metrics_address, metrics_router_.get(), caps.metrics);
       if (!s.ok()) return s;
     } else {
       spdlog::info("Metrics API disabled (enable_metrics_api=false): no metrics listener");
@@ -283,14 +328,22 @@ class App {
     server_->Start();
   }
 
+  ~App() { RemovePrivateFiles(); }
+
+  // Deletes the private extraction root (remove_all never follows links inside it).
+  void RemovePrivateFiles() {
+    if (extract_root_.empty()) return;
+    std::error_code ignored;
+    std::filesystem::remove_all(extract_root_, ignored);
+  }
+
   void Stop() {
     spdlog::info("Shutting down: no new connections; finishing requests in flight");
     // Downloads abort and registrations answer first: they must not hold up the grace period.
     management_api_->Shutdown();
     server_->Shutdown(std::chrono::seconds(30));
     models_->Shutdown();
-    std::error_code ignored;
-    std::filesystem::remove_all(extract_root_, ignored);
+    RemovePrivateFiles();
     if (sampler_ != nullptr) sampler_->Stop();
     if (sink_ != nullptr) sink_->Flush();
   }
@@ -352,8 +405,9 @@ class App {
     }
   }
 
-  Status Listen(const char* name, const ListenAddress& address, http::RequestHandler* handler) {
-    auto port = server_->AddListener(name, address.host, address.port, handler);
+  Status Listen(const char* name, const ListenAddress& address, http::RequestHandler* handler,
+                int64_t max_connections) {
+    auto port = server_->AddListener(name, address.host, address.port, handler, max_connections);
     if (!port.ok()) return port.status();
     std::string host =
         address.host.find(':') != std::string::npos ? "[" + address.host + "]" : address.host;
@@ -430,13 +484,6 @@ int Serve(const CliArgs& cli) {
   for (const auto& w : loaded->warnings) spdlog::warn("{}", w);
   for (const auto& n : loaded->notes) spdlog::debug("{}", n);
 
-  const std::string pid_path = PidFilePath();
-  if (pid_t other = RunningPid(pid_path)) {
-    fprintf(stderr, "tserve is already running (pid %d, %s); stop it with tserve --stop\n", other,
-            pid_path.c_str());
-    return 1;
-  }
-
   // Termination signals are taken synchronously by this thread; block them before any
   // other thread exists so none of those receives them.
   sigset_t signals;
@@ -449,6 +496,22 @@ int Serve(const CliArgs& cli) {
   spdlog::info("tserve {} starting (config: {}, metrics mode: {})", kVersion,
                config_path.empty() ? "defaults" : config_path,
                MetricsModeName(loaded->config.metrics_mode));
+  std::string pid_dir;
+  const std::string pid_path = PidFilePath(&pid_dir);
+  if (!pid_dir.empty()) {
+    Status dir_status = EnsurePrivateDir(pid_dir);
+    if (!dir_status.ok()) {
+      fprintf(stderr, "tserve: pid file directory: %s (set TSERVE_PID_FILE or XDG_RUNTIME_DIR)\n",
+              dir_status.message().c_str());
+      return 1;
+    }
+  }
+  if (pid_t other = RunningPid(pid_path)) {
+    fprintf(stderr, "tserve is already running (pid %d, %s); stop it with tserve --stop\n", other,
+            pid_path.c_str());
+    return 1;
+  }
+
   App app(std::move(loaded->config));
   Status s = app.Init();
   if (!s.ok()) {
@@ -458,9 +521,9 @@ int Serve(const CliArgs& cli) {
     return config_error ? kExitConfig : 1;
   }
   app.Start();
-  {
-    std::ofstream pid_file(pid_path, std::ios::trunc);
-    pid_file << getpid() << "\n";
+  // Never through a symbolic link planted at pid_path (issue 7 #12).
+  if (Status w = WriteFileReplacing(pid_path, std::to_string(getpid()) + "\n", 0644); !w.ok()) {
+    spdlog::error("No pid file, so tserve --stop cannot find this server: {}", w.message());
   }
   spdlog::info("tserve is ready (pid {})", getpid());
   ReportReady(0);
@@ -468,7 +531,28 @@ int Serve(const CliArgs& cli) {
   int sig = 0;
   sigwait(&signals, &sig);
   spdlog::info("Received {}", sig == SIGINT ? "SIGINT" : "SIGTERM");
-  app.Stop();
+  // The drain runs beside this thread, which keeps taking signals: a second SIGTERM or
+  // SIGINT stops at once, without finishing requests in flight (issue 7 #5).
+  std::atomic<bool> stopped{false};
+  std::thread stopper([&app, &stopped] {
+    app.Stop();
+    stopped.store(true);
+  });
+  while (!stopped.load()) {
+    timespec tick{0, kSignalPollNanos};
+    int again = sigtimedwait(&signals, nullptr, &tick);
+    if (again == SIGTERM || again == SIGINT) {
+      spdlog::warn(
+          "Received {} again during shutdown: stopping now, requests in flight are "
+          "dropped",
+          again == SIGINT ? "SIGINT" : "SIGTERM");
+      if (RunningPid(pid_path) == getpid()) unlink(pid_path.c_str());
+      app.RemovePrivateFiles();
+      spdlog::default_logger()->flush();
+      _exit(128 + again);
+    }
+  }
+  stopper.join();
   if (RunningPid(pid_path) == getpid()) unlink(pid_path.c_str());
   spdlog::info("tserve stopped");
   return 0;
@@ -554,7 +638,8 @@ int main(int argc, char** argv) {
   app.add_flag("--version,-v", cli.version, "Print the version");
   app.footer(
       "Listeners default to 127.0.0.1: inference :8080, management :8081, metrics :8082.\n"
-      "Environment: TSERVE_PID_FILE (default /tmp/.tserve.pid), LOG_LOCATION (default ./logs),\n"
+      "Environment: TSERVE_PID_FILE (default $XDG_RUNTIME_DIR/tserve/tserve.pid, else\n"
+      "${TMPDIR:-/tmp}/tserve-<uid>/tserve.pid), LOG_LOCATION (default ./logs),\n"
       "METRICS_LOCATION, TS_CONFIG_FILE, TS_<KEY> with enable_envvars_config=true.\n"
       "Docs: docs/configuration.md, docs/metrics.md, docs/operations.md");
   try {

@@ -311,6 +311,7 @@ const std::vector<KeySpec>& KnownKeys() {
       {"http_idle_timeout", IntegerKey(&C::http_idle_timeout, 1, 86400)},
       {"http_read_timeout", IntegerKey(&C::http_read_timeout, 1, 86400)},
       {"max_header_size", IntegerKey(&C::max_header_size, 1, 1048576)},
+      {"max_connections", IntegerKey(&C::max_connections, 0, 1048576)},
       {"metrics_token", ApplyMetricsToken},
       {"log_location", StringKey(&C::log_location)},
       {"metrics_location", StringKey(&C::metrics_location)},

@@ -54,7 +54,10 @@ struct ServerConfig {
   int http_idle_timeout = 60;  // close a keep-alive connection idle this long
   int http_read_timeout = 30;  // a request's head and body must arrive within this
   int max_header_size = 8192;  // bytes of request line + headers; over -> 431
-  std::string metrics_token;   // non-empty: /metrics needs "Authorization: Bearer <token>"
+  // Connections the inference listener holds open at once; over it, 503 and close.
+  // 0: derived from RLIMIT_NOFILE (http::DefaultConnectionCaps; docs/security.md).
+  int64_t max_connections = 0;
+  std::string metrics_token;  // non-empty: /metrics needs "Authorization: Bearer <token>"
   // LoadServerConfig resolves both, so they are never empty in a loaded config:
   std::string log_location;                // key, else $LOG_LOCATION, else "logs"
   std::string metrics_location;            // key, else $METRICS_LOCATION, else log_location

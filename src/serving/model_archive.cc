@@ -19,6 +19,8 @@
 #include <sstream>
 #include <utility>
 
+#include "common/private_dir.h"
+
 namespace tserve::serving {
 
 namespace {
@@ -297,10 +299,16 @@ StatusOr<std::string> Extract(const std::string& path, const std::string& extrac
 
   std::error_code ec;
   fs::path root = fs::absolute(extract_root.empty() ? fs::path(".") : fs::path(extract_root), ec);
-  if (!ec) fs::create_directories(root, ec);
+  if (!ec && root.has_parent_path()) fs::create_directories(root.parent_path(), ec);
   if (ec) {
     return Err(StatusCode::kInternal, path,
                "cannot create extraction folder " + extract_root + ": " + ec.message());
+  }
+  // Only this user may change the root (issue 7 #11): nobody else can then swap an
+  // extracted folder or plant a link in it. Not a link itself, ours, not group/other
+  // writable; created 0700 when missing.
+  if (Status s = EnsurePrivateDir(root.string()); !s.ok()) {
+    return Err(StatusCode::kInternal, path, "unsafe extraction folder: " + s.message());
   }
   std::string tmpl = (root / (SafeStem(path) + "-XXXXXX")).string();
   if (::mkdtemp(tmpl.data()) == nullptr) {

@@ -310,13 +310,14 @@ def default_config(workdir: pathlib.Path, ports: list[int]) -> dict:
 def launch(workdir: pathlib.Path, config: dict | None = None, env: dict | None = None,
            args: Iterable[str] = (), nvml: str | os.PathLike | None = "standin",
            wait: bool = True, config_text: str | None = None,
-           listen_ports: dict | None = None) -> Server:
+           listen_ports: dict | None = None, fd_limit: int | None = None) -> Server:
     """Starts tserve in the foreground under workdir and waits until its listeners accept.
 
     `config` entries override the defaults (free loopback ports, an empty model store);
     a value of None removes a key. `env` entries are added to the environment.
     With `config_text`, that text is the config file verbatim and `listen_ports` says which
     ports it configures ({"inference": p, "management": p, "metrics": p}).
+    `fd_limit` lowers tserve's RLIMIT_NOFILE (soft and hard) to that many descriptors.
     """
     check_binary()
     workdir.mkdir(parents=True, exist_ok=True)
@@ -333,7 +334,8 @@ def launch(workdir: pathlib.Path, config: dict | None = None, env: dict | None =
     with open(stdout_path, "wb") as out, open(stderr_path, "wb") as err:
         proc = subprocess.Popen(
             [str(BINARY), "--start", "--foreground", "--ts-config", str(config_path), *args],
-            cwd=workdir, env=full_env, stdout=out, stderr=err, stdin=subprocess.DEVNULL)
+            cwd=workdir, env=full_env, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
+            preexec_fn=None if fd_limit is None else _lower_fd_limit(fd_limit))
     port_of = dict(listen_ports or {})
     for listener, key in (("inference", "inference_address"),
                           ("management", "management_address"),
@@ -349,6 +351,13 @@ def launch(workdir: pathlib.Path, config: dict | None = None, env: dict | None =
     if wait:
         wait_ready(server)
     return server
+
+
+def _lower_fd_limit(n: int) -> Callable[[], None]:
+    def apply() -> None:
+        import resource
+        resource.setrlimit(resource.RLIMIT_NOFILE, (n, n))
+    return apply
 
 
 def wait_ready(server: Server) -> None:

@@ -1,0 +1,128 @@
+#include "common/private_dir.h"
+
+#include <fcntl.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <utility>
+
+namespace tserve {
+
+namespace {
+
+std::string Errno(int err) { return std::strerror(err); }
+
+Status CheckStat(const std::string& path, const struct stat& st) {
+  if (S_ISLNK(st.st_mode)) {
+    return Status::FailedPrecondition(path + " is a symbolic link: refusing to use it");
+  }
+  if (!S_ISDIR(st.st_mode)) {
+    return Status::FailedPrecondition(path + " is not a directory: refusing to use it");
+  }
+  const uid_t me = geteuid();
+  if (st.st_uid != me) {
+    return Status::FailedPrecondition(path + " is owned by uid " + std::to_string(st.st_uid) +
+                                      ", not by this user (uid " + std::to_string(me) +
+                                      "): refusing to use it");
+  }
+  if ((st.st_mode & (S_IWGRP | S_IWOTH)) != 0) {
+    char mode[8];
+    snprintf(mode, sizeof(mode), "%04o", static_cast<unsigned>(st.st_mode & 07777));
+    return Status::FailedPrecondition(path + " is writable by other users (mode " + mode +
+                                      "): refusing to use it");
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+StatusOr<std::string> MakePrivateTempDir(const std::string& parent, std::string_view prefix) {
+  std::string tmpl = parent.empty() ? std::string(".") : parent;
+  if (tmpl.back() != '/') tmpl.push_back('/');
+  tmpl.append(prefix).append("XXXXXX");
+  if (::mkdtemp(tmpl.data()) == nullptr) {
+    return Status::Internal("cannot create a private directory in " + parent + ": " + Errno(errno));
+  }
+  return tmpl;
+}
+
+Status CheckPrivateDir(const std::string& path) {
+  struct stat st;
+  if (::lstat(path.c_str(), &st) != 0) {
+    if (errno == ENOENT) return Status::NotFound(path + " does not exist");
+    return Status::FailedPrecondition("cannot check " + path + ": " + Errno(errno));
+  }
+  return CheckStat(path, st);
+}
+
+Status EnsurePrivateDir(const std::string& path) {
+  if (::mkdir(path.c_str(), 0700) != 0 && errno != EEXIST) {
+    return Status::FailedPrecondition("cannot create " + path + ": " + Errno(errno));
+  }
+  return CheckPrivateDir(path);
+}
+
+Status WriteFileReplacing(const std::string& path, std::string_view contents, mode_t mode) {
+  const size_t slash = path.rfind('/');
+  const std::string dir = slash == std::string::npos ? "." : path.substr(0, slash + 1);
+  const std::string base = slash == std::string::npos ? path : path.substr(slash + 1);
+  // mkstemp's random suffix and O_EXCL: a name no one could have prepared as a link.
+  std::string tmp = dir + (dir.back() == '/' ? "" : "/") + "." + base + ".XXXXXX";
+  int fd = ::mkostemp(tmp.data(), O_CLOEXEC);
+  if (fd < 0) return Status::Internal("cannot write " + path + ": " + Errno(errno));
+  auto fail = [&](const char* what) {
+    int err = errno;
+    ::close(fd);
+    ::unlink(tmp.c_str());
+    return Status::Internal(std::string("cannot ") + what + " " + path + ": " + Errno(err));
+  };
+  if (::fchmod(fd, mode) != 0) return fail("set permissions of");
+  while (!contents.empty()) {
+    ssize_t n = ::write(fd, contents.data(), contents.size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return fail("write");
+    contents.remove_prefix(static_cast<size_t>(n));
+  }
+  if (::close(fd) != 0) {
+    int err = errno;
+    ::unlink(tmp.c_str());
+    return Status::Internal("cannot write " + path + ": " + Errno(err));
+  }
+  // rename(2) replaces a symbolic link at `path` itself; it never follows it.
+  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+    int err = errno;
+    ::unlink(tmp.c_str());
+    return Status::Internal("cannot write " + path + ": " + Errno(err));
+  }
+  return Status::Ok();
+}
+
+StatusOr<std::string> ReadFileNoFollow(const std::string& path, size_t max_bytes) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+  if (fd < 0) {
+    if (errno == ENOENT) return Status::NotFound(path + " does not exist");
+    if (errno == ELOOP) return Status::FailedPrecondition(path + " is a symbolic link");
+    return Status::FailedPrecondition("cannot read " + path + ": " + Errno(errno));
+  }
+  struct stat st;
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    ::close(fd);
+    return Status::FailedPrecondition(path + " is not a regular file");
+  }
+  std::string out(max_bytes, '\0');
+  size_t got = 0;
+  while (got < max_bytes) {
+    ssize_t n = ::read(fd, out.data() + got, max_bytes - got);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    got += static_cast<size_t>(n);
+  }
+  ::close(fd);
+  out.resize(got);
+  return out;
+}
+
+}  // namespace tserve
