@@ -179,6 +179,7 @@ class Connection final : public ResponseTarget, public std::enable_shared_from_t
   bool close_after_write_ = false;
   bool head_only_ = false;
   bool shutting_down_ = false;
+  bool client_left_ = false;   // EOF or an error read while a request was in flight
   bool read_pending_ = false;  // one async_read_some at a time, into buffer_ or drain_buf_
   Clock::time_point deadline_;
   // Reads that must not touch buffer_ (parsing may consume it meanwhile) land here: those
@@ -273,7 +274,7 @@ void Connection::ResetParser() {
 void Connection::ReadMore() {
   if (read_pending_) return;  // its completion carries on
   const bool in_flight = InFlight();
-  if (in_flight && close_after_write_) return;  // nothing after this request will be read
+  if (in_flight && client_left_) return;  // EOF or an error already: nothing more to read
   if (!in_flight && shutting_down_ && !request_started_ && buffer_.size() == 0) {
     Close();
     return;
@@ -337,6 +338,7 @@ void Connection::OnSideRead(const beast::error_code& ec, size_t n) {
     // queued job can be dropped. The answer is still written when it comes (a half-closed
     // client can read it); nothing after it is, and then we close.
     MarkClientGone();
+    client_left_ = true;
     close_after_write_ = true;
     return;
   }

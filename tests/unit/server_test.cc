@@ -231,6 +231,18 @@ TEST_F(ServerTest, ClientCloseWhileDispatchedMarksClientGone) {
   EXPECT_NE(resp.find("fine"), std::string::npos) << resp;
 }
 
+TEST_F(ServerTest, ClientCloseIsNoticedForAConnectionCloseRequestToo) {
+  HoldingHandler handler;
+  uint16_t port = StartServer(&handler);
+  auto client = std::make_unique<Client>(port);
+  ASSERT_TRUE(client->Send("GET /once HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"));
+  ASSERT_TRUE(handler.WaitForRequests(1));
+  auto probe = handler.Probe(0);
+  client.reset();
+  EXPECT_TRUE(Eventually(probe));
+  handler.Answer(0, "late");
+}
+
 TEST_F(ServerTest, HalfCloseWhileDispatchedCountsAsGoneButStillGetsTheAnswer) {
   // Netty (TorchServe) treats an input shutdown as the channel closing: so do we. The
   // answer is still written, and a half-closed client can read it.
