@@ -24,6 +24,24 @@ std::string_view Param(std::string_view header, std::string_view key) {
   return {};
 }
 
+// What follows a "--boundary" that ends before `at` (RFC 2046 section 5.1.1): transport
+// padding (spaces and tabs) then CRLF starts a part, whose headers begin at *next; "--",
+// padding, then CRLF or the end of the body closes the body. Anything else: the boundary's
+// text was part of the data. The padding scanned stops before the next "\r\n--boundary",
+// so the scans of successive candidates never overlap.
+enum class Delimiter { kNone, kPart, kClose };
+Delimiter DelimiterAt(std::string_view body, size_t at, size_t* next) {
+  const bool close = body.substr(at, 2) == "--";
+  if (close) at += 2;
+  while (at < body.size() && (body[at] == ' ' || body[at] == '\t')) ++at;
+  if (close) {
+    return at == body.size() || body.substr(at, 2) == "\r\n" ? Delimiter::kClose : Delimiter::kNone;
+  }
+  if (body.substr(at, 2) != "\r\n") return Delimiter::kNone;
+  *next = at + 2;
+  return Delimiter::kPart;
+}
+
 }  // namespace
 
 std::string_view MultipartBoundary(std::string_view content_type) {
@@ -52,24 +70,33 @@ StatusOr<std::vector<FormPart>> ParseMultipart(std::string_view body, std::strin
     return it == body.end() ? std::string_view::npos : static_cast<size_t>(it - body.begin());
   };
 
+  // The first delimiter at or after `from` (its "\r\n"), npos if none; *kind and *next as
+  // DelimiterAt. "\r\n--boundary" followed by anything else is data: searched past.
+  auto find_delimiter = [&](size_t from, Delimiter* kind, size_t* next) {
+    while (true) {
+      const size_t at = find(search_delimiter, from);
+      if (at == std::string_view::npos) return at;
+      *kind = DelimiterAt(body, at + delimiter.size(), next);
+      if (*kind != Delimiter::kNone) return at;
+      from = at + 1;
+    }
+  };
+
   std::vector<FormPart> parts;
-  // The first "--boundary", wherever the preamble ends.
+  // The first boundary line: at the start of the body, or after the preamble's CRLF.
   const std::string_view first = std::string_view(delimiter).substr(2);
-  size_t pos = body.find(first);
-  if (pos == std::string_view::npos) {
+  Delimiter kind = Delimiter::kNone;
+  size_t pos = 0;
+  if (body.substr(0, first.size()) == first) kind = DelimiterAt(body, first.size(), &pos);
+  if (kind == Delimiter::kNone && find_delimiter(0, &kind, &pos) == std::string_view::npos) {
     return Status::InvalidArgument("multipart body without its boundary line");
   }
-  pos += first.size();
   while (true) {
-    if (body.substr(pos, 2) == "--") return parts;  // closing delimiter
-    if (body.substr(pos, 2) != "\r\n") {
-      return Status::InvalidArgument("malformed multipart boundary line");
-    }
+    if (kind == Delimiter::kClose) return parts;
     if (parts.size() == kMaxMultipartParts) {
       return Status::InvalidArgument("multipart body with more than " +
                                      std::to_string(kMaxMultipartParts) + " parts");
     }
-    pos += 2;
     const size_t head_end = find(search_blank_line, pos);
     if (head_end == std::string_view::npos) {
       return Status::InvalidArgument("multipart part without the blank line after its headers");
@@ -89,13 +116,12 @@ StatusOr<std::vector<FormPart>> ParseMultipart(std::string_view body, std::strin
       }
     }
     const size_t data_start = head_end + kBlankLine.size();
-    const size_t next = find(search_delimiter, data_start);
-    if (next == std::string_view::npos) {
+    const size_t data_end = find_delimiter(data_start, &kind, &pos);
+    if (data_end == std::string_view::npos) {
       return Status::InvalidArgument("multipart part without a closing boundary");
     }
-    part.data = body.substr(data_start, next - data_start);
+    part.data = body.substr(data_start, data_end - data_start);
     parts.push_back(part);
-    pos = next + delimiter.size();
   }
 }
 

@@ -90,5 +90,50 @@ TEST(MultipartTest, NearMissBoundariesInALargeBodyParseCorrectly) {
   EXPECT_EQ((*parts)[0].data.size(), data.size());
 }
 
+// RFC 2046: a delimiter is "\r\n--" boundary followed by optional whitespace and CRLF, or
+// by "--" (then optional whitespace, and CRLF or the end) for the last one. Anything else
+// after "\r\n--boundary" is part of the data.
+TEST(MultipartTest, BoundaryFollowedByOtherTextIsData) {
+  const std::string boundary = "XyZ";
+  for (const std::string data :
+       {"a\r\n--XyZX", "a\r\n--XyZX\r\nmore", "\r\n--XyZ-", "\r\n--XyZ--x\r\n", "\r\n--XyZ \t?\r\n",
+        "\r\n--XyZ\r", "\r\n--XyZ\n--XyZ"}) {
+    SCOPED_TRACE(testing::PrintToString(data));
+    const std::string body = "--XyZ\r\nContent-Disposition: form-data; name=\"data\"\r\n\r\n" +
+                             data +
+                             "\r\n--XyZ\r\nContent-Disposition: form-data; name=\"b\"\r\n\r\n"
+                             "hello\r\n--XyZ--\r\n";
+    auto parts = ParseMultipart(body, boundary);
+    ASSERT_TRUE(parts.ok()) << parts.status().message();
+    ASSERT_EQ(parts->size(), 2u);
+    EXPECT_EQ((*parts)[0].name, "data");
+    EXPECT_EQ((*parts)[0].data, data);
+    EXPECT_EQ((*parts)[1].name, "b");
+    EXPECT_EQ((*parts)[1].data, "hello");
+  }
+}
+
+TEST(MultipartTest, DelimitersMayEndInWhitespace) {
+  // Transport padding (spaces and tabs) before the CRLF, and after the closing "--".
+  const std::string body =
+      "--b \t\r\nContent-Disposition: form-data; name=\"x\"\r\n\r\none\r\n--b\t\r\n"
+      "Content-Disposition: form-data; name=\"y\"\r\n\r\ntwo\r\n--b-- \r\nepilogue";
+  auto parts = ParseMultipart(body, "b");
+  ASSERT_TRUE(parts.ok()) << parts.status().message();
+  ASSERT_EQ(parts->size(), 2u);
+  EXPECT_EQ((*parts)[0].data, "one");
+  EXPECT_EQ((*parts)[1].data, "two");
+  // The closing delimiter may end the body; the first boundary line may follow a preamble
+  // line, and "--b" inside the preamble's text is not it.
+  parts = ParseMultipart("pre--bamble\r\n--b\r\nName: v\r\n\r\nv\r\n--b--", "b");
+  ASSERT_TRUE(parts.ok()) << parts.status().message();
+  ASSERT_EQ(parts->size(), 1u);
+  EXPECT_EQ((*parts)[0].data, "v");
+  // Without a real delimiter after the data, the part is unterminated.
+  parts = ParseMultipart("--b\r\nName: v\r\n\r\nv\r\n--bX", "b");
+  ASSERT_FALSE(parts.ok());
+  EXPECT_EQ(parts.status().message(), "multipart part without a closing boundary");
+}
+
 }  // namespace
 }  // namespace tserve::api
