@@ -15,6 +15,7 @@
 #include <cstring>
 #include <limits>
 #include <new>
+#include <optional>
 #include <string>
 
 namespace tserve::backend {
@@ -42,6 +43,29 @@ Status TooLarge(const char* format, int64_t width, int64_t height) {
                                  std::to_string(kMaxImagePixels) + " pixels");
 }
 
+// The limits every decoder checks once it knows the size, before it allocates anything
+// sized by it.
+Status CheckSize(const char* format, int64_t width, int64_t height) {
+  if (width * height > kMaxImagePixels) return TooLarge(format, width, height);
+  if (width > kMaxImageSide || height > kMaxImageSide) {
+    return Status::InvalidArgument(std::string(format) +
+                                   " image too large: " + std::to_string(width) + "x" +
+                                   std::to_string(height) + " exceeds the limit of " +
+                                   std::to_string(kMaxImageSide) + " pixels a side");
+  }
+  return Status::Ok();
+}
+
+// Where a decoder delivers its image: Start once with its size (the sink allocates what it
+// needs, or refuses), then Row for y = 0, 1, ..., height - 1 in order, each row width * 3
+// bytes of RGB valid only during the call. Row does not allocate and does not throw.
+class RowSink {
+ public:
+  virtual ~RowSink() = default;
+  virtual Status Start(const char* format, int width, int height) = 0;
+  virtual void Row(int y, const uint8_t* rgb) = 0;
+};
+
 // ---- JPEG -------------------------------------------------------------------------------
 //
 // libjpeg reports errors by calling error_exit, which must not return; the default calls
@@ -49,6 +73,7 @@ Status TooLarge(const char* format, int64_t width, int64_t height) {
 // keep that jump well defined in C++, the functions that call setjmp have no locals with
 // destructors and no locals modified after setjmp that are read after the jump: all state
 // lives in a JpegState owned by the caller, whose destructor releases libjpeg's memory.
+// (RowSink::Row runs between libjpeg calls, never under one: no jump crosses it.)
 
 struct JpegErrorManager {
   jpeg_error_mgr mgr;  // first: libjpeg hands back a jpeg_error_mgr*
@@ -60,6 +85,7 @@ struct JpegState {
   jpeg_decompress_struct cinfo{};
   JpegErrorManager error{};
   bool created = false;
+  bool multiple_scans = false;  // progressive or multi-scan: every coefficient is kept
 
   JpegState() = default;
   JpegState(const JpegState&) = delete;
@@ -88,6 +114,7 @@ bool JpegReadHeader(JpegState* state, const unsigned char* data, unsigned long s
   state->created = true;
   jpeg_mem_src(&state->cinfo, data, size);
   jpeg_read_header(&state->cinfo, TRUE);
+  state->multiple_scans = jpeg_has_multiple_scans(&state->cinfo) != FALSE;
   switch (state->cinfo.jpeg_color_space) {
     case JCS_CMYK:
     case JCS_YCCK:
@@ -98,6 +125,20 @@ bool JpegReadHeader(JpegState* state, const unsigned char* data, unsigned long s
       break;
   }
   return true;
+}
+
+// The bytes of DCT coefficients libjpeg keeps for a multi-scan image (its whole-image
+// coefficient buffer, jdcoefct.c: each component's blocks rounded up to its sampling
+// factors, 64 JCOEFs a block). Valid after jpeg_read_header.
+int64_t JpegCoefficientBytes(const jpeg_decompress_struct& cinfo) {
+  auto round_up = [](int64_t a, int64_t b) { return (a + b - 1) / b * b; };
+  int64_t bytes = 0;
+  for (int ci = 0; ci < cinfo.num_components; ++ci) {
+    const jpeg_component_info& c = cinfo.comp_info[ci];
+    bytes += round_up(c.width_in_blocks, c.h_samp_factor) *
+             round_up(c.height_in_blocks, c.v_samp_factor) * int64_t{sizeof(JBLOCK)};
+  }
+  return bytes;
 }
 
 // PIL's CMYK -> RGB (Convert.c cmyk2rgb) on Adobe-inverted samples, which is how PIL reads
@@ -114,27 +155,32 @@ void CmykRowToRgb(const uint8_t* in, int width, uint8_t* out) {
   }
 }
 
-// Decodes into `pixels` (width * height * 3 bytes); `cmyk_row` holds width * 4 bytes.
-bool JpegDecodeRows(JpegState* state, uint8_t* pixels, uint8_t* cmyk_row) {
+bool JpegStart(JpegState* state) {
+  if (setjmp(state->error.jump) != 0) return false;
+  jpeg_start_decompress(&state->cinfo);
+  return true;
+}
+
+// Decodes row by row into `sink`: `row` holds width * 3 bytes, `cmyk_row` width * 4.
+bool JpegDecodeRows(JpegState* state, uint8_t* row, uint8_t* cmyk_row, RowSink* sink) {
   if (setjmp(state->error.jump) != 0) return false;
   jpeg_decompress_struct* cinfo = &state->cinfo;
-  jpeg_start_decompress(cinfo);
   const bool cmyk = cinfo->out_color_space == JCS_CMYK;
-  const size_t stride = static_cast<size_t>(cinfo->output_width) * 3;
   while (cinfo->output_scanline < cinfo->output_height) {
-    uint8_t* dest = pixels + stride * cinfo->output_scanline;
-    JSAMPROW row = cmyk ? cmyk_row : dest;
-    if (jpeg_read_scanlines(cinfo, &row, 1) != 1) {
+    const auto y = static_cast<int>(cinfo->output_scanline);
+    JSAMPROW out = cmyk ? cmyk_row : row;
+    if (jpeg_read_scanlines(cinfo, &out, 1) != 1) {
       std::snprintf(state->error.message, sizeof(state->error.message), "no scanline decoded");
       return false;
     }
-    if (cmyk) CmykRowToRgb(cmyk_row, static_cast<int>(cinfo->output_width), dest);
+    if (cmyk) CmykRowToRgb(cmyk_row, static_cast<int>(cinfo->output_width), row);
+    sink->Row(y, row);
   }
   jpeg_finish_decompress(cinfo);
   return true;
 }
 
-StatusOr<RgbImage> DecodeJpeg(std::string_view bytes) {
+Status DecodeJpeg(std::string_view bytes, RowSink* sink) {
   JpegState state;
   state.cinfo.err = jpeg_std_error(&state.error.mgr);
   state.error.mgr.error_exit = JpegErrorExit;
@@ -145,26 +191,46 @@ StatusOr<RgbImage> DecodeJpeg(std::string_view bytes) {
   }
   const int64_t width = state.cinfo.image_width;
   const int64_t height = state.cinfo.image_height;
-  if (width * height > kMaxImagePixels) return TooLarge("JPEG", width, height);
+  if (Status size = CheckSize("JPEG", width, height); !size.ok()) return size;
+  if (state.multiple_scans) {
+    const int64_t coefficients = JpegCoefficientBytes(state.cinfo);
+    if (coefficients > kMaxBufferedImageBytes) {
+      return Status::InvalidArgument(
+          std::string(state.cinfo.progressive_mode ? "progressive" : "multi-scan") +
+          " JPEG image too large: " + std::to_string(width) + "x" + std::to_string(height) +
+          " keeps " + std::to_string(coefficients) +
+          " bytes of DCT coefficients, more than the limit of " +
+          std::to_string(kMaxBufferedImageBytes) + " (a baseline JPEG may have up to " +
+          std::to_string(kMaxImagePixels) + " pixels)");
+    }
+  }
+  // A net under the check above: libjpeg refuses ("Backing store not supported") rather
+  // than allocate whole-image buffers beyond this.
+  state.cinfo.mem->max_memory_to_use = static_cast<long>(kMaxBufferedImageBytes + (16 << 20));
 
-  RgbImage image;
+  std::vector<uint8_t> row;
   std::vector<uint8_t> cmyk_row;
   try {
-    image.width = static_cast<int>(width);
-    image.height = static_cast<int>(height);
-    image.pixels.resize(static_cast<size_t>(width * height * 3));
+    row.resize(static_cast<size_t>(width) * 3);
     if (state.cinfo.out_color_space == JCS_CMYK) cmyk_row.resize(static_cast<size_t>(width) * 4);
   } catch (const std::bad_alloc&) {
     return Status::ResourceExhausted("out of memory decoding a JPEG image");
   }
-  if (!JpegDecodeRows(&state, image.pixels.data(), cmyk_row.data())) {
+  if (!JpegStart(&state)) {
     return Status::InvalidArgument(std::string("invalid JPEG image: ") + state.error.message);
   }
   if (static_cast<int64_t>(state.cinfo.output_width) != width ||
       static_cast<int64_t>(state.cinfo.output_height) != height) {
     return Status::Internal("JPEG decoder changed the image size");
   }
-  return image;
+  if (Status started = sink->Start("JPEG", static_cast<int>(width), static_cast<int>(height));
+      !started.ok()) {
+    return started;
+  }
+  if (!JpegDecodeRows(&state, row.data(), cmyk_row.data(), sink)) {
+    return Status::InvalidArgument(std::string("invalid JPEG image: ") + state.error.message);
+  }
+  return Status::Ok();
 }
 
 // ---- PNG --------------------------------------------------------------------------------
@@ -201,13 +267,22 @@ void PngRead(png_structp png, png_bytep out, size_t length) {
   state->position += length;
 }
 
-// Reads the header and sets the transformations to RGB8 (PIL's convert("RGB")).
-bool PngReadHeader(PngState* state) {
+// Reads the chunks up to the image data (the size: nothing is allocated by it yet).
+bool PngReadInfo(PngState* state) {
+  if (setjmp(png_jmpbuf(state->png)) != 0) return false;
+  png_set_read_fn(state->png, state, PngRead);
+  // CheckSize bounds the sides, with its own message; libpng's defaults (1,000,000) would
+  // refuse first with "Invalid IHDR data".
+  png_set_user_limits(state->png, PNG_UINT_31_MAX, PNG_UINT_31_MAX);
+  png_read_info(state->png, state->info);
+  return true;
+}
+
+// Sets the transformations to RGB8 (PIL's convert("RGB")); allocates libpng's row buffers.
+bool PngSetTransforms(PngState* state) {
   if (setjmp(png_jmpbuf(state->png)) != 0) return false;
   png_structp png = state->png;
   png_infop info = state->info;
-  png_set_read_fn(png, state, PngRead);
-  png_read_info(png, info);
   const int color_type = png_get_color_type(png, info);
   const int bit_depth = png_get_bit_depth(png, info);
   // palette_to_rgb also turns tRNS into alpha, stripped below: PIL's convert("RGB") drops
@@ -224,49 +299,115 @@ bool PngReadHeader(PngState* state) {
   return true;
 }
 
-bool PngReadRows(PngState* state, png_bytepp rows) {
+// A non-interlaced image, row by row into `sink` through `row` (width * 3 bytes).
+bool PngReadRowByRow(PngState* state, png_bytep row, int height, RowSink* sink) {
+  if (setjmp(png_jmpbuf(state->png)) != 0) return false;
+  for (int y = 0; y < height; ++y) {
+    png_read_row(state->png, row, nullptr);
+    sink->Row(y, row);
+  }
+  return true;
+}
+
+// An interlaced image, whole (its passes each cover the whole image).
+bool PngReadWhole(PngState* state, png_bytepp rows) {
   if (setjmp(png_jmpbuf(state->png)) != 0) return false;
   png_read_image(state->png, rows);
   return true;
 }
 
-StatusOr<RgbImage> DecodePng(std::string_view bytes) {
+Status DecodePng(std::string_view bytes, RowSink* sink) {
   PngState state;
   state.data = bytes;
   state.png = png_create_read_struct(PNG_LIBPNG_VER_STRING, &state, PngError, PngWarning);
   if (state.png == nullptr) return Status::ResourceExhausted("cannot create a PNG decoder");
   state.info = png_create_info_struct(state.png);
   if (state.info == nullptr) return Status::ResourceExhausted("cannot create a PNG decoder");
-  if (!PngReadHeader(&state)) {
+  if (!PngReadInfo(&state)) {
     return Status::InvalidArgument(std::string("invalid PNG image: ") + state.message);
   }
   const int64_t width = png_get_image_width(state.png, state.info);
   const int64_t height = png_get_image_height(state.png, state.info);
-  if (width * height > kMaxImagePixels) return TooLarge("PNG", width, height);
+  if (Status size = CheckSize("PNG", width, height); !size.ok()) return size;
+  const bool interlaced = png_get_interlace_type(state.png, state.info) != PNG_INTERLACE_NONE;
+  if (interlaced && width * height * 3 > kMaxBufferedImageBytes) {
+    return Status::InvalidArgument(
+        "interlaced PNG image too large: " + std::to_string(width) + "x" + std::to_string(height) +
+        " is decoded whole into " + std::to_string(width * height * 3) +
+        " bytes, more than the limit of " + std::to_string(kMaxBufferedImageBytes) +
+        " (a PNG that is not interlaced may have up to " + std::to_string(kMaxImagePixels) +
+        " pixels)");
+  }
+  if (!PngSetTransforms(&state)) {
+    return Status::InvalidArgument(std::string("invalid PNG image: ") + state.message);
+  }
   if (png_get_channels(state.png, state.info) != 3 ||
       png_get_bit_depth(state.png, state.info) != 8 ||
       png_get_rowbytes(state.png, state.info) != static_cast<size_t>(width) * 3) {
     return Status::InvalidArgument("unsupported PNG pixel layout");
   }
 
-  RgbImage image;
+  const auto stride = static_cast<size_t>(width) * 3;
+  std::vector<uint8_t> pixels;  // a row, or the whole image if interlaced
   std::vector<png_bytep> rows;
   try {
-    image.width = static_cast<int>(width);
-    image.height = static_cast<int>(height);
-    image.pixels.resize(static_cast<size_t>(width * height * 3));
-    rows.resize(static_cast<size_t>(height));
+    pixels.resize(interlaced ? stride * static_cast<size_t>(height) : stride);
+    if (interlaced) rows.resize(static_cast<size_t>(height));
   } catch (const std::bad_alloc&) {
     return Status::ResourceExhausted("out of memory decoding a PNG image");
   }
-  for (int64_t y = 0; y < height; ++y) {
-    rows[static_cast<size_t>(y)] = image.pixels.data() + static_cast<size_t>(y * width * 3);
+  if (Status started = sink->Start("PNG", static_cast<int>(width), static_cast<int>(height));
+      !started.ok()) {
+    return started;
   }
-  if (!PngReadRows(&state, rows.data())) {
+  if (!interlaced) {
+    if (!PngReadRowByRow(&state, pixels.data(), static_cast<int>(height), sink)) {
+      return Status::InvalidArgument(std::string("invalid PNG image: ") + state.message);
+    }
+    return Status::Ok();
+  }
+  for (size_t y = 0; y < rows.size(); ++y) rows[y] = pixels.data() + y * stride;
+  if (!PngReadWhole(&state, rows.data())) {
     return Status::InvalidArgument(std::string("invalid PNG image: ") + state.message);
   }
-  return image;
+  for (size_t y = 0; y < rows.size(); ++y) sink->Row(static_cast<int>(y), rows[y]);
+  return Status::Ok();
 }
+
+Status Decode(std::string_view bytes, RowSink* sink) {
+  const auto* b = reinterpret_cast<const unsigned char*>(bytes.data());
+  if (bytes.size() >= 3 && b[0] == 0xFF && b[1] == 0xD8 && b[2] == 0xFF) {
+    return DecodeJpeg(bytes, sink);
+  }
+  if (bytes.size() >= 8 && png_sig_cmp(b, 0, 8) == 0) return DecodePng(bytes, sink);
+  if (bytes.empty()) return Status::InvalidArgument("not a JPEG or PNG image (empty body)");
+  return Status::InvalidArgument("not a JPEG or PNG image (" + std::to_string(bytes.size()) +
+                                 " bytes, first bytes " + HexPrefix(bytes) + ")");
+}
+
+// Collects the rows into an RgbImage.
+class WholeImageSink : public RowSink {
+ public:
+  Status Start(const char* format, int width, int height) override {
+    try {
+      image_.pixels.resize(static_cast<size_t>(width) * static_cast<size_t>(height) * 3);
+    } catch (const std::bad_alloc&) {
+      return Status::ResourceExhausted(std::string("out of memory decoding a ") + format +
+                                       " image");
+    }
+    image_.width = width;
+    image_.height = height;
+    return Status::Ok();
+  }
+  void Row(int y, const uint8_t* rgb) override {
+    const size_t stride = static_cast<size_t>(image_.width) * 3;
+    std::memcpy(image_.pixels.data() + static_cast<size_t>(y) * stride, rgb, stride);
+  }
+  RgbImage Take() { return std::move(image_); }
+
+ private:
+  RgbImage image_;
+};
 
 // ---- Resampling -------------------------------------------------------------------------
 //
@@ -347,83 +488,120 @@ Coefficients PrecomputeCoefficients(int in_size, int out_size, int first, int la
   return c;
 }
 
-// The window [x0, x0 + w) x [y0, y0 + h) of `image` resized to out_w x out_h; pixels of
-// the window outside the resized image are 0 (CenterCrop's padding).
-RgbImage ResampleWindow(const RgbImage& image, int out_w, int out_h, int x0, int y0, int w, int h) {
-  RgbImage result;
-  result.width = w;
-  result.height = h;
-  result.pixels.assign(static_cast<size_t>(w) * h * 3, 0);
-  // The part of the window inside the resized image.
-  const int cx0 = std::max(x0, 0);
-  const int cx1 = std::min(x0 + w, out_w);
-  const int cy0 = std::max(y0, 0);
-  const int cy1 = std::min(y0 + h, out_h);
-  if (cx0 >= cx1 || cy0 >= cy1) return result;
-
-  const bool need_horizontal = out_w != image.width;
-  const bool need_vertical = out_h != image.height;
-  Coefficients vertical;
-  int src_first = cy0;  // input rows the vertical pass reads: [src_first, src_last)
-  int src_last = cy1;
-  if (need_vertical) {
-    vertical = PrecomputeCoefficients(image.height, out_h, cy0, cy1);
-    src_first = vertical.Min(cy0);
-    src_last = vertical.Min(cy1 - 1) + vertical.Count(cy1 - 1);
+// The window [x0, x0 + w) x [y0, y0 + h) of an in_w x in_h image resized to out_w x out_h,
+// fed the source image a row at a time; pixels of the window outside the resized image are
+// 0 (CenterCrop's padding). Only the source rows [first_row(), last_row()) are needed: the
+// vertical filter's support around the window's rows. Memory: the coefficients (bounded by
+// the window, see PrecomputeCoefficients), the w x h output, and the horizontal pass of the
+// needed rows, min(w, out_w) x (last_row() - first_row()) x 3 bytes: never the whole image.
+// Whether given the rows of a decoder or of an RgbImage, the arithmetic is the same.
+class WindowResampler {
+ public:
+  // Allocates; may throw std::bad_alloc.
+  WindowResampler(int in_w, int in_h, int out_w, int out_h, int x0, int y0, int w, int h)
+      : x0_(x0), y0_(y0), w_(w) {
+    result_.width = w;
+    result_.height = h;
+    result_.pixels.assign(static_cast<size_t>(w) * h * 3, 0);
+    // The part of the window inside the resized image.
+    cx0_ = std::max(x0, 0);
+    cx1_ = std::min(x0 + w, out_w);
+    cy0_ = std::max(y0, 0);
+    cy1_ = std::min(y0 + h, out_h);
+    if (cx0_ >= cx1_ || cy0_ >= cy1_) {
+      cx1_ = cx0_;
+      cy1_ = cy0_;
+      return;  // nothing to compute: no row needed
+    }
+    need_horizontal_ = out_w != in_w;
+    need_vertical_ = out_h != in_h;
+    src_first_ = cy0_;
+    src_last_ = cy1_;
+    if (need_vertical_) {
+      vertical_ = PrecomputeCoefficients(in_h, out_h, cy0_, cy1_);
+      src_first_ = vertical_.Min(cy0_);
+      src_last_ = vertical_.Min(cy1_ - 1) + vertical_.Count(cy1_ - 1);
+    }
+    if (need_horizontal_) horizontal_ = PrecomputeCoefficients(in_w, out_w, cx0_, cx1_);
+    temp_stride_ = static_cast<size_t>(cx1_ - cx0_) * 3;
+    temp_.resize(temp_stride_ * static_cast<size_t>(src_last_ - src_first_));
   }
 
-  // Horizontal pass: input rows [src_first, src_last), output columns [cx0, cx1).
-  const int tw = cx1 - cx0;
-  const int th = src_last - src_first;
-  std::vector<uint8_t> temp(static_cast<size_t>(tw) * th * 3);
-  if (need_horizontal) {
-    const Coefficients horizontal = PrecomputeCoefficients(image.width, out_w, cx0, cx1);
-    for (int y = 0; y < th; ++y) {
-      const uint8_t* in_row = &image.pixels[static_cast<size_t>(y + src_first) * image.width * 3];
-      uint8_t* out = &temp[static_cast<size_t>(y) * tw * 3];
-      for (int xx = cx0; xx < cx1; ++xx, out += 3) {
-        const int xmin = horizontal.Min(xx);
-        const int count = horizontal.Count(xx);
-        const int32_t* k = horizontal.Weights(xx);
-        int32_t s0 = 1 << (kPrecisionBits - 1), s1 = s0, s2 = s0;
-        const uint8_t* in = in_row + static_cast<size_t>(xmin) * 3;
-        for (int x = 0; x < count; ++x, in += 3) {
-          s0 += in[0] * k[x];
-          s1 += in[1] * k[x];
-          s2 += in[2] * k[x];
-        }
-        out[0] = Clip8(s0);
-        out[1] = Clip8(s1);
-        out[2] = Clip8(s2);
+  int first_row() const { return src_first_; }
+  int last_row() const { return src_last_; }
+
+  // The horizontal pass of source row y (in_w x 3 bytes), first_row() <= y < last_row().
+  void AddRow(int y, const uint8_t* in_row) {
+    uint8_t* out = &temp_[static_cast<size_t>(y - src_first_) * temp_stride_];
+    if (!need_horizontal_) {
+      std::memcpy(out, in_row + static_cast<size_t>(cx0_) * 3, temp_stride_);
+      return;
+    }
+    for (int xx = cx0_; xx < cx1_; ++xx, out += 3) {
+      const int xmin = horizontal_.Min(xx);
+      const int count = horizontal_.Count(xx);
+      const int32_t* k = horizontal_.Weights(xx);
+      int32_t s0 = 1 << (kPrecisionBits - 1), s1 = s0, s2 = s0;
+      const uint8_t* in = in_row + static_cast<size_t>(xmin) * 3;
+      for (int x = 0; x < count; ++x, in += 3) {
+        s0 += in[0] * k[x];
+        s1 += in[1] * k[x];
+        s2 += in[2] * k[x];
+      }
+      out[0] = Clip8(s0);
+      out[1] = Clip8(s1);
+      out[2] = Clip8(s2);
+    }
+  }
+
+  // The vertical pass, once every needed row was added: the window.
+  RgbImage Finish() {
+    for (int yy = cy0_; yy < cy1_; ++yy) {
+      uint8_t* out = &result_.pixels[(static_cast<size_t>(yy - y0_) * w_ + (cx0_ - x0_)) * 3];
+      if (!need_vertical_) {
+        std::memcpy(out, &temp_[static_cast<size_t>(yy - src_first_) * temp_stride_], temp_stride_);
+        continue;
+      }
+      const int ymin = vertical_.Min(yy) - src_first_;
+      const int count = vertical_.Count(yy);
+      const int32_t* k = vertical_.Weights(yy);
+      for (size_t i = 0; i < temp_stride_; ++i) {
+        int32_t s = 1 << (kPrecisionBits - 1);
+        const uint8_t* in = &temp_[static_cast<size_t>(ymin) * temp_stride_ + i];
+        for (int y = 0; y < count; ++y, in += temp_stride_) s += *in * k[y];
+        out[i] = Clip8(s);
       }
     }
-  } else {
-    for (int y = 0; y < th; ++y) {
-      std::memcpy(&temp[static_cast<size_t>(y) * tw * 3],
-                  &image.pixels[(static_cast<size_t>(y + src_first) * image.width + cx0) * 3],
-                  static_cast<size_t>(tw) * 3);
-    }
+    return std::move(result_);
   }
 
-  // Vertical pass: output rows [cy0, cy1), written at the window's coordinates.
-  const size_t temp_stride = static_cast<size_t>(tw) * 3;
-  for (int yy = cy0; yy < cy1; ++yy) {
-    uint8_t* out = &result.pixels[(static_cast<size_t>(yy - y0) * w + (cx0 - x0)) * 3];
-    if (!need_vertical) {
-      std::memcpy(out, &temp[static_cast<size_t>(yy - src_first) * temp_stride], temp_stride);
-      continue;
-    }
-    const int ymin = vertical.Min(yy) - src_first;
-    const int count = vertical.Count(yy);
-    const int32_t* k = vertical.Weights(yy);
-    for (size_t i = 0; i < temp_stride; ++i) {
-      int32_t s = 1 << (kPrecisionBits - 1);
-      const uint8_t* in = &temp[static_cast<size_t>(ymin) * temp_stride + i];
-      for (int y = 0; y < count; ++y, in += temp_stride) s += *in * k[y];
-      out[i] = Clip8(s);
-    }
+ private:
+  int x0_;
+  int y0_;
+  int w_;
+  int cx0_ = 0;
+  int cx1_ = 0;
+  int cy0_ = 0;
+  int cy1_ = 0;
+  bool need_horizontal_ = false;
+  bool need_vertical_ = false;
+  int src_first_ = 0;  // the source rows the vertical pass reads: [src_first_, src_last_)
+  int src_last_ = 0;
+  Coefficients horizontal_;
+  Coefficients vertical_;
+  size_t temp_stride_ = 0;
+  std::vector<uint8_t> temp_;  // the horizontal pass of rows [src_first_, src_last_)
+  RgbImage result_;
+};
+
+// The window of `image` resized to out_w x out_h (see WindowResampler).
+RgbImage ResampleWindow(const RgbImage& image, int out_w, int out_h, int x0, int y0, int w, int h) {
+  WindowResampler resampler(image.width, image.height, out_w, out_h, x0, y0, w, h);
+  const size_t stride = static_cast<size_t>(image.width) * 3;
+  for (int y = resampler.first_row(); y < resampler.last_row(); ++y) {
+    resampler.AddRow(y, &image.pixels[static_cast<size_t>(y) * stride]);
   }
-  return result;
+  return resampler.Finish();
 }
 
 // Python's round() of d / 2 for d >= 0: halves go to the even neighbour.
@@ -455,12 +633,9 @@ CropWindow CenterCropWindow(int width, int height, int crop_width, int crop_heig
 }  // namespace
 
 StatusOr<RgbImage> DecodeImage(std::string_view bytes) {
-  const auto* b = reinterpret_cast<const unsigned char*>(bytes.data());
-  if (bytes.size() >= 3 && b[0] == 0xFF && b[1] == 0xD8 && b[2] == 0xFF) return DecodeJpeg(bytes);
-  if (bytes.size() >= 8 && png_sig_cmp(b, 0, 8) == 0) return DecodePng(bytes);
-  if (bytes.empty()) return Status::InvalidArgument("not a JPEG or PNG image (empty body)");
-  return Status::InvalidArgument("not a JPEG or PNG image (" + std::to_string(bytes.size()) +
-                                 " bytes, first bytes " + HexPrefix(bytes) + ")");
+  WholeImageSink sink;
+  if (Status status = Decode(bytes, &sink); !status.ok()) return status;
+  return sink.Take();
 }
 
 ImageSize ResizedSize(int width, int height, int size) {
@@ -493,6 +668,42 @@ RgbImage ResizeShorterSideAndCenterCrop(const RgbImage& image, int size, int cro
   const CropWindow window = CenterCropWindow(out.width, out.height, crop_width, crop_height);
   return ResampleWindow(image, out.width, out.height, window.left, window.top, crop_width,
                         crop_height);
+}
+
+StatusOr<RgbImage> DecodeResizeAndCenterCrop(std::string_view bytes, int size, int crop_width,
+                                             int crop_height) {
+  // Feeds the decoder's rows straight into the horizontal pass of the crop's resize.
+  class ResizeCropSink : public RowSink {
+   public:
+    ResizeCropSink(int size, int crop_width, int crop_height)
+        : size_(size), crop_width_(crop_width), crop_height_(crop_height) {}
+    Status Start(const char* format, int width, int height) override {
+      const ImageSize out = ResizedSize(width, height, size_);
+      const CropWindow window = CenterCropWindow(out.width, out.height, crop_width_, crop_height_);
+      try {
+        resampler_.emplace(width, height, out.width, out.height, window.left, window.top,
+                           crop_width_, crop_height_);
+      } catch (const std::bad_alloc&) {
+        return Status::ResourceExhausted(std::string("out of memory resizing a ") + format +
+                                         " image");
+      }
+      return Status::Ok();
+    }
+    void Row(int y, const uint8_t* rgb) override {
+      if (y >= resampler_->first_row() && y < resampler_->last_row()) resampler_->AddRow(y, rgb);
+    }
+    RgbImage Finish() { return resampler_->Finish(); }
+
+   private:
+    const int size_;
+    const int crop_width_;
+    const int crop_height_;
+    std::optional<WindowResampler> resampler_;
+  };
+
+  ResizeCropSink sink(size, crop_width, crop_height);
+  if (Status status = Decode(bytes, &sink); !status.ok()) return status;
+  return sink.Finish();
 }
 
 void ToNormalizedChw(const RgbImage& image, const std::array<float, 3>& mean,

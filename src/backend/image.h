@@ -23,17 +23,32 @@ struct RgbImage {
   std::vector<uint8_t> pixels;
 };
 
-// The largest image DecodeImage accepts, in pixels (a decompression-bomb guard: a few
-// hundred bytes of JPEG or PNG can declare gigapixels).
+// The limits every decoder checks once it has read an image's header, before it allocates
+// anything sized by the image (a decompression-bomb guard: a few hundred bytes of JPEG or
+// PNG can declare gigapixels). Errors are InvalidArgument naming the size and the limit.
+//
+// The most pixels an image may have.
 inline constexpr int64_t kMaxImagePixels = 50'000'000;
+// The longest side (width or height) an image may have: the decoders hold whole rows, so
+// this bounds their row buffers (a PNG row of 1,000,000 RGBA16 pixels is 8 MB in libpng;
+// a JPEG's sides are at most 65,500 by the format). libpng's default limit.
+inline constexpr int64_t kMaxImageSide = 1'000'000;
+// The most memory a decoder may hold for an image it cannot decode row by row: an Adam7
+// interlaced PNG is decoded whole (3 bytes a pixel: about 13 megapixels), a progressive or
+// other multi-scan JPEG keeps all its DCT coefficients (libjpeg's whole-image coefficient
+// buffer, 2 bytes a sample after chroma subsampling: 3 bytes a pixel at 4:2:0, about 13
+// megapixels; 6 at 4:4:4, about 6.6 megapixels). Other images stream: see
+// DecodeResizeAndCenterCrop.
+inline constexpr int64_t kMaxBufferedImageBytes = 40'000'000;
 
 // Decodes a JPEG or PNG image into RGB8, as PIL's Image.open(...).convert("RGB") does:
 // grayscale is replicated, a palette is expanded, alpha is dropped (not composited),
 // 16-bit samples keep their high byte, CMYK/YCCK JPEGs are converted. JPEG pixels are the
 // same as PIL's (both use libjpeg's default islow DCT and fancy upsampling).
 // Errors (InvalidArgument): neither format (the message shows the first bytes), an image
-// larger than kMaxImagePixels, a truncated or corrupt file (libjpeg/libpng's message).
-// libjpeg/libpng errors never abort the process.
+// beyond the limits above, a truncated or corrupt file (libjpeg/libpng's message).
+// libjpeg/libpng errors never abort the process. Holds the whole image (3 bytes a pixel):
+// the image handler uses DecodeResizeAndCenterCrop instead.
 StatusOr<RgbImage> DecodeImage(std::string_view bytes);
 
 // The size torchvision's Resize(size) gives an image of width x height: the shorter side
@@ -64,6 +79,18 @@ RgbImage CenterCrop(const RgbImage& image, int width, int height);
 // image resizes to 256 x 256,000,000 of which only the crop's rows are computed).
 RgbImage ResizeShorterSideAndCenterCrop(const RgbImage& image, int size, int crop_width,
                                         int crop_height);
+
+// DecodeImage(bytes) then ResizeShorterSideAndCenterCrop(size, crop_width, crop_height),
+// the same result bit for bit and the same errors, without ever holding the decoded image:
+// each row goes from the decoder straight into the resize's horizontal pass, which keeps
+// only the rows the crop's vertical filter needs. Memory beyond `bytes` is bounded whatever
+// the input: crop_width x (source rows under the crop, at most about
+// crop_height / size x the shorter side + the filter's support) x 3 bytes (about 4.6 MB
+// for 224 / 256 of a 7,071 x 7,071 image), a decoded row and the decoder's own row buffers
+// (at most a few MB, kMaxImageSide), and for interlaced PNGs and progressive JPEGs at most
+// kMaxBufferedImageBytes more. Requires size, crop_width, crop_height > 0.
+StatusOr<RgbImage> DecodeResizeAndCenterCrop(std::string_view bytes, int size, int crop_width,
+                                             int crop_height);
 
 // ImageNet statistics, as TorchServe's image_classifier and torchvision use.
 inline constexpr std::array<float, 3> kImageNetMean = {0.485f, 0.456f, 0.406f};

@@ -212,14 +212,14 @@ class ImageClassifierHandler final : public Handler {
                                    at::TensorOptions().dtype(at::kFloat));
       float* data = input.data_ptr<float>();
       for (size_t i = 0; i < n; ++i) {
-        StatusOr<RgbImage> image = DecodeImage(batch.requests[i].body);
-        if (!image.ok()) {
-          batch.responses[i] = BadRequest(image.status().message());
+        // Decoded row by row into the resize: memory bounded by the crop, not the image.
+        StatusOr<RgbImage> crop =
+            DecodeResizeAndCenterCrop(batch.requests[i].body, kResizeSize, kCropSize, kCropSize);
+        if (!crop.ok()) {
+          batch.responses[i] = BadRequest(crop.status().message());
           continue;
         }
-        const RgbImage crop =
-            ResizeShorterSideAndCenterCrop(*image, kResizeSize, kCropSize, kCropSize);
-        ToNormalizedChw(crop, kImageNetMean, kImageNetStd,
+        ToNormalizedChw(*crop, kImageNetMean, kImageNetStd,
                         data + static_cast<int64_t>(state.rows.size()) * kSample);
         state.rows.push_back(i);
       }

@@ -2,6 +2,7 @@
 and only with a bounded amount of the server's memory and time.
 
   #5  a 1 x 1,000,000 PNG to resnet18 (the resize used to target 256 x 256,000,000: 5 GB)
+      and a 7,000 x 7,000 PNG (2 MB that decode to 147 MB of RGB): extra RSS under 50 MB
   #6  one bad tensor in a batch fails only itself (wrong shape; a ragged body claiming
       1.6e12 numbers)
   #7  max_response_size is enforced: a larger response is a 500, counted
@@ -101,6 +102,52 @@ def test_decompression_bomb_header_is_refused(models_server):
     r = requests.post(url, data=bytes(bomb), timeout=30)
     assert_error(r, 400, "too large: 100000x100000 exceeds the limit of 50000000 pixels")
     assert failures(models_server, "resnet18", "bad_input") == before + 1
+
+
+def rgb_png(width: int, height: int) -> bytes:
+    """An 8-bit RGB PNG of diagonal ramps, compressed a row at a time (a few MB at most)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+    period = bytes(range(256)) * 3  # 256 pixels of 3 bytes: the ramp repeats
+    line = period * (width * 3 // len(period) + 2)
+    compressor = zlib.compressobj(6)
+    parts = []
+    for y in range(height):
+        shift = (y % 256) * 3
+        parts.append(compressor.compress(b"\0" + line[shift:shift + width * 3]))
+    parts.append(compressor.flush())
+    return (b"\x89PNG\r\n\x1a\n"
+            + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", b"".join(parts))
+            + chunk(b"IEND", b""))
+
+
+def test_image_near_the_pixel_cap_is_preprocessed_in_bounded_memory(tserve, tmp_path):
+    # Decoded row by row into the resize, keeping only the rows under the 224 x 224 crop
+    # (about 4 MB): whole, this image is 147 MB of RGB. A server of its own, one worker,
+    # so that the peak RSS before it is LibTorch's after warm-up, nothing else's.
+    store = store_with(tmp_path, "resnet18.mar")
+    server = tserve(config={"model_store": str(store), "load_models": "resnet18=resnet18.mar",
+                            "default_workers_per_model": "1"})
+    wait_healthy(server)
+    url = f"{server.inference_url}/predictions/resnet18"
+    big = rgb_png(7000, 7000)
+    assert len(big) < 6_553_500  # max_request_size's default
+    kitten = KITTEN.read_bytes()
+    for _ in range(3):  # warm-up: LibTorch's own allocations are in the baseline
+        r = requests.post(url, data=kitten, timeout=30)
+        assert r.status_code == 200 and len(r.json()) == 5
+    peak_before = rss_kb(server.pid, "VmHWM")
+    tally = tally_from_now(server)
+    r = tally.request("POST", url, data=big, timeout=120)
+    assert r.status_code == 200, r.text
+    assert len(r.json()) == 5
+    grown_mb = (rss_kb(server.pid, "VmHWM") - peak_before) / 1024
+    assert grown_mb < 50, f"peak RSS grew by {grown_mb:.1f} MB"
+    r = tally.request("POST", url, data=kitten, timeout=30)
+    assert r.status_code == 200 and len(r.json()) == 5
+    tally.assert_exact()
 
 
 # ---- #6 ------------------------------------------------------------------------------

@@ -32,6 +32,13 @@
 #include <utility>
 #include <vector>
 
+// Writers for the synthetic images below (jpeglib.h needs FILE and size_t first).
+#include <cstddef>
+#include <cstdio>
+
+#include <jpeglib.h>
+#include <png.h>
+
 namespace tserve::backend {
 namespace {
 
@@ -450,6 +457,251 @@ TEST(ResizeTest, ExtremeAspectRatioResizesInMemoryBoundedByTheCrop) {
       return crop.width == 224 && crop.height == 224 &&
              std::all_of(crop.pixels.begin(), crop.pixels.end(), [](uint8_t p) { return p == 77; });
     }));
+  }
+}
+
+// ---- decoding row by row into the resize (issue 7: extra memory per request) ----------
+
+// The pixel (x, y) of channel c of the synthetic images: smooth ramps with edges every 8
+// pixels, so that they compress well yet every output pixel of a resize tells.
+uint8_t Pattern(int x, int y, int c) {
+  return static_cast<uint8_t>((x * (c + 1) / 16 + y * (3 - c) / 16 + ((x ^ y) & 8) * 4 * c) & 255);
+}
+
+// A PNG written by libpng from Pattern: colour type PNG_COLOR_TYPE_GRAY (channel 0),
+// _GRAY_ALPHA, _RGB or _RGB_ALPHA (alpha = x & 255), 8 or 16 bits (the low byte 0x5a),
+// Adam7-interlaced or not.
+std::string EncodePng(int width, int height, int color_type, int bit_depth, bool interlaced) {
+  std::string out;
+  png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, nullptr, nullptr, nullptr);
+  png_infop info = png_create_info_struct(png);
+  png_set_write_fn(
+      png, &out,
+      [](png_structp p, png_bytep data, size_t n) {
+        static_cast<std::string*>(png_get_io_ptr(p))->append(reinterpret_cast<char*>(data), n);
+      },
+      [](png_structp) {});
+  png_set_IHDR(png, info, static_cast<png_uint_32>(width), static_cast<png_uint_32>(height),
+               bit_depth, color_type, interlaced ? PNG_INTERLACE_ADAM7 : PNG_INTERLACE_NONE,
+               PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
+  png_set_compression_level(png, 6);
+  png_write_info(png, info);
+  const int passes = png_set_interlace_handling(png);
+  const int channels = png_get_channels(png, info);
+  const int bytes = bit_depth / 8;
+  std::vector<uint8_t> row(static_cast<size_t>(width) * channels * bytes);
+  for (int pass = 0; pass < passes; ++pass) {
+    for (int y = 0; y < height; ++y) {
+      uint8_t* p = row.data();
+      for (int x = 0; x < width; ++x) {
+        for (int c = 0; c < channels; ++c) {
+          const bool alpha = (channels == 2 && c == 1) || c == 3;
+          *p++ = alpha ? static_cast<uint8_t>(x) : Pattern(x, y, c);
+          if (bytes == 2) *p++ = 0x5a;
+        }
+      }
+      png_write_row(png, row.data());
+    }
+  }
+  png_write_end(png, info);
+  png_destroy_write_struct(&png, &info);
+  return out;
+}
+
+// A JPEG written by libjpeg from Pattern (RGB), quality 90, chroma subsampled 2x2 (4:2:0)
+// or not (4:4:4), progressive or baseline.
+std::string EncodeJpeg(int width, int height, bool subsampled, bool progressive) {
+  jpeg_compress_struct cinfo{};
+  jpeg_error_mgr error{};
+  cinfo.err = jpeg_std_error(&error);
+  jpeg_create_compress(&cinfo);
+  unsigned char* buffer = nullptr;
+  unsigned long size = 0;
+  jpeg_mem_dest(&cinfo, &buffer, &size);
+  cinfo.image_width = static_cast<JDIMENSION>(width);
+  cinfo.image_height = static_cast<JDIMENSION>(height);
+  cinfo.input_components = 3;
+  cinfo.in_color_space = JCS_RGB;
+  jpeg_set_defaults(&cinfo);
+  jpeg_set_quality(&cinfo, 90, TRUE);
+  const int factor = subsampled ? 2 : 1;
+  cinfo.comp_info[0].h_samp_factor = factor;
+  cinfo.comp_info[0].v_samp_factor = factor;
+  if (progressive) jpeg_simple_progression(&cinfo);
+  jpeg_start_compress(&cinfo, TRUE);
+  std::vector<uint8_t> row(static_cast<size_t>(width) * 3);
+  while (cinfo.next_scanline < cinfo.image_height) {
+    const int y = static_cast<int>(cinfo.next_scanline);
+    for (int x = 0; x < width; ++x) {
+      for (int c = 0; c < 3; ++c) row[static_cast<size_t>(x) * 3 + c] = Pattern(x, y, c);
+    }
+    JSAMPROW p = row.data();
+    jpeg_write_scanlines(&cinfo, &p, 1);
+  }
+  jpeg_finish_compress(&cinfo);
+  jpeg_destroy_compress(&cinfo);
+  std::string out(reinterpret_cast<char*>(buffer), size);
+  std::free(buffer);
+  return out;
+}
+
+// DecodeImage then ResizeShorterSideAndCenterCrop: the whole-image path, PIL's equal.
+RgbImage WholeImagePath(std::string_view bytes, int size, int crop_w, int crop_h) {
+  StatusOr<RgbImage> image = DecodeImage(bytes);
+  EXPECT_TRUE(image.ok()) << image.status().message();
+  if (!image.ok()) return {};
+  return ResizeShorterSideAndCenterCrop(*image, size, crop_w, crop_h);
+}
+
+RgbImage Streamed(std::string_view bytes, int size, int crop_w, int crop_h) {
+  StatusOr<RgbImage> crop = DecodeResizeAndCenterCrop(bytes, size, crop_w, crop_h);
+  EXPECT_TRUE(crop.ok()) << crop.status().message();
+  return crop.ok() ? std::move(crop).value() : RgbImage{};
+}
+
+// Resize, crop sizes: ImageNet's, downscales and upscales, crops larger than the image
+// (padding) and a crop of a single pixel.
+constexpr std::tuple<int, int, int> kStreamingCases[] = {
+    {256, 224, 224}, {32, 30, 20}, {48, 64, 48}, {20, 40, 10},
+    {100, 90, 120},  {5, 3, 3},    {7, 1, 1},    {300, 224, 224},
+};
+
+TEST(StreamingTest, DecodeResizeAndCenterCropEqualsTheWholeImagePathOnTheFixtures) {
+  for (const char* name :
+       {"kitten_small.jpg", "kitten_small.png", "kitten_small_resize32.png", "modes/gray8.png",
+        "modes/gray1.png", "modes/gray4.png", "modes/gray_alpha.png", "modes/rgba.png",
+        "modes/palette.png", "modes/palette4_trns.png", "modes/interlaced.png", "modes/rgb16.png",
+        "modes/gray16.png", "modes/gray.jpg", "modes/cmyk.jpg"}) {
+    const std::string bytes = ReadFixture(std::string("images/") + name);
+    for (const auto& [size, crop_w, crop_h] : kStreamingCases) {
+      SCOPED_TRACE(testing::Message() << name << " " << size << " " << crop_w << "x" << crop_h);
+      const RgbImage whole = WholeImagePath(bytes, size, crop_w, crop_h);
+      const RgbImage streamed = Streamed(bytes, size, crop_w, crop_h);
+      ASSERT_EQ(streamed.width, crop_w);
+      ASSERT_EQ(streamed.height, crop_h);
+      EXPECT_EQ(streamed.pixels, whole.pixels);
+    }
+  }
+  // The tensor the image classifier builds (ImageNetPipeline's constants), bit for bit.
+  const std::string jpeg = ReadFixture("images/kitten_small.jpg");
+  const RgbImage streamed = Streamed(jpeg, 256, 224, 224);
+  const std::vector<float> t = ToNormalizedChw(streamed, kImageNetMean, kImageNetStd);
+  auto at = [&](int c, int y, int x) { return t[(static_cast<size_t>(c) * 224 + y) * 224 + x]; };
+  EXPECT_EQ(at(0, 0, 0), -1.3986643552780151f);
+  EXPECT_EQ(at(1, 100, 50), -0.10994395613670349f);
+  EXPECT_EQ(at(2, 223, 223), 0.4439217746257782f);
+  EXPECT_EQ(at(0, 112, 150), 2.1804091930389404f);
+}
+
+TEST(StreamingTest, DecodeResizeAndCenterCropEqualsTheWholeImagePathOnSyntheticImages) {
+  const std::pair<const char*, std::string> images[] = {
+      {"rgb 1203x917", EncodePng(1203, 917, PNG_COLOR_TYPE_RGB, 8, false)},
+      {"rgba16 917x1203", EncodePng(917, 1203, PNG_COLOR_TYPE_RGB_ALPHA, 16, false)},
+      {"gray 3001x41", EncodePng(3001, 41, PNG_COLOR_TYPE_GRAY, 8, false)},
+      {"gray_alpha interlaced 611x777", EncodePng(611, 777, PNG_COLOR_TYPE_GRAY_ALPHA, 8, true)},
+      {"rgb interlaced 1000x999", EncodePng(1000, 999, PNG_COLOR_TYPE_RGB, 8, true)},
+      {"jpeg 4:2:0 1999x1001", EncodeJpeg(1999, 1001, true, false)},
+      {"jpeg 4:4:4 777x1555", EncodeJpeg(777, 1555, false, false)},
+      {"progressive jpeg 4:2:0 1280x960", EncodeJpeg(1280, 960, true, true)},
+      {"progressive jpeg 4:4:4 333x2222", EncodeJpeg(333, 2222, false, true)},
+  };
+  for (const auto& [name, bytes] : images) {
+    for (const auto& [size, crop_w, crop_h] : kStreamingCases) {
+      SCOPED_TRACE(testing::Message() << name << " " << size << " " << crop_w << "x" << crop_h);
+      const RgbImage streamed = Streamed(bytes, size, crop_w, crop_h);
+      EXPECT_EQ(streamed.pixels, WholeImagePath(bytes, size, crop_w, crop_h).pixels);
+    }
+  }
+}
+
+TEST(StreamingTest, AnImageNearThePixelCapIsPreprocessedInBoundedMemory) {
+  // 7,000 x 7,000 (49 megapixels) compresses to a few megabytes but is 147 MB of RGB: it
+  // must be decoded row by row into the resize, keeping only the rows the crop needs.
+  const std::string png = EncodePng(7000, 7000, PNG_COLOR_TYPE_RGB, 8, false);
+  EXPECT_LT(png.size(), size_t{6'500'000});
+  const RgbImage expected = WholeImagePath(png, 256, 224, 224);
+  ASSERT_EQ(expected.pixels.size(), size_t{224} * 224 * 3);
+  // A row of 1,000,000 RGBA16 pixels (the widest PNG accepted): 8 MB in libpng's buffers.
+  const std::string wide = EncodePng(1'000'000, 2, PNG_COLOR_TYPE_RGB_ALPHA, 16, false);
+  const RgbImage expected_wide = WholeImagePath(wide, 256, 224, 224);
+  if (kSanitized) GTEST_SKIP() << "RLIMIT_AS cannot bound a sanitized process";
+  EXPECT_TRUE(RunsWithin(size_t{64} << 20, [&] {
+    StatusOr<RgbImage> crop = DecodeResizeAndCenterCrop(png, 256, 224, 224);
+    return crop.ok() && crop->pixels == expected.pixels;
+  }));
+  EXPECT_TRUE(RunsWithin(size_t{64} << 20, [&] {
+    StatusOr<RgbImage> crop = DecodeResizeAndCenterCrop(wide, 256, 224, 224);
+    return crop.ok() && crop->pixels == expected_wide.pixels;
+  }));
+}
+
+// The image with its IHDR (PNG) or SOF (JPEG) declaring width x height instead.
+std::string WithDeclaredSize(std::string bytes, uint32_t width, uint32_t height) {
+  if (bytes.rfind("\x89PNG", 0) == 0) {
+    PutBigEndian32(&bytes, 16, width);
+    PutBigEndian32(&bytes, 20, height);
+    PutBigEndian32(&bytes, 29, Crc32(std::string_view(bytes).substr(12, 17)));
+    return bytes;
+  }
+  size_t sof = bytes.find("\xff\xc0");
+  if (sof == std::string::npos) sof = bytes.find("\xff\xc2");
+  EXPECT_NE(sof, std::string::npos);
+  bytes[sof + 5] = static_cast<char>(height >> 8);
+  bytes[sof + 6] = static_cast<char>(height & 0xff);
+  bytes[sof + 7] = static_cast<char>(width >> 8);
+  bytes[sof + 8] = static_cast<char>(width & 0xff);
+  return bytes;
+}
+
+TEST(StreamingTest, ImagesThatCannotBeDecodedRowByRowAreCappedByTheirMemory) {
+  // An Adam7 PNG is decoded whole (3 bytes a pixel); a progressive JPEG keeps every DCT
+  // coefficient (128 bytes a block of 8 x 8 samples of one component). The sizes are
+  // declared in the headers, refused before any pixel data is read.
+  const std::string interlaced = EncodePng(40, 30, PNG_COLOR_TYPE_RGB, 8, true);
+  const std::string progressive_444 = EncodeJpeg(40, 30, false, true);
+  const std::string progressive_420 = EncodeJpeg(40, 30, true, true);
+  const std::pair<std::string, std::string> refused[] = {
+      {WithDeclaredSize(interlaced, 4000, 4000),
+       "interlaced PNG image too large: 4000x4000 is decoded whole into 48000000 bytes, more "
+       "than the limit of 40000000 (a PNG that is not interlaced may have up to 50000000 "
+       "pixels)"},
+      {WithDeclaredSize(progressive_444, 3000, 3000),
+       "progressive JPEG image too large: 3000x3000 keeps 54000000 bytes of DCT coefficients, "
+       "more than the limit of 40000000 (a baseline JPEG may have up to 50000000 pixels)"},
+      {WithDeclaredSize(progressive_420, 4000, 4000),
+       "progressive JPEG image too large: 4000x4000 keeps 48000000 bytes of DCT coefficients, "
+       "more than the limit of 40000000 (a baseline JPEG may have up to 50000000 pixels)"},
+  };
+  for (const auto& [bytes, message] : refused) {
+    for (bool streamed : {false, true}) {
+      SCOPED_TRACE(message);
+      const Status status = streamed ? DecodeResizeAndCenterCrop(bytes, 256, 224, 224).status()
+                                     : DecodeImage(bytes).status();
+      EXPECT_EQ(status.code(), StatusCode::kInvalidArgument);
+      EXPECT_EQ(status.message(), message);
+    }
+  }
+  // Under the limit (27 MB) the decoder starts: libpng finds the pixel data too short,
+  // libjpeg pads the missing coefficients, as PIL's libjpeg does.
+  EXPECT_EQ(DecodeResizeAndCenterCrop(WithDeclaredSize(interlaced, 3000, 3000), 256, 224, 224)
+                .status()
+                .message(),
+            "invalid PNG image: Not enough image data");
+  EXPECT_TRUE(
+      DecodeResizeAndCenterCrop(WithDeclaredSize(progressive_420, 3000, 3000), 256, 224, 224).ok());
+}
+
+TEST(StreamingTest, APngSideLongerThanAMillionPixelsIsRefused) {
+  // A row is decoded whole: its length is bounded (a JPEG's by the format, 65,500).
+  const std::string png = ReadFixture("images/kitten_small.png");
+  for (const auto& [width, height] :
+       {std::pair<uint32_t, uint32_t>{1'000'001, 1}, std::pair<uint32_t, uint32_t>{1, 1'000'001}}) {
+    const Status status =
+        DecodeResizeAndCenterCrop(WithDeclaredSize(png, width, height), 256, 224, 224).status();
+    EXPECT_EQ(status.code(), StatusCode::kInvalidArgument);
+    EXPECT_EQ(status.message(), "PNG image too large: " + std::to_string(width) + "x" +
+                                    std::to_string(height) +
+                                    " exceeds the limit of 1000000 pixels a side");
   }
 }
 
