@@ -16,6 +16,7 @@
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <system_error>
 #include <thread>
 
 #include <spdlog/spdlog.h>
@@ -534,10 +535,18 @@ int Serve(const CliArgs& cli) {
   // The drain runs beside this thread, which keeps taking signals: a second SIGTERM or
   // SIGINT stops at once, without finishing requests in flight (issue 7 #5).
   std::atomic<bool> stopped{false};
-  std::thread stopper([&app, &stopped] {
+  std::thread stopper;
+  try {
+    stopper = std::thread([&app, &stopped] {
+      app.Stop();
+      stopped.store(true);
+    });
+  } catch (const std::system_error& e) {
+    // Out of threads (issue 7 #3): drain here instead, without the second-signal watch.
+    spdlog::warn("Cannot start the shutdown thread ({}): stopping on this one", e.what());
     app.Stop();
     stopped.store(true);
-  });
+  }
   while (!stopped.load()) {
     timespec tick{0, kSignalPollNanos};
     int again = sigtimedwait(&signals, nullptr, &tick);
@@ -552,7 +561,7 @@ int Serve(const CliArgs& cli) {
       _exit(128 + again);
     }
   }
-  stopper.join();
+  if (stopper.joinable()) stopper.join();
   if (RunningPid(pid_path) == getpid()) unlink(pid_path.c_str());
   spdlog::info("tserve stopped");
   return 0;

@@ -30,10 +30,12 @@ JobResult Error(int status, const char* type, std::string message) {
 JobQueue::JobQueue(size_t capacity, metrics::Gauge* depth, Now now)
     : capacity_(capacity), depth_(depth), now_(std::move(now)) {}
 
-bool JobQueue::Push(std::shared_ptr<Job> job) {
+bool JobQueue::Push(std::shared_ptr<Job> job, std::vector<std::shared_ptr<Job>>* gone) {
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (closed_ || jobs_.size() >= capacity_) return false;
+    if (closed_) return false;
+    if (jobs_.size() >= capacity_ && gone != nullptr) TakeGoneLocked(gone);
+    if (jobs_.size() >= capacity_) return false;
     job->set_enqueued(now_());
     jobs_.push_back(std::move(job));
     if (depth_ != nullptr) depth_->Set(static_cast<double>(jobs_.size()));
@@ -112,6 +114,26 @@ void JobQueue::Close() {
   cv_.notify_all();
 }
 
+void JobQueue::TakeGoneLocked(std::vector<std::shared_ptr<Job>>* gone) {
+  const size_t before = jobs_.size();
+  for (auto it = jobs_.begin(); it != jobs_.end();) {
+    if ((*it)->client_gone()) {
+      gone->push_back(std::move(*it));
+      it = jobs_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  if (jobs_.size() != before && depth_ != nullptr) depth_->Set(static_cast<double>(jobs_.size()));
+}
+
+std::vector<std::shared_ptr<Job>> JobQueue::TakeGone() {
+  std::vector<std::shared_ptr<Job>> gone;
+  std::lock_guard<std::mutex> lock(mu_);
+  TakeGoneLocked(&gone);
+  return gone;
+}
+
 std::vector<std::shared_ptr<Job>> JobQueue::Drain() {
   std::lock_guard<std::mutex> lock(mu_);
   std::vector<std::shared_ptr<Job>> out(std::make_move_iterator(jobs_.begin()),
@@ -156,7 +178,10 @@ WorkerPool::SubmitResult WorkerPool::Submit(std::shared_ptr<Job> job) {
     metrics_.fail_no_worker->Inc();
     return SubmitResult::kNoWorker;
   }
-  if (!queue_.Push(std::move(job))) {
+  std::vector<std::shared_ptr<Job>> gone;
+  const bool pushed = queue_.Push(std::move(job), &gone);
+  DropGone(gone);
+  if (!pushed) {
     metrics_.fail_queue_full->Inc();
     return SubmitResult::kQueueFull;
   }
@@ -304,6 +329,8 @@ void WorkerPool::ExpireOverdue(Clock::time_point now) {
     job.Deliver(Error(408, "RequestTimeoutException", message));
   };
   queue_.ExpireOverdue(now, expire);
+  auto gone = queue_.TakeGone();
+  DropGone(gone);
   std::lock_guard<std::mutex> lock(running_mu_);
   std::lock_guard<std::mutex> wlock(workers_mu_);
   for (auto& w : workers_) {

@@ -48,8 +48,10 @@ class JobQueue {
   using Now = std::function<Clock::time_point()>;
   JobQueue(size_t capacity, metrics::Gauge* depth, Now now = &Clock::now);
 
-  // False when full (the caller answers 503 at once) or closed.
-  bool Push(std::shared_ptr<Job> job);
+  // False when full (the caller answers 503 at once) or closed. With `gone`, a full queue
+  // first gives up the jobs whose client has gone (moved there for the caller to complete),
+  // so abandoned requests never keep a live one out.
+  bool Push(std::shared_ptr<Job> job, std::vector<std::shared_ptr<Job>>* gone = nullptr);
   // Blocks for the first job, then gathers up to max_jobs, waiting at most max_delay after
   // the first one for more. Jobs already completed (timed out) are dropped. Empty once the
   // queue is closed and drained, or when `stop` becomes true. With `gone`, jobs whose
@@ -63,6 +65,8 @@ class JobQueue {
   void ExpireOverdue(Clock::time_point now, const std::function<void(Job&)>& expire);
   // Refuses new jobs and wakes waiting workers; queued jobs can still be popped.
   void Close();
+  // Removes and returns the queued jobs whose client has gone.
+  std::vector<std::shared_ptr<Job>> TakeGone();
   // Removes and returns every queued job.
   std::vector<std::shared_ptr<Job>> Drain();
   void WakeAll();
@@ -77,6 +81,9 @@ class JobQueue {
   std::condition_variable cv_;
   std::deque<std::shared_ptr<Job>> jobs_;
   bool closed_ = false;
+
+  // Moves the jobs whose client has gone to `gone`; mu_ held.
+  void TakeGoneLocked(std::vector<std::shared_ptr<Job>>* gone);
 };
 
 // The workers of one model version: N threads, each with its own Handler instance, taking
@@ -103,7 +110,8 @@ class WorkerPool {
   // start keep running and the shortfall shows as ts_workers{state="failed"} until the
   // next SetWorkerCount. Never throws.
   Status SetWorkerCount(int count);
-  // Completes overdue jobs (queued or running) with 408.
+  // Completes overdue jobs (queued or running) with 408, and drops queued jobs whose client
+  // has gone (client_disconnected). The reaper calls it every 100 ms.
   void ExpireOverdue(Clock::time_point now);
   // Stops every worker after its current batch; queued jobs answer 503.
   void Shutdown();

@@ -356,6 +356,53 @@ TEST_F(WorkerPoolTest, JobsWhoseClientWentAreDroppedBeforeTheHandler) {
   pool->Shutdown();
 }
 
+// Issue 7 #13: abandoned requests must not keep live ones out of a full queue, nor sit in
+// it until a worker is free: a full queue gives them up to a new job, and the reaper's
+// pass drops them.
+TEST_F(WorkerPoolTest, GoneJobsGiveWayInAFullQueueAndTheReaperDropsThem) {
+  script_.inference_time = 300ms;
+  auto pool = MakePool(1, 0ms, /*capacity=*/2);
+  ASSERT_TRUE(pool->SetWorkerCount(1).ok());
+  WaitReady(*pool, 1);
+  auto [running, running_f] = MakeJob("running");
+  ASSERT_EQ(pool->Submit(running), WorkerPool::SubmitResult::kAccepted);
+  for (int i = 0; i < 200 && script_.batches.load() < 1; ++i) std::this_thread::sleep_for(5ms);
+  ASSERT_EQ(script_.batches.load(), 1);
+  std::atomic<bool> left{false};
+  auto [a, a_f] = MakeJob("a");
+  auto [b, b_f] = MakeJob("b");
+  for (auto* j : {&a, &b}) {
+    (*j)->set_gone_probe([&left] { return left.load(); });
+    ASSERT_EQ(pool->Submit(*j), WorkerPool::SubmitResult::kAccepted);
+  }
+  auto [refused, refused_f] = MakeJob("refused");  // the queue is full of live clients
+  EXPECT_EQ(pool->Submit(refused), WorkerPool::SubmitResult::kQueueFull);
+  left = true;  // a's and b's clients go
+  auto [live, live_f] = MakeJob("live");
+  EXPECT_EQ(pool->Submit(live), WorkerPool::SubmitResult::kAccepted);
+  EXPECT_EQ(a_f.wait_for(0s), std::future_status::ready);  // answered within Submit
+  EXPECT_EQ(b_f.wait_for(0s), std::future_status::ready);
+  EXPECT_EQ(metrics_.fail_client_disconnected->Value(), 2.0);
+  EXPECT_EQ(metrics_.fail_queue_full->Value(), 1.0);
+  // The reaper's pass drops a queued job whose client went, without waiting for a worker.
+  std::atomic<bool> c_left{false};
+  auto [c, c_f] = MakeJob("c");
+  c->set_gone_probe([&c_left] { return c_left.load(); });
+  ASSERT_EQ(pool->Submit(c), WorkerPool::SubmitResult::kAccepted);
+  c_left = true;
+  pool->ExpireOverdue(Clock::now());
+  EXPECT_EQ(c_f.wait_for(0s), std::future_status::ready);
+  EXPECT_EQ(c_f.get().status, 503);
+  EXPECT_EQ(metrics_.fail_client_disconnected->Value(), 3.0);
+  EXPECT_EQ(running_f.get().status, 200);
+  EXPECT_EQ(live_f.get().status, 200);
+  {
+    std::lock_guard<std::mutex> lock(script_.mu);
+    EXPECT_EQ(script_.seen, (std::vector<std::string>{"running", "live"}));
+  }
+  pool->Shutdown();
+}
+
 // Issue 7 #10: every submitted job ends in exactly one outcome, each counted: a success
 // (ts_request_duration_seconds) or one ts_inference_failures_total reason. The 503s of a
 // model being unloaded were counted nowhere.
