@@ -218,6 +218,8 @@ class App {
                              ? config_.default_workers_per_model
                              : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
     mo.job_queue_size = static_cast<size_t>(config_.job_queue_size);
+    mo.max_workers_per_model = config_.max_workers_per_model;  // 0: derived from the cores
+    mo.max_workers_total = config_.max_workers_total;
     mo.default_response_timeout_s = config_.default_response_timeout;
     mo.max_response_size = static_cast<size_t>(config_.max_response_size);
     models_ = std::make_unique<serving::ModelManager>(mo, &handlers_, registry_.get());
@@ -249,8 +251,6 @@ class App {
       ao.key_file = config_.key_file;
       ao.expiration_minutes = config_.token_expiration_min;
       auto auth = api::TokenAuth::Create(ao);
-    mo.max_workers_per_model = config_.max_workers_per_model;  // 0: derived from the cores
-    mo.max_workers_total = config_.max_workers_total;
       if (!auth.ok()) return auth.status();
       token_auth_ = std::move(*auth);
       management_router_->Add(http::Method::kGet, "/token",

@@ -335,6 +335,7 @@ void ManagementApi::Register(http::Request& request, http::Responder responder) 
           if (!status.ok()) return shared->Send(ManagementError(status));
           shared->Send(JsonStatus(200, head + std::to_string(n) + " initial workers"));
         });
+    if (!s.ok()) shared->Send(ManagementError(s));
   });
   if (!queued.ok()) shared->Send(ManagementError(queued));
 }
