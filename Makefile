@@ -40,12 +40,12 @@ e2e: build
 test: unit e2e fuzz-smoke
 
 # libFuzzer targets (clang, ASan + UBSan) in build-fuzz: `make fuzz` runs each for
-# FUZZ_SECONDS; `make test` runs each over its seed corpus plus a 20 s fuzz.
+# FUZZ_SECONDS; `make test` runs each over its seed corpus plus a 15 s fuzz.
 fuzz: deps
 	bash tests/fuzz/run.sh -b $(BUILD_DIR)-fuzz -t $(FUZZ_SECONDS)
 
 fuzz-smoke: deps
-	bash tests/fuzz/smoke.sh
+	FUZZ_BUILD_DIR=$(BUILD_DIR)-fuzz bash tests/fuzz/smoke.sh
 
 test-asan: deps
 	$(MAKE) sanitized-suites SAN_DIR=$(ASAN_DIR) SAN=address,undefined SAN_ENV='$(ASAN_ENV)'
