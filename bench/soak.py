@@ -46,20 +46,13 @@ def main() -> int:
     os.environ["TSERVE_BINARY"] = str(pathlib.Path(args.binary).resolve())
 
     import e2e_util  # after TSERVE_BINARY is set
-    from mixed_load import MixedLoad, model_accounting
+    from mixed_load import MAIN_MODELS, MixedLoad, model_accounting, prepare_store, server_config
 
     max_request = 65536
     with tempfile.TemporaryDirectory(prefix="tserve-soak-") as tmp:
         work = pathlib.Path(tmp)
-        store = e2e_util.store_with(work, "noop.mar", "linear.mar")
-        server = e2e_util.launch(work / "server", config={
-            "model_store": str(store),
-            "load_models": "noop.mar,linear.mar",
-            "default_workers_per_model": "2",
-            "job_queue_size": "8",
-            "max_request_size": str(max_request),
-            "enable_model_api": "true",
-        })
+        store = prepare_store(work)
+        server = e2e_util.launch(work / "server", config=server_config(store, max_request))
         try:
             e2e_util.wait_healthy(server)
             samples: list[tuple[float, dict]] = []
@@ -79,7 +72,7 @@ def main() -> int:
             server.assert_alive()
             text = server.metrics().text
             problems = list(load.errors[:20])
-            for model in ("noop", "linear"):
+            for model in MAIN_MODELS:
                 acc = model_accounting(text, model)
                 if acc["requests"] != acc["successes"] + sum(acc["failures"].values()):
                     problems.append(f"{model}: requests != successes + failures: {acc}")

@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cstddef>
 #include <memory>
+#include <stdexcept>
 #include <string>
 #include <utility>
 #include <vector>
@@ -46,6 +47,11 @@ class ExampleHandler final : public tserve::Handler {
   void Inference(tserve::Batch& batch) override {
     auto& counts = std::any_cast<std::vector<Counts>&>(batch.data);
     for (std::size_t i = 0; i < batch.requests.size(); ++i) {
+      // The two ways a handler reports an error. An exception fails the whole batch (each
+      // request answers 500 with its message): for what only the handler can see.
+      if (batch.requests[i].body == "raise") {
+        throw std::runtime_error("example handler: asked to raise");
+      }
       bool in_word = false;
       for (char c : batch.requests[i].body) {
         const bool space = IsSpace(c);
@@ -59,8 +65,18 @@ class ExampleHandler final : public tserve::Handler {
     const auto& counts = std::any_cast<const std::vector<Counts>&>(batch.data);
     batch.responses.clear();
     batch.responses.reserve(counts.size());
-    for (const Counts& c : counts) {
+    for (std::size_t i = 0; i < counts.size(); ++i) {
+      const Counts& c = counts[i];
       tserve::InferenceResponse& r = batch.responses.emplace_back();
+      // A 4xx status on one response fails that request alone, the rest of the batch is
+      // answered as usual: for input the handler refuses.
+      if (batch.requests[i].body.empty()) {
+        r.status = 400;
+        r.body =
+            "{\"code\": 400, \"type\": \"BadRequestException\", \"message\": "
+            "\"example handler: the body is empty\"}";
+        continue;
+      }
       r.body = "{\"length\": " + std::to_string(c.length) +
                ", \"words\": " + std::to_string(c.words) + "}";
       // Custom metrics, bound by name to metrics.yaml's model_metrics (ModelName, Level

@@ -6,7 +6,9 @@
 // the three together, PredictionTime is Inference alone).
 //
 // Errors: a phase that throws fails its whole batch (each request answers 500 with the
-// exception's message); the worker goes on with the next batch. Initialize throwing means
+// exception's message); the worker goes on with the next batch. To refuse one request
+// alone, leave a 4xx status (and a JSON error body) on its response: the rest of the batch
+// is answered as usual. Initialize throwing means
 // the worker could not load (retried with back-off, and logged).
 //
 // Threading: each worker owns one Handler instance and calls it from one thread; different

@@ -764,6 +764,42 @@ def store_with(workdir: pathlib.Path, *archives: str) -> pathlib.Path:
     return store
 
 
+EXAMPLE_PLUGIN = pathlib.Path(os.environ.get(
+    "TSERVE_EXAMPLE_PLUGIN", REPO_ROOT / "build" / "examples" / "libexample_handler.so"))
+
+
+def archive_example_plugin(store: pathlib.Path, name: str = "example",
+                           version: str = "2.0") -> pathlib.Path:
+    """Archives the example handler plugin (examples/custom_handler) into store/<name>.mar."""
+    if not EXAMPLE_PLUGIN.exists():
+        raise AssertionError(f"{EXAMPLE_PLUGIN} missing: `make build` builds the example plugin")
+    store.mkdir(parents=True, exist_ok=True)
+    staging = store.parent / f"{name}-plugin"
+    staging.mkdir(exist_ok=True)
+    shutil.copy(EXAMPLE_PLUGIN, staging / EXAMPLE_PLUGIN.name)
+    subprocess.run([str(ARCHIVER), "--model-name", name, "--version", version,
+                    "--handler", EXAMPLE_PLUGIN.name, "--extra-files",
+                    str(staging / EXAMPLE_PLUGIN.name), "--export-path", str(store)],
+                   check=True, timeout=60)
+    return store / f"{name}.mar"
+
+
+def archive_slow_noop(store: pathlib.Path, name: str = "slow", delay_ms: int = 50,
+                      min_workers: int = 1) -> pathlib.Path:
+    """Archives the noop handler with model-config.yaml `delay_ms` (a stand-in for a slow
+    model) and `min_workers` into store/<name>.mar."""
+    store.mkdir(parents=True, exist_ok=True)
+    staging = store.parent / f"{name}-config"
+    staging.mkdir(exist_ok=True)
+    cfg = staging / "model-config.yaml"
+    cfg.write_text(f"minWorkers: {min_workers}\nmaxWorkers: {min_workers}\n"
+                   f"delay_ms: {delay_ms}\n")
+    subprocess.run([str(ARCHIVER), "--model-name", name, "--version", "1.0",
+                    "--handler", "noop", "--config-file", str(cfg),
+                    "--export-path", str(store)], check=True, timeout=60)
+    return store / f"{name}.mar"
+
+
 def wait_healthy(server, timeout: float = 60.0) -> None:
     """Until /ping says Healthy (every model has its minimum of ready workers)."""
     def healthy():

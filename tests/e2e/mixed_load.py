@@ -12,6 +12,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import itertools
+import pathlib
 import random
 import socket
 import threading
@@ -22,7 +23,28 @@ import requests
 import e2e_util
 from e2e_util import parse_exposition, request_counters, status_class
 
-MAIN_MODELS = ("noop", "linear")
+MAIN_MODELS = ("noop", "linear", "example", "slow")
+
+
+def prepare_store(work) -> "pathlib.Path":
+    """A model store with what the load needs: noop (also registered again and again by the
+    churn), linear (batch size 4), the example plugin (handler errors) and `slow` (noop
+    taking 50 ms a batch, one worker: its queue overflows)."""
+    store = e2e_util.store_with(work, "noop.mar", "linear.mar")
+    e2e_util.archive_example_plugin(store)
+    e2e_util.archive_slow_noop(store, "slow", delay_ms=50)
+    return store
+
+
+def server_config(store, max_request_size: int) -> dict:
+    return {
+        "model_store": str(store),
+        "load_models": "noop.mar,linear.mar,example.mar,slow.mar",
+        "default_workers_per_model": "2",
+        "job_queue_size": "8",
+        "max_request_size": str(max_request_size),
+        "enable_model_api": "true",
+    }
 
 
 @dataclasses.dataclass
@@ -68,8 +90,8 @@ def _raw(port: int, data: bytes, *, read: bool, timeout: float = 30.0) -> int | 
 
 
 class MixedLoad:
-    """Drives the load. `server` is an e2e_util.Server serving noop and linear (batch size 4)
-    with enable_model_api=true and noop.mar in its store (for the churn)."""
+    """Drives the load. `server` is an e2e_util.Server started with server_config() on a
+    store from prepare_store()."""
 
     def __init__(self, server, *, connections: int = 64, max_request_size: int,
                  seed: int = 7, churn: bool = True, scale: bool = True):
@@ -108,6 +130,12 @@ class MixedLoad:
         return Outcome("bad_tensor", "linear", self._post(
             "/predictions/linear", data=body, headers={"Content-Type": "application/json"}))
 
+    def handler_error(self, rnd):
+        return Outcome("handler_error", "example", self._post("/predictions/example", data=b"raise"))
+
+    def slow(self, rnd):
+        return Outcome("slow", "slow", self._post("/predictions/slow", data=b"s"))
+
     def unknown_model(self, rnd):
         return Outcome("unknown", None, self._post(f"/predictions/nosuch{rnd.randint(0, 9)}", data=b"x"))
 
@@ -133,8 +161,9 @@ class MixedLoad:
         return Outcome("disconnect_queued", "noop", _raw(port, req, read=False), ambiguous=True)
 
     KINDS = (
-        ("success", 40), ("linear_ok", 15), ("linear_bad_tensor", 10), ("unknown_model", 10),
-        ("oversized", 5), ("disconnect_mid_request", 5), ("disconnect_queued", 10),
+        ("success", 35), ("linear_ok", 12), ("linear_bad_tensor", 8), ("handler_error", 5),
+        ("slow", 10), ("unknown_model", 8), ("oversized", 4), ("disconnect_mid_request", 5),
+        ("disconnect_queued", 10),
     )
 
     # ---- threads -----------------------------------------------------------------------
@@ -195,9 +224,14 @@ class MixedLoad:
             self.check_scrape(r.text)
             self.scrapes += 1
 
-    def _mgmt(self, method: str, path: str, **params) -> int:
-        r = requests.request(method, f"{self.server.management_url}{path}", params=params,
-                             timeout=60)
+    def _mgmt(self, method: str, path: str, **params) -> int | None:
+        try:
+            r = requests.request(method, f"{self.server.management_url}{path}", params=params,
+                                 timeout=60)
+        except requests.RequestException as exc:
+            self.errors.append(f"{method} {path}: {exc!r}")
+            self.rec.add(Outcome("management", None, None, ambiguous=True))
+            return None
         self.rec.add(Outcome("management", None, r.status_code))
         return r.status_code
 
@@ -222,7 +256,12 @@ class MixedLoad:
                 self.errors.append(f"register {name} answered {status}")
                 continue
             for _ in range(3):
-                s = self._post(f"/predictions/{name}", data=b"churn")
+                try:
+                    s = self._post(f"/predictions/{name}", data=b"churn")
+                except requests.RequestException as exc:
+                    self.errors.append(f"churn predict: {exc!r}")
+                    self.rec.add(Outcome("churn", name, None, ambiguous=True))
+                    continue
                 self.rec.add(Outcome("churn", name, s))
             status = self._mgmt("DELETE", f"/models/{name}")
             if status != 200:

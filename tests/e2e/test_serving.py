@@ -12,7 +12,6 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import re
-import shutil
 import subprocess
 
 import pytest
@@ -22,7 +21,6 @@ import e2e_util
 from e2e_util import (ARCHIVER, HOSTNAME, REPO_ROOT, families_by_name, metric_value,
                       store_with, tally_from_now, wait_healthy)
 
-PLUGIN = REPO_ROOT / "build" / "examples" / "libexample_handler.so"
 KITTEN = REPO_ROOT / "examples" / "images" / "kitten.jpg"
 
 
@@ -161,15 +159,19 @@ def test_batching_under_concurrent_load(models_server):
     assert buckets["4.0"] == buckets["+Inf"]
 
 
-def test_handler_error_is_500_and_worker_goes_on(models_server):
+def test_wrong_shape_is_400_and_worker_goes_on(models_server):
+    # The model refuses a tensor of the wrong shape: that request's own 400 (issue 7 #6),
+    # not a 500 for a server fault.
     url = f"{models_server.inference_url}/predictions/linear"
     tally = tally_from_now(models_server)
-    r = tally.request("POST", url, json=[1.0, 2.0, 3.0])  # wrong shape: the model throws
-    assert r.status_code == 500, r.text
+    r = tally.request("POST", url, json=[1.0, 2.0, 3.0])
+    assert r.status_code == 400, r.text
     err = r.json()
-    assert err["code"] == 500 and err["type"] == "InternalServerException"
+    assert err["code"] == 400 and err["type"] == "BadRequestException"
+    assert "shape [3]" in err["message"], err
     r = tally.request("POST", url, json=[1.0, 2.0, 3.0, 4.0])
     assert r.status_code == 200, r.text
+    tally.assert_exact()
 
 
 def test_errors_and_request_classes_are_exact(tserve, tmp_path):
@@ -237,15 +239,8 @@ def test_broken_archive_does_not_stop_the_others(tserve, tmp_path):
 
 
 def test_custom_plugin_metric(tserve, tmp_path):
-    if not PLUGIN.exists():
-        raise AssertionError(f"{PLUGIN} missing: `make build` builds the example plugin")
-    work = tmp_path / "w"
-    store = work / "store"
-    store.mkdir(parents=True)
-    shutil.copy(PLUGIN, work / PLUGIN.name)
-    subprocess.run([str(ARCHIVER), "--model-name", "example", "--version", "2.0",
-                    "--handler", PLUGIN.name, "--extra-files", str(work / PLUGIN.name),
-                    "--export-path", str(store)], check=True, timeout=60)
+    store = tmp_path / "w" / "store"
+    e2e_util.archive_example_plugin(store)
     server = tserve(config={"model_store": str(store), "load_models": "example.mar",
                             "metrics_config": str(REPO_ROOT / "examples" / "custom_handler" /
                                                   "metrics.yaml")})
@@ -280,3 +275,27 @@ def test_model_that_cannot_load_makes_ping_unhealthy(tserve, tmp_path):
     r = requests.post(f"{server.inference_url}/predictions/broken", data=b"x", timeout=10)
     # no worker can serve it: 503 at once, as TorchServe, not a wait for the timeout
     assert r.status_code == 503, r.text
+
+
+def test_handler_exception_is_500_and_a_refused_request_is_its_own_400(tserve, tmp_path):
+    store = tmp_path / "w" / "store"
+    e2e_util.archive_example_plugin(store)
+    server = tserve(config={"model_store": str(store), "load_models": "example.mar"})
+    wait_healthy(server)
+    url = f"{server.inference_url}/predictions/example"
+    tally = tally_from_now(server)
+    r = tally.request("POST", url, data="raise")  # the handler throws: a server-side fault
+    assert r.status_code == 500, r.text
+    assert r.json() == {"code": 500, "type": "InternalServerException",
+                        "message": "Prediction failed: example handler: asked to raise"}
+    r = tally.request("POST", url, data=b"")  # the handler refuses this one request
+    assert r.status_code == 400, r.text
+    assert r.json()["type"] == "BadRequestException"
+    r = tally.request("POST", url, data="still serving")
+    assert r.status_code == 200 and r.json() == {"length": 13, "words": 2}
+    tally.assert_exact()
+    text = server.metrics().text
+    assert metric_value(text, "ts_inference_failures_total", model_name="example",
+                        reason="handler_error") == 1
+    assert metric_value(text, "ts_inference_failures_total", model_name="example",
+                        reason="bad_input") == 1
