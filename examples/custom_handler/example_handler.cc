@@ -70,11 +70,11 @@ class ExampleHandler final : public tserve::Handler {
       tserve::InferenceResponse& r = batch.responses.emplace_back();
       // A 4xx status on one response fails that request alone, the rest of the batch is
       // answered as usual: for input the handler refuses.
-      if (batch.requests[i].body.empty()) {
+      if (batch.requests[i].body == "refuse") {
         r.status = 400;
         r.body =
             "{\"code\": 400, \"type\": \"BadRequestException\", \"message\": "
-            "\"example handler: the body is empty\"}";
+            "\"example handler: asked to refuse\"}";
         continue;
       }
       r.body = "{\"length\": " + std::to_string(c.length) +

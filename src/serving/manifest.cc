@@ -3,6 +3,9 @@
 #include <nlohmann/json.hpp>
 
 #include <string>
+#include <utility>
+
+#include "common/json_limits.h"
 
 namespace tserve::serving {
 
@@ -69,25 +72,20 @@ class Reader {
   std::string_view source_;
 };
 
-// nlohmann's messages start with "[json.exception.parse_error.101] "; the id helps nobody.
-std::string StripExceptionId(const std::string& what) {
-  if (!what.empty() && what[0] == '[') {
-    size_t end = what.find("] ");
-    if (end != std::string::npos) return what.substr(end + 2);
-  }
-  return what;
-}
-
 }  // namespace
 
 StatusOr<Manifest> ParseManifest(std::string_view json, std::string_view source) {
   Reader r(source);
-  Json doc;
-  try {
-    doc = Json::parse(json.begin(), json.end());
-  } catch (const Json::exception& e) {
-    return r.Error("invalid JSON: " + StripExceptionId(e.what()));
+  // An archive comes from outside (registration): its manifest's depth is limited while
+  // parsing, as every JSON from outside.
+  StatusOr<Json> parsed = ParseJsonLimited(json);
+  if (!parsed.ok()) {
+    std::string_view why = parsed.status().message();
+    constexpr std::string_view kMalformed = "malformed JSON: ";
+    if (why.substr(0, kMalformed.size()) == kMalformed) why.remove_prefix(kMalformed.size());
+    return r.Error("invalid JSON: " + std::string(why));
   }
+  Json doc = std::move(*parsed);
   if (!doc.is_object()) return r.Error("must be a JSON object, got " + TypeName(doc));
 
   auto model_it = doc.find("model");

@@ -114,8 +114,6 @@ class ModelManager {
   Status UnregisterAsync(std::string_view name, std::string_view version,
                          std::function<void()> done, std::string* removed_version);
   Status SetDefault(std::string_view name, std::string_view version);
-  // Runs slow work (a download, an unzip) on the control thread, after what is queued.
-  void RunInBackground(std::function<void()> task) { Post(std::move(task)); }
   // Every version of a model, sorted; empty when unknown.
   std::vector<std::shared_ptr<LoadedModel>> Versions(std::string_view name) const;
 

@@ -288,7 +288,7 @@ def test_handler_exception_is_500_and_a_refused_request_is_its_own_400(tserve, t
     assert r.status_code == 500, r.text
     assert r.json() == {"code": 500, "type": "InternalServerException",
                         "message": "Prediction failed: example handler: asked to raise"}
-    r = tally.request("POST", url, data=b"")  # the handler refuses this one request
+    r = tally.request("POST", url, data=b"refuse")  # the handler refuses this one request
     assert r.status_code == 400, r.text
     assert r.json()["type"] == "BadRequestException"
     r = tally.request("POST", url, data="still serving")

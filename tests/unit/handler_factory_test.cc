@@ -255,7 +255,18 @@ TEST(HandlerFactoryTest, PluginRunsAllPhasesAndRecordsMetrics) {
   EXPECT_EQ(b.responses[1].body, R"({"length": 0, "words": 0})");
   EXPECT_EQ(b.responses[2].body, R"({"length": 17, "words": 3})");
 
-  const auto calls = metrics.calls();
+  // The example's two error paths: "refuse" is that request's own 400, "raise" throws.
+  Batch refused = MakeBatch({{"text/plain", "a b"}, {"text/plain", "refuse"}});
+  RunBatch(**h, refused);
+  ASSERT_EQ(refused.responses.size(), 2u);
+  EXPECT_EQ(refused.responses[0].status, 200);
+  EXPECT_EQ(refused.responses[1].status, 400);
+  EXPECT_NE(refused.responses[1].body.find("BadRequestException"), std::string::npos);
+  Batch raised = MakeBatch({{"text/plain", "raise"}});
+  EXPECT_THROW(RunBatch(**h, raised), std::runtime_error);
+
+  auto calls = metrics.calls();
+  calls.resize(4);  // the batch above; the error batches' calls are not checked here
   ASSERT_EQ(calls.size(), 4u);
   for (int i = 0; i < 3; ++i) {
     EXPECT_EQ(calls[i].api, "counter");

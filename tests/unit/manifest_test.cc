@@ -103,6 +103,15 @@ TEST(ManifestTest, InvalidJsonNamesTheSourceAndThePosition) {
   EXPECT_EQ(e.find("[json.exception"), std::string::npos) << e;
 }
 
+TEST(ManifestTest, DeeplyNestedManifestIsAnErrorNotACrash) {
+  // An archive from a registration is outside input: 200,000 levels would overflow the
+  // stack when the document is walked or freed recursively.
+  std::string deep = "{\"model\": " + std::string(200000, '[') + std::string(200000, ']') + "}";
+  std::string e = ErrorOf(deep);
+  EXPECT_EQ(e.rfind("MAR-INF/MANIFEST.json: invalid JSON: ", 0), 0u) << e;
+  EXPECT_NE(e.find("nested deeper than 64"), std::string::npos) << e;
+}
+
 TEST(ManifestTest, EmptyTextIsInvalidJson) {
   std::string e = ErrorOf("");
   EXPECT_EQ(e.rfind("MAR-INF/MANIFEST.json: invalid JSON: ", 0), 0u) << e;
