@@ -44,6 +44,8 @@ def server_config(store, max_request_size: int) -> dict:
         "job_queue_size": "8",
         "max_request_size": str(max_request_size),
         "enable_model_api": "true",
+        # the example plugin records its custom metrics, defined here
+        "metrics_config": str(e2e_util.REPO_ROOT / "examples" / "custom_handler" / "metrics.yaml"),
     }
 
 

@@ -21,6 +21,7 @@ import e2e_util
 from e2e_util import (ARCHIVER, HOSTNAME, REPO_ROOT, families_by_name, metric_value,
                       store_with, tally_from_now, wait_healthy)
 
+EXAMPLE_METRICS = REPO_ROOT / "examples" / "custom_handler" / "metrics.yaml"
 KITTEN = REPO_ROOT / "examples" / "images" / "kitten.jpg"
 
 
@@ -242,8 +243,7 @@ def test_custom_plugin_metric(tserve, tmp_path):
     store = tmp_path / "w" / "store"
     e2e_util.archive_example_plugin(store)
     server = tserve(config={"model_store": str(store), "load_models": "example.mar",
-                            "metrics_config": str(REPO_ROOT / "examples" / "custom_handler" /
-                                                  "metrics.yaml")})
+                            "metrics_config": str(EXAMPLE_METRICS)})
     wait_healthy(server)
     for text in ("one two three", "four"):
         r = requests.post(f"{server.inference_url}/predictions/example", data=text, timeout=10)
@@ -280,7 +280,8 @@ def test_model_that_cannot_load_makes_ping_unhealthy(tserve, tmp_path):
 def test_handler_exception_is_500_and_a_refused_request_is_its_own_400(tserve, tmp_path):
     store = tmp_path / "w" / "store"
     e2e_util.archive_example_plugin(store)
-    server = tserve(config={"model_store": str(store), "load_models": "example.mar"})
+    server = tserve(config={"model_store": str(store), "load_models": "example.mar",
+                            "metrics_config": str(EXAMPLE_METRICS)})
     wait_healthy(server)
     url = f"{server.inference_url}/predictions/example"
     tally = tally_from_now(server)
