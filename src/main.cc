@@ -15,6 +15,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <set>
 #include <sstream>
 #include <system_error>
 #include <thread>
@@ -56,6 +57,8 @@ constexpr int kExitConfig = 2;
 // How often the signal thread looks up from a drain to see whether it has finished.
 constexpr long kSignalPollNanos = 100L * 1000 * 1000;
 
+// Every flag of TorchServe 0.12's `torchserve --help` (ts/arg_parser.py), so its launch
+// scripts run unchanged; docs/operations.md lists what each does in tserve.
 struct CliArgs {
   bool start = false;
   bool stop = false;
@@ -63,10 +66,41 @@ struct CliArgs {
   bool version = false;
   bool ncs = false;
   bool disable_token_auth = false;
+  bool enable_model_api = false;
   std::string ts_config;
   std::string model_store;
   std::vector<std::string> models;
+  // Accepted for TorchServe's scripts; they mean nothing to tserve (one notice each).
+  std::string workflow_store;
+  std::string log_config;
+  std::string cpp_log_config;
+  std::string plugins_path;
 };
+
+// One line on stderr for each TorchServe flag that has no effect in tserve: it never
+// stops the launch, and it tells where the equivalent lives.
+void PrintIgnoredFlagNotices(const CliArgs& cli) {
+  auto notice = [](const char* flag, const std::string& value, const char* why) {
+    fprintf(stderr, "tserve: %s%s%s accepted for TorchServe compatibility and ignored: %s\n", flag,
+            value.empty() ? "" : " ", value.c_str(), why);
+  };
+  if (cli.ncs) notice("--ncs", "", "tserve writes no config snapshots");
+  if (!cli.workflow_store.empty()) {
+    notice("--workflow-store", cli.workflow_store, "tserve has no workflow API");
+  }
+  if (!cli.log_config.empty()) {
+    notice("--log-config", cli.log_config,
+           "tserve logs to stderr, or to $LOG_LOCATION/tserve.log in the background "
+           "(docs/operations.md)");
+  }
+  if (!cli.cpp_log_config.empty()) {
+    notice("--cpp-log-config", cli.cpp_log_config, "tserve has no separate C++ backend log");
+  }
+  if (!cli.plugins_path.empty()) {
+    notice("--plugins-path", cli.plugins_path,
+           "tserve loads handler plugins from model archives (docs/handlers.md)");
+  }
+}
 
 // The pid file: $TSERVE_PID_FILE, else tserve.pid in a private runtime directory,
 // $XDG_RUNTIME_DIR/tserve or else ${TMPDIR:-/tmp}/tserve-<euid> (issue 7 #12). `private_dir`
@@ -251,27 +285,42 @@ class App {
       ao.key_file = config_.key_file;
       ao.expiration_minutes = config_.token_expiration_min;
       auto auth = api::TokenAuth::Create(ao);
-      if (!auth.ok()) return auth.status();
-      token_auth_ = std::move(*auth);
-      management_router_->Add(http::Method::kGet, "/token",
-                              [a = token_auth_.get()](http::Request& req, http::Responder r) {
-                                api::HandleTokenRequest(*a, req, std::move(r));
-                              });
-      if (auth_policy.inference) {
-        inference_gate_ = std::make_unique<api::AuthGate>(
-            token_auth_.get(), api::TokenType::kInference, inference_router_.get(),
-            api::DefaultExemptPaths(api::TokenType::kInference));
-        inference_handler = inference_gate_.get();
+      if (auth.ok()) {
+        token_auth_ = std::move(*auth);
+        management_router_->Add(http::Method::kGet, "/token",
+                                [a = token_auth_.get()](http::Request& req, http::Responder r) {
+                                  api::HandleTokenRequest(*a, req, std::move(r));
+                                });
+      } else if (auth_policy.inference || auth_policy.management ||
+                 auth.status().code() != StatusCode::kInternal) {
+        return auth.status();
+      } else {
+        // No listener requires a key: serve on, but no presented key can be valid.
+        spdlog::warn("No key file, so every request that presents a token is refused: {}",
+                     auth.status().message());
       }
-      if (auth_policy.management) {
-        management_gate_ = std::make_unique<api::AuthGate>(
-            token_auth_.get(), api::TokenType::kManagement, management_router_.get(),
-            api::DefaultExemptPaths(api::TokenType::kManagement));
-        management_handler = management_gate_.get();
+      // Both listeners check a presented key; a listener that requires none lets requests
+      // without one through (issue 8 #9).
+      using Presence = api::AuthGate::Presence;
+      inference_gate_ = std::make_unique<api::AuthGate>(
+          token_auth_.get(), api::TokenType::kInference, inference_router_.get(),
+          api::DefaultExemptPaths(api::TokenType::kInference), &api::AuthClock::now,
+          auth_policy.inference ? Presence::kRequired : Presence::kIfPresented);
+      inference_handler = inference_gate_.get();
+      management_gate_ = std::make_unique<api::AuthGate>(
+          token_auth_.get(), api::TokenType::kManagement, management_router_.get(),
+          api::DefaultExemptPaths(api::TokenType::kManagement), &api::AuthClock::now,
+          auth_policy.management ? Presence::kRequired : Presence::kIfPresented);
+      management_handler = management_gate_.get();
+      if (token_auth_ != nullptr) {
+        const bool any = auth_policy.inference || auth_policy.management;
+        spdlog::info("Token authorization: keys in {}; required on{}{}{} (docs/security.md)",
+                     token_auth_->key_file(), auth_policy.inference ? " inference" : "",
+                     auth_policy.management ? " management" : "",
+                     any ? "" : " neither listener (loopback), but a key sent must be valid");
       }
-      spdlog::info("Token authorization required on:{}{}; keys in {} (docs/security.md)",
-                   auth_policy.inference ? " inference" : "",
-                   auth_policy.management ? " management" : "", token_auth_->key_file());
+    } else {
+      spdlog::info("Token authorization disabled: no key file, no key checked");
     }
     // Connection caps, so idle sockets on one listener cannot take every descriptor
     // (issue 7 #4): counted now that the models and log files are open.
@@ -388,9 +437,19 @@ class App {
   }
 
   // --models / load_models: a model that cannot load is logged with its file and cause;
-  // the server goes on with the others.
+  // the server goes on with the others. models= (config_.models) configures the versions
+  // they load, below their model-config.yaml, as TorchServe does; a defaultVersion there
+  // becomes the default once all are loaded.
   void LoadStartupModels() {
-    if (config_.load_models.empty()) return;
+    if (config_.load_models.empty()) {
+      if (!config_.models.empty()) {
+        spdlog::warn(
+            "models= configures {} model(s) but load_models / --models loads none: models= "
+            "only configures the models those load (as in TorchServe)",
+            config_.models.size());
+      }
+      return;
+    }
     if (config_.model_store.empty()) {
       spdlog::error("load_models is set but there is no model_store: no model loaded");
       return;
@@ -400,9 +459,40 @@ class App {
       spdlog::error("load_models: {}", specs.status().message());
       return;
     }
+    std::set<std::pair<std::string, std::string>> configured;  // models= entries used
+    serving::ModelManager::LoadOverrides overrides;
+    overrides.fill_config = [this, &configured](const std::string& name, const std::string& version,
+                                                serving::ModelConfig& mc) {
+      auto m = config_.models.find(name);
+      if (m == config_.models.end()) return;
+      auto v = m->second.find(version);
+      if (v == m->second.end()) return;
+      configured.emplace(name, version);
+      const ModelVersionSettings& s = v->second;
+      if (!mc.min_workers) mc.min_workers = s.min_workers;
+      if (!mc.max_workers) mc.max_workers = s.max_workers;
+      if (!mc.batch_size) mc.batch_size = s.batch_size;
+      if (!mc.max_batch_delay_ms) mc.max_batch_delay_ms = s.max_batch_delay_ms;
+      if (!mc.response_timeout_s) mc.response_timeout_s = s.response_timeout_s;
+    };
     for (const auto& spec : *specs) {
-      Status s = models_->Load(spec, /*at_startup=*/true);
+      Status s = models_->Load(spec, /*at_startup=*/true, overrides);
       if (!s.ok()) spdlog::error("Cannot load model {}: {}", spec.path, s.message());
+    }
+    for (const auto& [name, versions] : config_.models) {
+      for (const auto& [version, settings] : versions) {
+        if (configured.count({name, version}) == 0) {
+          spdlog::warn(
+              "models= configures model {} version {}, which load_models / --models did not "
+              "load: its settings are unused",
+              name, version);
+        } else if (settings.default_version) {
+          if (Status d = models_->SetDefault(name, version); !d.ok()) {
+            spdlog::error("models=: cannot make {} the default version of {}: {}", version, name,
+                          d.message());
+          }
+        }
+      }
     }
   }
 
@@ -451,14 +541,19 @@ void ReportReady(char code) {
 }
 
 int Serve(const CliArgs& cli) {
-  // Configuration: --ts-config, else $TS_CONFIG_FILE, else ./config.properties if present.
+  // Configuration, in TorchServe's order: $TS_CONFIG_FILE, else --ts-config, else
+  // ./config.properties if present.
   ConfigInputs inputs;
   inputs.env = Environment();
-  std::string config_path = cli.ts_config;
-  if (config_path.empty()) {
-    auto it = inputs.env.find("TS_CONFIG_FILE");
-    if (it != inputs.env.end()) config_path = it->second;
+  std::string config_path;
+  if (auto it = inputs.env.find("TS_CONFIG_FILE"); it != inputs.env.end()) {
+    config_path = it->second;
+    if (!cli.ts_config.empty() && cli.ts_config != config_path) {
+      spdlog::warn("--ts-config {} ignored: TS_CONFIG_FILE={} wins, as in TorchServe",
+                   cli.ts_config, config_path);
+    }
   }
+  if (config_path.empty()) config_path = cli.ts_config;
   if (config_path.empty() && access("config.properties", R_OK) == 0) {
     config_path = "config.properties";
   }
@@ -472,6 +567,7 @@ int Serve(const CliArgs& cli) {
   }
   if (!cli.model_store.empty()) inputs.cli["model_store"] = cli.model_store;
   if (cli.disable_token_auth) inputs.cli["disable_token_authorization"] = "true";
+  if (cli.enable_model_api) inputs.cli["enable_model_api"] = "true";
   if (!cli.models.empty()) {
     std::string joined;
     for (const auto& m : cli.models) joined += (joined.empty() ? "" : ",") + m;
@@ -633,18 +729,35 @@ int main(int argc, char** argv) {
   tserve::TuneMallocForServer();
   tserve::CliArgs cli;
   CLI::App app{"tserve: a TorchServe-compatible model server with Prometheus metrics", "tserve"};
-  app.add_flag("--start", cli.start, "Start the model server");
+  // TorchServe's flags (ts/arg_parser.py of 0.12), then tserve's own -f.
+  app.add_flag("-v,--version", cli.version, "Print the version");
+  app.add_flag("--start", cli.start,
+               "Start the model server (the default when --stop is not given, as in "
+               "TorchServe)");
   app.add_flag("--stop", cli.stop, "Stop the running model server (found through its pid file)");
-  app.add_flag("--foreground", cli.foreground, "With --start: stay in the foreground");
-  app.add_option("--ts-config,-f", cli.ts_config, "Configuration file (config.properties)");
-  app.add_option("--model-store", cli.model_store, "Folder of model archives");
-  app.add_option("--models", cli.models, "Models to load: NAME=FILE.mar, FILE.mar or all")
+  app.add_option("--ts-config,-f", cli.ts_config,
+                 "Configuration file (config.properties); $TS_CONFIG_FILE wins when set, as "
+                 "in TorchServe");
+  app.add_option("--model-store", cli.model_store, "Folder of model archives (model_store)");
+  app.add_option("--workflow-store", cli.workflow_store,
+                 "Accepted for TorchServe compatibility; ignored (no workflow API)");
+  app.add_option("--models", cli.models,
+                 "Models to load at startup (load_models): NAME=FILE.mar, FILE.mar or all")
       ->expected(1, -1);
-  app.add_flag("--disable-token-auth", cli.disable_token_auth,
-               "Do not require tokens, even on listeners bound beyond loopback");
+  app.add_option("--log-config", cli.log_config,
+                 "Accepted for TorchServe compatibility (a log4j file); ignored");
+  app.add_option("--cpp-log-config", cli.cpp_log_config,
+                 "Accepted for TorchServe compatibility; ignored");
+  app.add_flag("--foreground", cli.foreground, "Stay in the foreground");
   app.add_flag("--ncs,--no-config-snapshots", cli.ncs,
                "Accepted for TorchServe compatibility (tserve writes no config snapshots)");
-  app.add_flag("--version,-v", cli.version, "Print the version");
+  app.add_option("--plugins-path,--ppath", cli.plugins_path,
+                 "Accepted for TorchServe compatibility (plugin jars); ignored");
+  app.add_flag("--disable-token-auth,--dt", cli.disable_token_auth,
+               "Token authorization off (disable_token_authorization=true): no key file, "
+               "no key checked");
+  app.add_flag("--enable-model-api", cli.enable_model_api,
+               "Allow registering and unregistering models (enable_model_api=true)");
   app.footer(
       "Listeners default to 127.0.0.1: inference :8080, management :8081, metrics :8082.\n"
       "Environment: TSERVE_PID_FILE (default $XDG_RUNTIME_DIR/tserve/tserve.pid, else\n"
@@ -661,10 +774,11 @@ int main(int argc, char** argv) {
     printf("tserve %s\n", tserve::kVersion);
     return 0;
   }
-  if (cli.start == cli.stop) {
-    fprintf(stderr, "tserve: give exactly one of --start or --stop (see --help)\n");
+  if (cli.start && cli.stop) {
+    fprintf(stderr, "tserve: --start and --stop cannot be given together (see --help)\n");
     return tserve::kExitConfig;
   }
+  tserve::PrintIgnoredFlagNotices(cli);
   if (cli.stop) return tserve::StopServer();
   if (cli.foreground) return tserve::Serve(cli);
   return tserve::StartInBackground(cli);

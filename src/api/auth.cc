@@ -469,6 +469,7 @@ AuthPolicy DecideAuth(const ServerConfig& config) {
   p.inference = ListenerNeedsToken(config, config.inference_address);
   p.management = ListenerNeedsToken(config, config.management_address);
   p.metrics = config.enable_metrics_api && !config.metrics_token.empty();
+  p.keys = config.enable_token_authorization || !config.disable_token_authorization;
   return p;
 }
 
@@ -505,6 +506,11 @@ std::vector<std::string> StartupSecurityWarnings(const ServerConfig& config) {
 
 // ---- HTTP -----------------------------------------------------------------------------
 
+bool PresentsKey(std::string_view authorization) {
+  const std::string_view v = TrimWhitespace(authorization);
+  return !v.empty() && !EqualsIgnoreCase(v, "Bearer");
+}
+
 std::vector<std::string> DefaultExemptPaths(TokenType type) {
   std::vector<std::string> paths{"/", "/api-description"};
   if (type == TokenType::kInference) paths.emplace_back("/ping");
@@ -519,7 +525,12 @@ void AuthGate::Handle(http::Request& request, http::Responder responder) {
       return;
     }
   }
-  if (!auth_->Check(type_, request.Header("Authorization"), now_())) {
+  const std::string_view authorization = request.Header("Authorization");
+  if (presence_ == Presence::kIfPresented && !PresentsKey(authorization)) {
+    next_->Handle(request, std::move(responder));
+    return;
+  }
+  if (auth_ == nullptr || !auth_->Check(type_, authorization, now_())) {
     responder.Send(TokenError(kTokenAuthorizationFailed));
     return;
   }

@@ -149,13 +149,18 @@ class TokenAuth {
 // disable_token_authorization=true, and when loopback-only only if
 // enable_token_authorization=true; when both flags are true, enable wins (fail closed; a
 // startup warning says so). The metrics listener requires metrics_token when one is set
-// (MetricsApi checks it). Plain data.
+// (MetricsApi checks it). Token authorization *applies* unless it is disabled (issue 8
+// #9): then the keys exist and key_file.json is written even where no key is required, and
+// a request that presents a key (any Authorization header) must present the valid one, so
+// scripts written for TorchServe's default (keys everywhere) work unchanged. Plain data.
 struct AuthPolicy {
-  bool inference = false;
-  bool management = false;
+  bool inference = false;   // the inference key is required
+  bool management = false;  // the management key is required
   bool metrics = false;
-  // A TokenAuth (key file, /token route) is needed.
-  bool NeedsKeys() const { return inference || management; }
+  // Keys exist: disable_token_authorization is false, or enable_token_authorization is true.
+  bool keys = false;
+  // A TokenAuth (key file, /token route, gates on both listeners) is needed.
+  bool NeedsKeys() const { return keys || inference || management; }
 };
 AuthPolicy DecideAuth(const ServerConfig& config);
 
@@ -172,16 +177,31 @@ std::vector<std::string> StartupSecurityWarnings(const ServerConfig& config);
 // breaks health probes, since keys are random and expire).
 std::vector<std::string> DefaultExemptPaths(TokenType type);
 
+// Whether an Authorization value presents a key: anything but nothing, blanks, or the bare
+// scheme "Bearer" (what a script sends when its token variable is empty). Pure.
+bool PresentsKey(std::string_view authorization);
+
 // Wraps a listener's handler: requests to a path outside `exempt_paths` (exact match on
 // the undecoded path) must carry the current key of `type`, else they are answered
-// TokenError(kTokenAuthorizationFailed) and never reach `next`. Holds pointers only: `auth`
-// and `next` must outlive it. Thread safety: Handle may run on many threads at once.
+// TokenError(kTokenAuthorizationFailed) and never reach `next`. With
+// Presence::kIfPresented, a request whose Authorization header does not PresentsKey passes;
+// one that presents a key is checked like any other. `auth` may be null (the keys
+// could not be written): then every request that must be checked is refused. Holds
+// pointers only: `auth` and `next` must outlive it. Thread safety: Handle may run on many
+// threads at once.
 class AuthGate final : public http::RequestHandler {
  public:
   using NowFn = AuthClock::time_point (*)();
+  enum class Presence { kRequired, kIfPresented };
   AuthGate(const TokenAuth* auth, TokenType type, http::RequestHandler* next,
-           std::vector<std::string> exempt_paths, NowFn now = &AuthClock::now)
-      : auth_(auth), type_(type), next_(next), exempt_(std::move(exempt_paths)), now_(now) {}
+           std::vector<std::string> exempt_paths, NowFn now = &AuthClock::now,
+           Presence presence = Presence::kRequired)
+      : auth_(auth),
+        type_(type),
+        next_(next),
+        exempt_(std::move(exempt_paths)),
+        now_(now),
+        presence_(presence) {}
   void Handle(http::Request& request, http::Responder responder) override;
 
  private:
@@ -190,6 +210,7 @@ class AuthGate final : public http::RequestHandler {
   http::RequestHandler* next_;
   std::vector<std::string> exempt_;
   NowFn now_;
+  Presence presence_;
 };
 
 // GET /token?type=management|inference on the management listener (TorchServe's token

@@ -13,6 +13,9 @@
 #include <optional>
 #include <string_view>
 
+#include <nlohmann/json.hpp>
+
+#include "common/json_limits.h"
 #include "common/strings.h"
 #include "config/properties.h"
 
@@ -62,7 +65,6 @@ constexpr std::string_view kIgnoredTorchServeKeys[] = {
     "model_metrics_auto_detect",
     "model_server_home",
     "model_snapshot",
-    "models",
     "netty_client_threads",
     "NUM_WORKERS",
     "number_of_gpu",
@@ -93,6 +95,17 @@ constexpr std::string_view kUseEnvAllowedUrls = "use_env_allowed_urls";
 constexpr std::string_view kAllowedUrls = "allowed_urls";
 
 constexpr int64_t kIntMax = 2147483647;  // Java's Integer.MAX_VALUE, TorchServe's limit
+
+// models=: TorchServe's per-model, per-version JSON (issue 8 #4); parsed on its own, since
+// its errors name a model, a version and a field rather than quoting the whole value.
+constexpr std::string_view kModels = "models";
+// The most workers one models= entry may ask for (max_workers_per_model clamps further).
+constexpr int64_t kMaxModelWorkers = 1000000;
+// Fields of TorchServe's model state (Model.java, snapshots) that tserve does not use.
+constexpr std::string_view kUnusedModelFields[] = {
+    "runtimeType",  "parallelLevel", "parallelType",       "deviceType",         "deviceIds",
+    "jobQueueSize", "useJobTicket",  "continuousBatching", "asyncCommunication",
+};
 
 // Where a value came from, for the " (...)" suffix of messages.
 struct Source {
@@ -307,6 +320,7 @@ const std::vector<KeySpec>& KnownKeys() {
       {"disable_token_authorization", BoolKey(&C::disable_token_authorization)},
       {"enable_token_authorization", BoolKey(&C::enable_token_authorization)},
       {kEnableEnvvarsConfig, BoolKey(&C::enable_envvars_config)},
+      {kModels, nullptr},  // LoadServerConfig parses it with ParseModelSettings
       {"number_of_netty_threads", IntegerKey(&C::number_of_netty_threads, 0, 1024)},
       {"http_idle_timeout", IntegerKey(&C::http_idle_timeout, 1, 86400)},
       {"http_read_timeout", IntegerKey(&C::http_read_timeout, 1, 86400)},
@@ -472,6 +486,115 @@ const char* MetricsModeName(MetricsMode mode) {
   return "prometheus";
 }
 
+namespace {
+
+// An integer field of models=: a JSON integer, or a string holding one (Gson's getAsInt
+// reads both). nullopt and *problem set when it is neither or out of [min, max].
+std::optional<int> ModelInt(const nlohmann::json& v, int64_t min, int64_t max,
+                            std::string* problem) {
+  std::optional<int64_t> n;
+  if (v.is_number_integer()) {
+    n = v.is_number_unsigned() && v.get<uint64_t>() > static_cast<uint64_t>(kIntMax)
+            ? std::optional<int64_t>(kIntMax + 1)
+            : std::optional<int64_t>(v.get<int64_t>());
+  } else if (v.is_string()) {
+    n = ParseInt64(TrimWhitespace(v.get_ref<const std::string&>()));
+  }
+  if (!n || *n < min || *n > max) {
+    *problem = "must be an integer from " + std::to_string(min) + " to " + std::to_string(max) +
+               ", not " + (v.is_string() ? Quote(v.get_ref<const std::string&>()) : v.dump());
+    return std::nullopt;
+  }
+  return static_cast<int>(*n);
+}
+
+std::optional<bool> ModelBool(const nlohmann::json& v) {
+  if (v.is_boolean()) return v.get<bool>();
+  if (v.is_string()) return ParseBool(TrimWhitespace(v.get_ref<const std::string&>()));
+  return std::nullopt;
+}
+
+}  // namespace
+
+StatusOr<ModelSettings> ParseModelSettings(std::string_view json,
+                                           std::vector<std::string>* warnings) {
+  ModelSettings out;
+  if (TrimWhitespace(json).empty()) return out;
+  StatusOr<nlohmann::json> doc = ParseJsonLimited(json);
+  if (!doc.ok()) return doc.status();
+  constexpr std::string_view kShape =
+      R"(expected a JSON object {"model": {"version": {"minWorkers": 1, ...}}})";
+  if (!doc->is_object()) return Status::InvalidArgument(std::string(kShape));
+  for (const auto& [name, versions] : doc->items()) {
+    const std::string model = "model " + Quote(name);
+    if (name.empty()) return Status::InvalidArgument("a model name is empty");
+    if (!versions.is_object()) {
+      return Status::InvalidArgument(model + ": expected an object of versions, e.g. " +
+                                     R"({"1.0": {"minWorkers": 1}})");
+    }
+    std::string default_version;
+    for (const auto& [version, fields] : versions.items()) {
+      const std::string where = model + " version " + Quote(version);
+      if (version.empty()) return Status::InvalidArgument(model + ": a version is empty");
+      if (!fields.is_object()) {
+        return Status::InvalidArgument(where + ": expected an object of settings, e.g. " +
+                                       R"({"minWorkers": 1, "batchSize": 4})");
+      }
+      ModelVersionSettings s;
+      for (const auto& [field, value] : fields.items()) {
+        std::string problem;
+        auto integer = [&](std::optional<int>* target, int64_t min, int64_t max) {
+          *target = ModelInt(value, min, max, &problem);
+        };
+        if (field == "minWorkers") {
+          integer(&s.min_workers, 0, kMaxModelWorkers);
+        } else if (field == "maxWorkers") {
+          integer(&s.max_workers, 0, kMaxModelWorkers);
+        } else if (field == "batchSize") {
+          integer(&s.batch_size, 1, kIntMax);
+        } else if (field == "maxBatchDelay") {
+          integer(&s.max_batch_delay_ms, 0, kIntMax);
+        } else if (field == "responseTimeout") {
+          integer(&s.response_timeout_s, 1, kIntMax);
+        } else if (field == "startupTimeout") {
+          integer(&s.startup_timeout_s, 1, kIntMax);
+        } else if (field == "defaultVersion") {
+          std::optional<bool> b = ModelBool(value);
+          if (!b) problem = "must be true or false, not " + value.dump();
+          s.default_version = b.value_or(false);
+        } else if (field == "marName") {
+          if (!value.is_string()) {
+            problem = "must be a file name string, not " + value.dump();
+          } else {
+            s.mar_name = value.get<std::string>();
+          }
+        } else if (std::find(std::begin(kUnusedModelFields), std::end(kUnusedModelFields), field) !=
+                   std::end(kUnusedModelFields)) {
+          warnings->push_back(where + ": " + field + " is not used by tserve; ignored");
+        } else {
+          warnings->push_back(where + ": unknown field " + Quote(field) + " ignored");
+        }
+        if (!problem.empty()) return Status::InvalidArgument(where + ": " + field + " " + problem);
+      }
+      if (s.min_workers && s.max_workers && *s.max_workers < *s.min_workers) {
+        return Status::InvalidArgument(where + ": maxWorkers (" + std::to_string(*s.max_workers) +
+                                       ") must be at least minWorkers (" +
+                                       std::to_string(*s.min_workers) + ")");
+      }
+      if (s.default_version) {
+        if (!default_version.empty()) {
+          return Status::InvalidArgument(model + ": defaultVersion is true for versions " +
+                                         Quote(default_version) + " and " + Quote(version) +
+                                         "; at most one can be the default");
+        }
+        default_version = version;
+      }
+      out[name][version] = std::move(s);
+    }
+  }
+  return out;
+}
+
 StatusOr<ListenAddress> ParseListenAddress(const std::string& text) {
   ListenAddress a;
   if (std::optional<std::string> problem = ListenAddressProblem(text, a)) {
@@ -614,6 +737,19 @@ StatusOr<LoadedConfig> LoadServerConfig(const ConfigInputs& inputs) {
     if (!chosen) continue;  // the default stays
     // Java keeps a value's trailing blanks; "8080 " failing is never what the user meant.
     std::string_view value = TrimWhitespace(chosen->value);
+    if (spec.name == kModels) {
+      std::vector<std::string> notes;
+      StatusOr<ModelSettings> models = ParseModelSettings(value, &notes);
+      if (!models.ok()) {
+        return Status::InvalidArgument("invalid value for models: " + models.status().message() +
+                                       chosen->source.Suffix());
+      }
+      config.models = std::move(models).value();
+      for (const std::string& n : notes) {
+        result.warnings.push_back("models: " + n + chosen->source.Suffix());
+      }
+      continue;
+    }
     if (std::optional<std::string> problem = spec.apply(value, config)) {
       return Status::InvalidArgument(
           InvalidValueMessage(spec.name, value, *problem, chosen->source));

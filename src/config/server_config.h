@@ -2,7 +2,9 @@
 
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "common/status.h"
@@ -21,6 +23,34 @@ struct ListenAddress {
 };
 
 enum class MetricsMode { kPrometheus, kLog, kLegacy };
+
+// One model version's entry of the models= key (TorchServe's per-model, per-version JSON,
+// docs/configuration.md). Unset fields leave the archive's model-config.yaml, then the
+// server's defaults, as in TorchServe. Plain data.
+struct ModelVersionSettings {
+  std::optional<int> min_workers;         // minWorkers, ≥ 0
+  std::optional<int> max_workers;         // maxWorkers, ≥ 0 and ≥ minWorkers
+  std::optional<int> batch_size;          // batchSize, ≥ 1
+  std::optional<int> max_batch_delay_ms;  // maxBatchDelay, ≥ 0
+  std::optional<int> response_timeout_s;  // responseTimeout, ≥ 1
+  std::optional<int> startup_timeout_s;   // startupTimeout, ≥ 1
+  bool default_version = false;           // defaultVersion: this version becomes the default
+  std::string mar_name;                   // marName (TorchServe restores snapshots with it)
+
+  bool operator==(const ModelVersionSettings&) const = default;
+};
+// models[model name][version].
+using ModelSettings = std::map<std::string, std::map<std::string, ModelVersionSettings>>;
+
+// Parses the value of models=: a JSON object of model names, each an object of versions,
+// each an object of TorchServe's fields (numbers may be JSON integers or strings holding
+// one, as TorchServe's Gson reads them). An empty value is no settings. Errors are one
+// InvalidArgument line naming the model, version and field, e.g.
+//   model "noop" version "1.0": minWorkers must be an integer from 0 to 1000000, not "-1"
+// Fields TorchServe knows that tserve does not use, and unknown fields, are `warnings`.
+// Pure.
+StatusOr<ModelSettings> ParseModelSettings(std::string_view json,
+                                           std::vector<std::string>* warnings);
 
 // Every setting of SPEC.md §1 with its default, in one place. Plain data: build it with
 // LoadServerConfig; copy freely. Durations are in seconds unless the name says otherwise.
@@ -48,6 +78,9 @@ struct ServerConfig {
   bool disable_token_authorization = false;
   bool enable_token_authorization = false;
   bool enable_envvars_config = false;
+  // models=: per model and version, for the models load_models / --models load (it loads
+  // nothing by itself, as in TorchServe).
+  ModelSettings models;
   // tserve's own keys (documented in docs/configuration.md)
   // HTTP threads; 0: number of CPU cores (the name is TorchServe's).
   int number_of_netty_threads = 0;

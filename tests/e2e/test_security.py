@@ -178,9 +178,11 @@ def test_tokens_required_beyond_loopback(tserve, tmp_path):
 
 
 def test_no_token_needed_on_loopback_by_default(tserve, tmp_path):
+    """No key needed on loopback; the key file is still written for TorchServe's scripts
+    (issue 8 #9: test_compat_launcher checks that a key sent there must be valid)."""
     server, store = start(tserve, tmp_path)
     assert requests.get(f"{server.management_url}/models", timeout=5).status_code == 200
-    assert not (server.workdir / "key_file.json").exists()
+    assert (server.workdir / "key_file.json").exists()
 
 
 def test_warning_for_listener_beyond_loopback_without_token(tserve, tmp_path):

@@ -552,7 +552,10 @@ TEST(TokenAuthTest, DecideAuthDefaultsNeedNoToken) {
   EXPECT_FALSE(p.inference);
   EXPECT_FALSE(p.management);
   EXPECT_FALSE(p.metrics);
-  EXPECT_FALSE(p.NeedsKeys());
+  // Issue 8 #9: the keys exist (key_file.json for TorchServe's scripts) though none is
+  // required on loopback.
+  EXPECT_TRUE(p.keys);
+  EXPECT_TRUE(p.NeedsKeys());
 }
 
 TEST(TokenAuthTest, DecideAuthRequiresTokensBeyondLoopback) {
@@ -605,13 +608,17 @@ TEST(TokenAuthTest, DecideAuthHonoursDisableAndEnable) {
   c = Config();
   c.disable_token_authorization = true;  // loopback and disabled: nothing
   EXPECT_FALSE(DecideAuth(c).NeedsKeys());
+
+  c.enable_token_authorization = true;  // enable wins over disable for the keys too
+  EXPECT_TRUE(DecideAuth(c).keys);
 }
 
 TEST(TokenAuthTest, DecideAuthMetricsFollowsMetricsToken) {
   ServerConfig c = Config();
   c.metrics_token = "s3cret";
   EXPECT_TRUE(DecideAuth(c).metrics);
-  EXPECT_FALSE(DecideAuth(c).NeedsKeys());  // metrics_token is not a key_file key
+  EXPECT_FALSE(DecideAuth(c).inference);  // metrics_token is not a key_file key
+  EXPECT_FALSE(DecideAuth(c).management);
   c.enable_metrics_api = false;
   EXPECT_FALSE(DecideAuth(c).metrics);
 }
@@ -724,6 +731,46 @@ TEST(TokenAuthTest, GateForwardsTheRightToken) {
   EXPECT_EQ(r.body, "next");
   EXPECT_EQ(next.calls, 1);
   EXPECT_EQ(next.last_path, "/models");
+}
+
+// Issue 8 #9: where no key is required, a request without one passes, but one that presents
+// a key must present the valid one.
+TEST(TokenAuthTest, GateIfPresentedChecksOnlyPresentedKeys) {
+  TempDir dir;
+  auto auth = MakeAuth(dir);
+  ASSERT_NE(auth, nullptr);
+  NextHandler next;
+  AuthGate gate(auth.get(), TokenType::kInference, &next, DefaultExemptPaths(TokenType::kInference),
+                &FixedNow, AuthGate::Presence::kIfPresented);
+  for (const char* value : {"", "  ", "Bearer", "bearer  "}) {
+    FakeRequest none(http::Method::kPost, "/predictions/m", {{"Authorization", value}});
+    EXPECT_EQ(Handle(gate, none.request).body, "next") << '"' << value << '"';
+  }
+  FakeRequest absent(http::Method::kPost, "/predictions/m");
+  EXPECT_EQ(Handle(gate, absent.request).body, "next");
+  EXPECT_EQ(next.calls, 5);
+  for (std::string value : {std::string("Bearer abcd1234"), std::string("Basic dXNlcjpwdw=="),
+                            Bearer(auth->keys().management_key)}) {
+    FakeRequest wrong(http::Method::kPost, "/predictions/m", {{"Authorization", value}});
+    http::Response r = Handle(gate, wrong.request);
+    EXPECT_EQ(r.status, 400) << value;
+    EXPECT_EQ(r.body, kAuthorizationFailedBody) << value;
+  }
+  EXPECT_EQ(next.calls, 5);
+  FakeRequest right(http::Method::kPost, "/predictions/m",
+                    {{"Authorization", Bearer(auth->keys().inference_key)}});
+  EXPECT_EQ(Handle(gate, right.request).body, "next");
+}
+
+TEST(TokenAuthTest, GateWithoutKeysRefusesEveryPresentedKey) {
+  NextHandler next;
+  AuthGate gate(nullptr, TokenType::kManagement, &next, DefaultExemptPaths(TokenType::kManagement),
+                &FixedNow, AuthGate::Presence::kIfPresented);
+  FakeRequest absent(http::Method::kGet, "/models");
+  EXPECT_EQ(Handle(gate, absent.request).body, "next");
+  FakeRequest sent(http::Method::kGet, "/models", {{"Authorization", "Bearer abcd1234"}});
+  EXPECT_EQ(Handle(gate, sent.request).body, kAuthorizationFailedBody);
+  EXPECT_EQ(next.calls, 1);
 }
 
 TEST(TokenAuthTest, GateUsesTheSystemClockByDefault) {

@@ -249,7 +249,7 @@ TEST(ServerConfigTest, IgnoredTorchServeKeysAreNotesNotWarnings) {
   LoadedConfig loaded =
       MustLoad(Inputs("number_of_gpu=2\nkeystore=k.p12\nasync_logging=true\nmodels={}\n"));
   EXPECT_TRUE(loaded.warnings.empty());
-  ASSERT_EQ(loaded.notes.size(), 4u);
+  ASSERT_EQ(loaded.notes.size(), 3u);  // models= is read since issue 8 #4
   EXPECT_EQ(loaded.notes[0],
             "TorchServe configuration key \"number_of_gpu\" is not used by tserve; ignored "
             "(config.properties line 1)");
@@ -632,6 +632,98 @@ TEST(MetricsModeTest, Names) {
   EXPECT_STREQ(MetricsModeName(MetricsMode::kPrometheus), "prometheus");
   EXPECT_STREQ(MetricsModeName(MetricsMode::kLog), "log");
   EXPECT_STREQ(MetricsModeName(MetricsMode::kLegacy), "legacy");
+}
+
+// ---- models= (issue 8 #4) -------------------------------------------------------------
+
+TEST(ServerConfigTest, ModelsKeyTorchServesDocumentedExample) {
+  // docs/configuration.md of TorchServe, with a backslash continuation on every line.
+  ServerConfig c = MustLoadText(
+      "models={\\\n"
+      "  \"noop\": {\\\n"
+      "    \"1.0\": {\\\n"
+      "        \"defaultVersion\": true,\\\n"
+      "        \"marName\": \"noop.mar\",\\\n"
+      "        \"minWorkers\": 1,\\\n"
+      "        \"maxWorkers\": 1,\\\n"
+      "        \"batchSize\": 4,\\\n"
+      "        \"maxBatchDelay\": 100,\\\n"
+      "        \"responseTimeout\": 120\\\n"
+      "    }\\\n"
+      "  },\\\n"
+      "  \"vgg16\": {\"1.0\": {\"maxWorkers\": \"4\", \"startupTimeout\": 300}}\\\n"
+      "}\n");
+  ASSERT_EQ(c.models.size(), 2u);
+  const ModelVersionSettings& noop = c.models.at("noop").at("1.0");
+  EXPECT_TRUE(noop.default_version);
+  EXPECT_EQ(noop.mar_name, "noop.mar");
+  EXPECT_EQ(noop.min_workers, 1);
+  EXPECT_EQ(noop.max_workers, 1);
+  EXPECT_EQ(noop.batch_size, 4);
+  EXPECT_EQ(noop.max_batch_delay_ms, 100);
+  EXPECT_EQ(noop.response_timeout_s, 120);
+  EXPECT_FALSE(noop.startup_timeout_s.has_value());
+  const ModelVersionSettings& vgg = c.models.at("vgg16").at("1.0");
+  EXPECT_EQ(vgg.max_workers, 4);  // a string holding an integer, as Gson reads it
+  EXPECT_EQ(vgg.startup_timeout_s, 300);
+  EXPECT_FALSE(vgg.min_workers.has_value());
+  EXPECT_FALSE(vgg.default_version);
+}
+
+TEST(ServerConfigTest, ModelsKeyErrorsNameModelVersionAndField) {
+  EXPECT_EQ(
+      LoadError(Inputs("job_queue_size=5\nmodels={\"noop\": {\"1.0\": {\"minWorkers\": -1}}}")),
+      "invalid value for models: model \"noop\" version \"1.0\": minWorkers must be an "
+      "integer from 0 to 1000000, not -1 (config.properties line 2)");
+  EXPECT_EQ(LoadError(Inputs("models={\"m\": {\"2\": {\"batchSize\": \"four\"}}}")),
+            "invalid value for models: model \"m\" version \"2\": batchSize must be an integer "
+            "from 1 to 2147483647, not \"four\" (config.properties line 1)");
+  EXPECT_EQ(LoadError(Inputs("models={\"m\": {\"2\": {\"responseTimeout\": 1.5}}}")),
+            "invalid value for models: model \"m\" version \"2\": responseTimeout must be an "
+            "integer from 1 to 2147483647, not 1.5 (config.properties line 1)");
+  EXPECT_EQ(LoadError(Inputs("models={\"m\": {\"2\": {\"minWorkers\": 3, \"maxWorkers\": 2}}}")),
+            "invalid value for models: model \"m\" version \"2\": maxWorkers (2) must be at least "
+            "minWorkers (3) (config.properties line 1)");
+  EXPECT_EQ(LoadError(Inputs("models={\"m\": {\"1\": {\"defaultVersion\": true}, "
+                             "\"2\": {\"defaultVersion\": true}}}")),
+            "invalid value for models: model \"m\": defaultVersion is true for versions \"1\" "
+            "and \"2\"; at most one can be the default (config.properties line 1)");
+  EXPECT_EQ(LoadError(Inputs("models={\"m\": {\"1\": {\"defaultVersion\": 3}}}")),
+            "invalid value for models: model \"m\" version \"1\": defaultVersion must be true or "
+            "false, not 3 (config.properties line 1)");
+  EXPECT_EQ(LoadError(Inputs("models=[1]")),
+            "invalid value for models: expected a JSON object {\"model\": {\"version\": "
+            "{\"minWorkers\": 1, ...}}} (config.properties line 1)");
+  EXPECT_EQ(LoadError(Inputs("models={\"m\": 1}")),
+            "invalid value for models: model \"m\": expected an object of versions, e.g. "
+            "{\"1.0\": {\"minWorkers\": 1}} (config.properties line 1)");
+  EXPECT_NE(LoadError(Inputs("models={\"m\": ")).find("malformed JSON"), std::string::npos);
+  // The depth limit of every outside JSON (issue 7 #1): refused, not a crash.
+  EXPECT_NE(LoadError(Inputs("models=" + std::string(100000, '[') + std::string(100000, ']')))
+                .find("nested deeper"),
+            std::string::npos);
+}
+
+TEST(ServerConfigTest, ModelsKeyUnusedFieldsAreWarnings) {
+  LoadedConfig loaded = MustLoad(Inputs(
+      "models={\"m\": {\"1.0\": {\"minWorkers\": 1, \"runtimeType\": \"python\", \"speed\": 9}}}"));
+  ASSERT_EQ(loaded.warnings.size(), 2u);
+  EXPECT_EQ(loaded.warnings[0],
+            "models: model \"m\" version \"1.0\": runtimeType is not used by tserve; ignored "
+            "(config.properties line 1)");
+  EXPECT_EQ(loaded.warnings[1],
+            "models: model \"m\" version \"1.0\": unknown field \"speed\" ignored "
+            "(config.properties line 1)");
+  EXPECT_EQ(loaded.config.models.at("m").at("1.0").min_workers, 1);
+}
+
+TEST(ServerConfigTest, ModelsKeyFromTheEnvironmentAndEmpty) {
+  ServerConfig c = MustLoad(Inputs("enable_envvars_config=true\nmodels={\"a\": {\"1\": {}}}",
+                                   {{"TS_MODELS", "{\"b\": {\"2\": {\"batchSize\": 8}}}"}}))
+                       .config;
+  ASSERT_EQ(c.models.size(), 1u);
+  EXPECT_EQ(c.models.at("b").at("2").batch_size, 8);
+  EXPECT_TRUE(MustLoadText("models=").models.empty());
 }
 
 }  // namespace
