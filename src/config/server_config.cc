@@ -543,8 +543,10 @@ StatusOr<ModelSettings> ParseModelSettings(std::string_view json,
       ModelVersionSettings s;
       for (const auto& [field, value] : fields.items()) {
         std::string problem;
+        // Named copy of the binding: C++20 (and clang 14) cannot capture a structured binding.
+        const auto& setting = value;
         auto integer = [&](std::optional<int>* target, int64_t min, int64_t max) {
-          *target = ModelInt(value, min, max, &problem);
+          *target = ModelInt(setting, min, max, &problem);
         };
         if (field == "minWorkers") {
           integer(&s.min_workers, 0, kMaxModelWorkers);
