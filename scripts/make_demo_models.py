@@ -6,6 +6,17 @@ locally and without network access:
                 (torch.manual_seed(0), weights=None), TorchScript; index_to_name.json with
                 the 1000 ImageNet class names bundled in torchvision ({"0": "tench", ...});
                 minWorkers 1, maxWorkers 2, batchSize 1, maxBatchDelay 50, responseTimeout 120
+  lraspp.mar    image_segmenter: torchvision's lraspp_mobilenet_v3_large (21 VOC classes)
+                with seeded random weights (weights=None, weights_backbone=None),
+                TorchScript (~13 MB); minWorkers 1, maxWorkers 1, batchSize 2,
+                maxBatchDelay 50
+  ssdlite.mar   object_detector: torchvision's ssdlite320_mobilenet_v3_large (91 COCO
+                classes) with seeded random weights, TorchScript (~14 MB), built with
+                score_thresh=0.001, topk_candidates=10 and detections_per_img=20 so that its random scores
+                (about 1/91) still give a few boxes; index_to_name.json with the COCO names
+                bundled in torchvision; NMS in plain TorchScript (Debian's LibTorch
+                has no torchvision::nms op); the handler's detectionThreshold is TorchServe's
+                default 0.5, so it answers [] until a test lowers it; batchSize 2
   noop.mar      the noop handler (echo), no model file; batchSize 1
   linear.mar    the tensor handler on a seeded TorchScript nn.Linear(4, 2);
                 minWorkers 1, maxWorkers 1, batchSize 4, maxBatchDelay 50
@@ -14,7 +25,7 @@ locally and without network access:
         --archiver build/tserve-archiver [--force]
 
 An archive that already exists is kept unless --force. Needs Debian 12's python3-torch and
-python3-torchvision. Takes a few seconds (resnet18.mar is ~45 MB).
+python3-torchvision. Takes about 15 s (resnet18.mar is ~45 MB, the others smaller).
 """
 
 import argparse
@@ -24,11 +35,29 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
+from typing import List
 
 RESNET18_CONFIG = """\
 minWorkers: 1
 maxWorkers: 2
 batchSize: 1
+maxBatchDelay: 50
+responseTimeout: 120
+"""
+
+LRASPP_CONFIG = """\
+minWorkers: 1
+maxWorkers: 1
+batchSize: 2
+maxBatchDelay: 50
+responseTimeout: 120
+"""
+
+SSDLITE_CONFIG = """\
+minWorkers: 1
+maxWorkers: 1
+batchSize: 2
 maxBatchDelay: 50
 responseTimeout: 120
 """
@@ -82,6 +111,64 @@ def build_resnet18(work):
     return {"serialized": "model.pt", "extra": ["index_to_name.json"]}
 
 
+def build_lraspp(work):
+    import torch
+    import torchvision
+
+    torch.manual_seed(0)
+    model = torchvision.models.segmentation.lraspp_mobilenet_v3_large(
+        weights=None, weights_backbone=None)
+    torch.jit.script(model.eval()).save(os.path.join(work, "model.pt"))
+    write(os.path.join(work, "model-config.yaml"), LRASPP_CONFIG)
+    return {"serialized": "model.pt"}
+
+
+def build_ssdlite(work):
+    import torch
+    import torchvision
+    import torchvision.models.detection.ssd as ssd
+
+    def batched_nms_torchscript(boxes, scores, idxs, iou_threshold: float):
+        """torchvision.ops.batched_nms in plain TorchScript (greedy, highest score first, the
+        same kept boxes in the same order): Debian's LibTorch has no torchvision::nms op, which
+        torchvision's own batched_nms calls."""
+        if boxes.numel() == 0:
+            return torch.empty((0,), dtype=torch.int64)
+        offsets = idxs.to(boxes) * (boxes.max() + 1)
+        b = boxes + offsets[:, None]
+        order = scores.argsort(descending=True)
+        b = b[order]
+        areas = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+        suppressed = torch.zeros(order.numel(), dtype=torch.bool)
+        keep: List[int] = []
+        for i in range(order.numel()):
+            if bool(suppressed[i]):
+                continue
+            keep.append(i)
+            w = (torch.min(b[i, 2], b[:, 2]) - torch.max(b[i, 0], b[:, 0])).clamp(min=0)
+            h = (torch.min(b[i, 3], b[:, 3]) - torch.max(b[i, 1], b[:, 1])).clamp(min=0)
+            inter = w * h
+            iou = inter / (areas[i] + areas - inter)
+            suppressed = suppressed | (iou > iou_threshold)
+        return order[torch.tensor(keep, dtype=torch.int64)]
+
+    # torchvision's NMS is a custom op (torchvision::nms) that Debian's LibTorch lacks:
+    # the model is scripted with batched_nms_torchscript instead (same result).
+    ssd.box_ops.batched_nms = torch.jit.script(batched_nms_torchscript)
+    # Scripted detection models always return (losses, detections): the handler knows.
+    warnings.filterwarnings("ignore", message=r".*returns a \(Losses, Detections\) tuple")
+    torch.manual_seed(0)
+    model = torchvision.models.detection.ssdlite320_mobilenet_v3_large(
+        weights=None, weights_backbone=None, score_thresh=0.001, topk_candidates=10,
+        detections_per_img=20)
+    torch.jit.script(model.eval()).save(os.path.join(work, "model.pt"))
+    weights = torchvision.models.detection.SSDLite320_MobileNet_V3_Large_Weights.COCO_V1
+    labels = {str(i): name for i, name in enumerate(weights.meta["categories"])}
+    write(os.path.join(work, "index_to_name.json"), json.dumps(labels, indent=2) + "\n")
+    write(os.path.join(work, "model-config.yaml"), SSDLITE_CONFIG)
+    return {"serialized": "model.pt", "extra": ["index_to_name.json"]}
+
+
 def build_noop(work):
     write(os.path.join(work, "model-config.yaml"), NOOP_CONFIG)
     return {}
@@ -99,6 +186,8 @@ def build_linear(work):
 
 MODELS = [
     ("resnet18", "image_classifier", build_resnet18),
+    ("lraspp", "image_segmenter", build_lraspp),
+    ("ssdlite", "object_detector", build_ssdlite),
     ("noop", "noop", build_noop),
     ("linear", "tensor", build_linear),
 ]

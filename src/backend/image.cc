@@ -385,10 +385,17 @@ Status Decode(std::string_view bytes, RowSink* sink) {
                                  " bytes, first bytes " + HexPrefix(bytes) + ")");
 }
 
-// Collects the rows into an RgbImage.
+// Collects the rows into an RgbImage of at most max_pixels pixels.
 class WholeImageSink : public RowSink {
  public:
+  explicit WholeImageSink(int64_t max_pixels) : max_pixels_(max_pixels) {}
   Status Start(const char* format, int width, int height) override {
+    if (int64_t{width} * height > max_pixels_) {
+      return Status::InvalidArgument(std::string(format) + " image too large: " +
+                                     std::to_string(width) + "x" + std::to_string(height) +
+                                     " exceeds the limit of " + std::to_string(max_pixels_) +
+                                     " pixels");
+    }
     try {
       image_.pixels.resize(static_cast<size_t>(width) * static_cast<size_t>(height) * 3);
     } catch (const std::bad_alloc&) {
@@ -406,6 +413,7 @@ class WholeImageSink : public RowSink {
   RgbImage Take() { return std::move(image_); }
 
  private:
+  const int64_t max_pixels_;
   RgbImage image_;
 };
 
@@ -633,7 +641,11 @@ CropWindow CenterCropWindow(int width, int height, int crop_width, int crop_heig
 }  // namespace
 
 StatusOr<RgbImage> DecodeImage(std::string_view bytes) {
-  WholeImageSink sink;
+  return DecodeImage(bytes, kMaxImagePixels);
+}
+
+StatusOr<RgbImage> DecodeImage(std::string_view bytes, int64_t max_pixels) {
+  WholeImageSink sink(max_pixels);
   if (Status status = Decode(bytes, &sink); !status.ok()) return status;
   return sink.Take();
 }

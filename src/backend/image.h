@@ -50,6 +50,10 @@ inline constexpr int64_t kMaxBufferedImageBytes = 40'000'000;
 // libjpeg/libpng errors never abort the process. Holds the whole image (3 bytes a pixel):
 // the image handler uses DecodeResizeAndCenterCrop instead.
 StatusOr<RgbImage> DecodeImage(std::string_view bytes);
+// The same with a lower pixel limit for callers that hold the whole image (at most
+// min(max_pixels, kMaxImagePixels)): a larger image is InvalidArgument, refused from its
+// header before any pixel is decoded.
+StatusOr<RgbImage> DecodeImage(std::string_view bytes, int64_t max_pixels);
 
 // The size torchvision's Resize(size) gives an image of width x height: the shorter side
 // becomes `size`, the longer int(size * long / short) (truncated, as Python's int()).

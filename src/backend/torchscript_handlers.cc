@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <any>
+#include <array>
 #include <exception>
 #include <filesystem>
 #include <fstream>
@@ -32,6 +33,8 @@ constexpr int kResizeSize = 256;
 constexpr int kCropSize = 224;
 constexpr int kTopK = 5;
 constexpr int kMaxJsonDepth = 32;
+// TorchServe's ObjectDetector.threshold; model-config.yaml's detectionThreshold overrides it.
+constexpr float kDefaultDetectionThreshold = 0.5f;
 
 // ---- helpers shared by both handlers ----------------------------------------------------
 
@@ -142,29 +145,31 @@ at::Tensor FirstTensor(const char* handler, const c10::IValue& output) {
 struct ImageBatch {
   at::Tensor input;          // [rows.size(), 3, 224, 224]; undefined when rows is empty
   std::vector<size_t> rows;  // rows[r]: the index in batch.requests of tensor row r
-  at::Tensor output;         // [rows.size(), classes], set by Inference
+  at::Tensor output;         // the model's output for the rows, set by Inference
 };
 
 // index_to_name.json as TorchServe's load_label_mapping reads it.
-std::map<std::string, std::string> LoadLabels(const std::filesystem::path& path) {
+std::map<std::string, std::string> LoadLabels(const char* handler,
+                                              const std::filesystem::path& path) {
   std::map<std::string, std::string> labels;
   std::ifstream in(path);
-  if (!in) throw HandlerError("image_classifier: cannot read " + path.string());
+  if (!in) throw HandlerError(std::string(handler) + ": cannot read " + path.string());
   json mapping;
   try {
     mapping = json::parse(in);
   } catch (const json::exception& e) {
-    throw HandlerError("image_classifier: " + path.string() + " is not valid JSON: " + e.what());
+    throw HandlerError(std::string(handler) + ": " + path.string() +
+                       " is not valid JSON: " + e.what());
   }
   if (!mapping.is_object()) {
-    throw HandlerError("image_classifier: " + path.string() +
+    throw HandlerError(std::string(handler) + ": " + path.string() +
                        ": index->name mapping should be in \"class\": \"label\" format");
   }
   const auto names = mapping.find("object_type_names");
   if (names != mapping.end() && names->is_array()) {
     for (size_t i = 0; i < names->size(); ++i) {
       if (!(*names)[i].is_string()) {
-        throw HandlerError("image_classifier: " + path.string() +
+        throw HandlerError(std::string(handler) + ": " + path.string() +
                            ": object_type_names must hold strings");
       }
       labels[std::to_string(i)] = (*names)[i].get<std::string>();
@@ -175,7 +180,7 @@ std::map<std::string, std::string> LoadLabels(const std::filesystem::path& path)
     const json* label = &value;
     if (value.is_array() && !value.empty()) label = &value.back();
     if (!label->is_string()) {
-      throw HandlerError("image_classifier: " + path.string() +
+      throw HandlerError(std::string(handler) + ": " + path.string() +
                          ": labels in index->name mapping must be either str or "
                          "List[str] (key \"" +
                          key + "\")");
@@ -185,6 +190,74 @@ std::map<std::string, std::string> LoadLabels(const std::filesystem::path& path)
   return labels;
 }
 
+// The model folder's index_to_name.json if it has one, else no labels.
+std::map<std::string, std::string> LoadLabelsIfPresent(const char* handler,
+                                                       const ModelContext& context) {
+  const std::filesystem::path labels =
+      std::filesystem::path(context.model_dir) / "index_to_name.json";
+  std::error_code ec;
+  if (context.model_dir.empty() || !std::filesystem::exists(labels, ec)) return {};
+  return LoadLabels(handler, labels);
+}
+
+// The label TorchServe's handlers answer for a class index: its name in index_to_name.json,
+// else the index as a string.
+std::string LabelOf(const std::map<std::string, std::string>& labels, int64_t index) {
+  std::string key = std::to_string(index);
+  const auto label = labels.find(key);
+  return label != labels.end() ? label->second : key;
+}
+
+// TorchScript's profiling executor makes a module's first two calls slow (resnet18 on
+// this machine: ~420 ms and ~100 ms, then ~40 ms): pay that at load time rather than in
+// the first requests' latency. model-config.yaml's warmupIterations sets the count
+// (default 2, 0 disables). A model that cannot take `inputs` fails to load here.
+void Warmup(const char* handler, torch::jit::Module& module, const ModelContext& context,
+            const std::vector<c10::IValue>& inputs) {
+  int64_t iterations = 2;
+  if (const auto it = context.config.find("warmupIterations"); it != context.config.end()) {
+    const std::optional<int64_t> parsed = ParseInt64(it->second);
+    if (!parsed || *parsed < 0 || *parsed > 100) {
+      throw HandlerError(std::string(handler) + ": warmupIterations must be 0..100, got \"" +
+                         it->second + "\"");
+    }
+    iterations = *parsed;
+  }
+  if (iterations == 0) return;
+  c10::InferenceMode guard;
+  for (int64_t i = 0; i < iterations; ++i) module.forward(inputs);
+}
+
+// TorchServe's image_classifier and image_segmenter preprocessing for each request of the
+// batch: Resize(256), CenterCrop(224), ToTensor, ImageNet Normalize, stacked. Sizes
+// batch.responses to one per request; a request whose body is not an image answers 400
+// there and is left out of the tensor.
+ImageBatch PreprocessImageNetCrops(Batch& batch) {
+  const size_t n = batch.requests.size();
+  batch.responses.assign(n, InferenceResponse{});
+  ImageBatch state;
+  constexpr int64_t kSample = int64_t{3} * kCropSize * kCropSize;
+  at::Tensor input = at::empty({static_cast<int64_t>(n), 3, kCropSize, kCropSize},
+                               at::TensorOptions().dtype(at::kFloat));
+  float* data = input.data_ptr<float>();
+  for (size_t i = 0; i < n; ++i) {
+    // Decoded row by row into the resize: memory bounded by the crop, not the image.
+    StatusOr<RgbImage> crop =
+        DecodeResizeAndCenterCrop(batch.requests[i].body, kResizeSize, kCropSize, kCropSize);
+    if (!crop.ok()) {
+      batch.responses[i] = BadRequest(crop.status().message());
+      continue;
+    }
+    ToNormalizedChw(*crop, kImageNetMean, kImageNetStd,
+                    data + static_cast<int64_t>(state.rows.size()) * kSample);
+    state.rows.push_back(i);
+  }
+  if (!state.rows.empty()) {
+    state.input = input.narrow(0, 0, static_cast<int64_t>(state.rows.size()));
+  }
+  return state;
+}
+
 class ImageClassifierHandler final : public Handler {
  public:
   void Initialize(const ModelContext& context) override {
@@ -192,42 +265,13 @@ class ImageClassifierHandler final : public Handler {
     AtBorder(kName, "initialize", [&] {
       ApplyIntraOpThreads(threads_);
       module_ = LoadModule(kName, context);
-      const std::filesystem::path labels =
-          std::filesystem::path(context.model_dir) / "index_to_name.json";
-      std::error_code ec;
-      if (!context.model_dir.empty() && std::filesystem::exists(labels, ec)) {
-        labels_ = LoadLabels(labels);
-      }
-      Warmup(context);
+      labels_ = LoadLabelsIfPresent(kName, context);
+      Warmup(kName, module_, context, {at::zeros({1, 3, kCropSize, kCropSize})});
     });
   }
 
   void Preprocess(Batch& batch) override {
-    AtBorder(kName, "preprocess", [&] {
-      const size_t n = batch.requests.size();
-      batch.responses.assign(n, InferenceResponse{});
-      ImageBatch state;
-      constexpr int64_t kSample = int64_t{3} * kCropSize * kCropSize;
-      at::Tensor input = at::empty({static_cast<int64_t>(n), 3, kCropSize, kCropSize},
-                                   at::TensorOptions().dtype(at::kFloat));
-      float* data = input.data_ptr<float>();
-      for (size_t i = 0; i < n; ++i) {
-        // Decoded row by row into the resize: memory bounded by the crop, not the image.
-        StatusOr<RgbImage> crop =
-            DecodeResizeAndCenterCrop(batch.requests[i].body, kResizeSize, kCropSize, kCropSize);
-        if (!crop.ok()) {
-          batch.responses[i] = BadRequest(crop.status().message());
-          continue;
-        }
-        ToNormalizedChw(*crop, kImageNetMean, kImageNetStd,
-                        data + static_cast<int64_t>(state.rows.size()) * kSample);
-        state.rows.push_back(i);
-      }
-      if (!state.rows.empty()) {
-        state.input = input.narrow(0, 0, static_cast<int64_t>(state.rows.size()));
-      }
-      batch.data = std::move(state);
-    });
+    AtBorder(kName, "preprocess", [&] { batch.data = PreprocessImageNetCrops(batch); });
   }
 
   void Inference(Batch& batch) override {
@@ -265,9 +309,8 @@ class ImageClassifierHandler final : public Handler {
         // takes the later value, as a Python dict comprehension does.
         ordered_json body = ordered_json::object();
         for (int64_t j = 0; j < k; ++j) {
-          const std::string index = std::to_string(c[static_cast<int64_t>(r) * k + j]);
-          const auto label = labels_.find(index);
-          body[label != labels_.end() ? label->second : index] = v[static_cast<int64_t>(r) * k + j];
+          body[LabelOf(labels_, c[static_cast<int64_t>(r) * k + j])] =
+              v[static_cast<int64_t>(r) * k + j];
         }
         InferenceResponse& response = batch.responses[state.rows[r]];
         response.status = 200;
@@ -281,27 +324,259 @@ class ImageClassifierHandler final : public Handler {
  private:
   static constexpr const char* kName = "image_classifier";
 
-  // TorchScript's profiling executor makes a module's first two calls slow (resnet18 on
-  // this machine: ~420 ms and ~100 ms, then ~40 ms): pay that at load time rather than in
-  // the first requests' latency. model-config.yaml's warmupIterations sets the count
-  // (default 2, 0 disables). A model that cannot take [1, 3, 224, 224] fails to load here.
-  void Warmup(const ModelContext& context) {
-    int64_t iterations = 2;
-    if (const auto it = context.config.find("warmupIterations"); it != context.config.end()) {
-      const std::optional<int64_t> parsed = ParseInt64(it->second);
-      if (!parsed || *parsed < 0 || *parsed > 100) {
-        throw HandlerError(std::string(kName) + ": warmupIterations must be 0..100, got \"" +
-                           it->second + "\"");
+  int threads_ = 1;
+  torch::jit::Module module_;
+  std::map<std::string, std::string> labels_;  // class index (as a string) -> label
+};
+
+// ---- image_segmenter --------------------------------------------------------------------
+
+class ImageSegmenterHandler final : public Handler {
+ public:
+  void Initialize(const ModelContext& context) override {
+    threads_ = std::max(1, context.intra_op_threads);
+    AtBorder(kName, "initialize", [&] {
+      ApplyIntraOpThreads(threads_);
+      module_ = LoadModule(kName, context);
+      Warmup(kName, module_, context, {at::zeros({1, 3, kCropSize, kCropSize})});
+    });
+  }
+
+  void Preprocess(Batch& batch) override {
+    AtBorder(kName, "preprocess", [&] { batch.data = PreprocessImageNetCrops(batch); });
+  }
+
+  void Inference(Batch& batch) override {
+    AtBorder(kName, "inference", [&] {
+      auto& state = std::any_cast<ImageBatch&>(batch.data);
+      if (state.rows.empty()) return;
+      ApplyIntraOpThreads(threads_);
+      c10::InferenceMode guard;
+      std::vector<c10::IValue> inputs{state.input};
+      at::Tensor output = SegmentationOutput(module_.forward(inputs));
+      const auto rows = static_cast<int64_t>(state.rows.size());
+      if (output.dim() != 4 || output.size(0) != rows || output.size(1) == 0) {
+        throw HandlerError(std::string(kName) + ": the model returned a tensor of shape " +
+                           c10::str(output.sizes()) + ", expected [" + std::to_string(rows) +
+                           ", classes, height, width]");
       }
-      iterations = *parsed;
+      state.output = std::move(output);
+    });
+  }
+
+  // TorchServe's postprocess: softmax over the classes, then per pixel the top class (as a
+  // float) and its probability: [H][W][2] per image, json.dumps(indent=2).
+  void Postprocess(Batch& batch) override {
+    AtBorder(kName, "postprocess", [&] {
+      auto& state = std::any_cast<ImageBatch&>(batch.data);
+      if (state.rows.empty()) return;
+      c10::InferenceMode guard;
+      const at::Tensor probabilities = at::softmax(state.output, 1);
+      auto [values, indices] = at::max(probabilities, 1);
+      const at::Tensor map =
+          at::stack({indices.to(values.scalar_type()), values}, 3).to(at::kDouble).contiguous();
+      const int64_t height = map.size(1);
+      const int64_t width = map.size(2);
+      const double* m = map.data_ptr<double>();
+      for (size_t r = 0; r < state.rows.size(); ++r) {
+        ordered_json body = ordered_json::array();
+        for (int64_t y = 0; y < height; ++y) {
+          ordered_json row = ordered_json::array();
+          for (int64_t x = 0; x < width; ++x, m += 2) row.push_back({m[0], m[1]});
+          body.push_back(std::move(row));
+        }
+        InferenceResponse& response = batch.responses[state.rows[r]];
+        response.status = 200;
+        response.content_type = "application/json";
+        response.body = body.dump(2, ' ', true, ordered_json::error_handler_t::replace);
+      }
+    });
+  }
+
+ private:
+  static constexpr const char* kName = "image_segmenter";
+
+  // TorchServe's segmenter reads the model's output["out"] (torchvision's segmentation
+  // models return {"out": ..., "aux": ...}); a model returning the tensor itself is taken
+  // as is.
+  static at::Tensor SegmentationOutput(const c10::IValue& output) {
+    if (output.isGenericDict()) {
+      const c10::Dict<c10::IValue, c10::IValue> dict = output.toGenericDict();
+      const auto out = dict.find(c10::IValue(std::string("out")));
+      if (out == dict.end() || !out->value().isTensor()) {
+        throw HandlerError(std::string(kName) +
+                           ": the model returned a dict without a tensor \"out\"");
+      }
+      return out->value().toTensor();
     }
-    if (iterations == 0) return;
-    c10::InferenceMode guard;
-    const std::vector<c10::IValue> inputs{at::zeros({1, 3, kCropSize, kCropSize})};
-    for (int64_t i = 0; i < iterations; ++i) module_.forward(inputs);
+    return FirstTensor(kName, output);
   }
 
   int threads_ = 1;
+  torch::jit::Module module_;
+};
+
+// ---- object_detector --------------------------------------------------------------------
+
+// What object_detector's Preprocess hands on in Batch::data.
+struct DetectionBatch {
+  std::vector<at::Tensor> images;       // [3, H, W] each, in [0, 1]
+  std::vector<size_t> rows;             // rows[r]: the index in batch.requests of images[r]
+  std::vector<c10::IValue> detections;  // one dict per image, set by Inference
+};
+
+// A detection model's answer for one image: torchvision's {"boxes": [K, 4], "labels": [K],
+// "scores": [K]}.
+struct Detections {
+  at::Tensor boxes;
+  at::Tensor labels;
+  at::Tensor scores;
+};
+
+class ObjectDetectorHandler final : public Handler {
+ public:
+  void Initialize(const ModelContext& context) override {
+    threads_ = std::max(1, context.intra_op_threads);
+    AtBorder(kName, "initialize", [&] {
+      if (const auto it = context.config.find("detectionThreshold"); it != context.config.end()) {
+        const std::optional<double> parsed = ParseDouble(it->second);
+        if (!parsed || !(*parsed >= 0.0 && *parsed <= 1.0)) {
+          throw HandlerError(std::string(kName) + ": detectionThreshold must be 0..1, got \"" +
+                             it->second + "\"");
+        }
+        threshold_ = static_cast<float>(*parsed);
+      }
+      ApplyIntraOpThreads(threads_);
+      module_ = LoadModule(kName, context);
+      labels_ = LoadLabelsIfPresent(kName, context);
+      c10::List<at::Tensor> images;
+      images.push_back(at::zeros({3, kCropSize, kCropSize}));
+      Warmup(kName, module_, context, {images});
+    });
+  }
+
+  // TorchServe's object_detector: ToTensor only (the model resizes and normalises itself),
+  // each image at its own size.
+  void Preprocess(Batch& batch) override {
+    AtBorder(kName, "preprocess", [&] {
+      const size_t n = batch.requests.size();
+      batch.responses.assign(n, InferenceResponse{});
+      DetectionBatch state;
+      static constexpr std::array<float, 3> kZero = {0.0f, 0.0f, 0.0f};
+      static constexpr std::array<float, 3> kOne = {1.0f, 1.0f, 1.0f};
+      for (size_t i = 0; i < n; ++i) {
+        StatusOr<RgbImage> image =
+            DecodeImage(batch.requests[i].body, kMaxObjectDetectorImagePixels);
+        if (!image.ok()) {
+          batch.responses[i] = BadRequest(image.status().message());
+          continue;
+        }
+        at::Tensor tensor = at::empty({3, image->height, image->width}, at::kFloat);
+        // (p / 255 - 0) / 1: exactly ToTensor's p / 255 in float.
+        ToNormalizedChw(*image, kZero, kOne, tensor.data_ptr<float>());
+        state.images.push_back(std::move(tensor));
+        state.rows.push_back(i);
+      }
+      batch.data = std::move(state);
+    });
+  }
+
+  void Inference(Batch& batch) override {
+    AtBorder(kName, "inference", [&] {
+      auto& state = std::any_cast<DetectionBatch&>(batch.data);
+      if (state.rows.empty()) return;
+      ApplyIntraOpThreads(threads_);
+      c10::InferenceMode guard;
+      c10::List<at::Tensor> images;
+      for (const at::Tensor& image : state.images) images.push_back(image);
+      std::vector<c10::IValue> inputs{images};
+      state.detections = DetectionList(module_.forward(inputs), state.rows.size());
+      state.images.clear();
+    });
+  }
+
+  // TorchServe's postprocess: per image, the detections scoring at least the threshold, in
+  // the model's order, each {"<label>": [x1, y1, x2, y2], "score": s}; json.dumps(indent=2).
+  void Postprocess(Batch& batch) override {
+    AtBorder(kName, "postprocess", [&] {
+      auto& state = std::any_cast<DetectionBatch&>(batch.data);
+      c10::InferenceMode guard;
+      for (size_t r = 0; r < state.rows.size(); ++r) {
+        const Detections d = ReadDetections(state.detections[r]);
+        const at::Tensor keep = d.scores.ge(threshold_);
+        const at::Tensor boxes = d.boxes.index({keep}).to(at::kDouble).contiguous();
+        const at::Tensor labels = d.labels.index({keep}).to(at::kLong).contiguous();
+        const at::Tensor scores = d.scores.index({keep}).to(at::kDouble).contiguous();
+        const double* b = boxes.data_ptr<double>();
+        const int64_t* l = labels.data_ptr<int64_t>();
+        const double* s = scores.data_ptr<double>();
+        ordered_json body = ordered_json::array();
+        for (int64_t k = 0; k < scores.size(0); ++k) {
+          ordered_json detection = ordered_json::object();
+          detection[LabelOf(labels_, l[k])] = {b[4 * k], b[4 * k + 1], b[4 * k + 2], b[4 * k + 3]};
+          detection["score"] = s[k];
+          body.push_back(std::move(detection));
+        }
+        InferenceResponse& response = batch.responses[state.rows[r]];
+        response.status = 200;
+        response.content_type = "application/json";
+        response.body = body.dump(2, ' ', true, ordered_json::error_handler_t::replace);
+      }
+    });
+  }
+
+ private:
+  static constexpr const char* kName = "object_detector";
+
+  // The per-image list of a detection model's output: torchvision's scripted detection
+  // models return (losses, detections), eager ones the detections alone.
+  static std::vector<c10::IValue> DetectionList(const c10::IValue& output, size_t images) {
+    c10::IValue list = output;
+    if (output.isTuple() && output.toTupleRef().elements().size() == 2) {
+      list = output.toTupleRef().elements()[1];
+    }
+    if (!list.isList()) {
+      throw HandlerError(std::string(kName) + ": the model returned " + output.tagKind() +
+                         ", expected a list of detections (one dict per image) or "
+                         "(losses, detections)");
+    }
+    std::vector<c10::IValue> detections = list.toList().vec();
+    if (detections.size() != images) {
+      throw HandlerError(std::string(kName) + ": the model returned " +
+                         std::to_string(detections.size()) + " detections for " +
+                         std::to_string(images) + " images");
+    }
+    return detections;
+  }
+
+  static Detections ReadDetections(const c10::IValue& value) {
+    if (!value.isGenericDict()) {
+      throw HandlerError(std::string(kName) + ": a detection is " + value.tagKind() +
+                         ", expected a dict with \"boxes\", \"labels\" and \"scores\"");
+    }
+    const c10::Dict<c10::IValue, c10::IValue> dict = value.toGenericDict();
+    auto get = [&](const char* key) {
+      const auto it = dict.find(c10::IValue(std::string(key)));
+      if (it == dict.end() || !it->value().isTensor()) {
+        throw HandlerError(std::string(kName) + ": a detection has no tensor \"" + key + "\"");
+      }
+      return it->value().toTensor();
+    };
+    Detections d{get("boxes"), get("labels"), get("scores")};
+    const int64_t k = d.scores.dim() == 1 ? d.scores.size(0) : -1;
+    if (k < 0 || d.labels.dim() != 1 || d.labels.size(0) != k || d.boxes.dim() != 2 ||
+        d.boxes.size(0) != k || d.boxes.size(1) != 4 || !d.scores.is_floating_point()) {
+      throw HandlerError(std::string(kName) + ": detections of shapes boxes " +
+                         c10::str(d.boxes.sizes()) + ", labels " + c10::str(d.labels.sizes()) +
+                         ", scores " + c10::str(d.scores.sizes()) +
+                         ", expected [K, 4], [K] and [K] (floating scores)");
+    }
+    d.scores = d.scores.to(at::kFloat);
+    return d;
+  }
+
+  int threads_ = 1;
+  float threshold_ = kDefaultDetectionThreshold;
   torch::jit::Module module_;
   std::map<std::string, std::string> labels_;  // class index (as a string) -> label
 };
@@ -715,10 +990,20 @@ std::unique_ptr<Handler> MakeImageClassifierHandler() {
   return std::make_unique<ImageClassifierHandler>();
 }
 
+std::unique_ptr<Handler> MakeImageSegmenterHandler() {
+  return std::make_unique<ImageSegmenterHandler>();
+}
+
+std::unique_ptr<Handler> MakeObjectDetectorHandler() {
+  return std::make_unique<ObjectDetectorHandler>();
+}
+
 std::unique_ptr<Handler> MakeTensorHandler() { return std::make_unique<TensorHandler>(); }
 
 void RegisterTorchHandlers(HandlerFactory* factory) {
   factory->RegisterBuiltin("image_classifier", MakeImageClassifierHandler);
+  factory->RegisterBuiltin("image_segmenter", MakeImageSegmenterHandler);
+  factory->RegisterBuiltin("object_detector", MakeObjectDetectorHandler);
   factory->RegisterBuiltin("tensor", MakeTensorHandler);
 }
 

@@ -20,6 +20,40 @@
 //               are the class index as a string when there is no index_to_name.json or it
 //               lacks the class).
 //
+// "image_segmenter" (TorchServe's handler of that name):
+//   Initialize  as image_classifier, without labels; warm-up on a zero [1, 3, 224, 224].
+//   Preprocess  as image_classifier: Resize(256), CenterCrop(224), ToTensor, ImageNet
+//               Normalize, stacked into [N, 3, 224, 224].
+//   Inference   forward under c10::InferenceMode; the output is a dict whose "out" is
+//               [N, classes, H, W] (torchvision's segmentation models), or that tensor.
+//   Postprocess softmax over the classes, then per pixel the top class and its probability:
+//               each request answers [H][W][2] nested lists of [class (as a float, e.g.
+//               3.0), probability], as TorchServe's torch.stack([indices.float(), values],
+//               dim=3).tolist() with json.dumps(indent=2), byte for byte. (TorchServe
+//               answers this rather than the [K][H][W] scores, which is too big.)
+//
+// "object_detector" (TorchServe's handler of that name):
+//   Initialize  loads the module and index_to_name.json as image_classifier (labels
+//               {"0": "background", ...} or {"object_type_names": [...]}); reads
+//               model-config.yaml's detectionThreshold (a tserve key, 0..1; default 0.5,
+//               TorchServe's fixed ObjectDetector.threshold); warm-up forwards on a list of
+//               one zero [3, 224, 224] image (warmupIterations).
+//   Preprocess  each body is a JPEG or PNG: decoded whole and ToTensor'd (p / 255 in
+//               float, [3, H, W] at the image's own size: the model resizes and normalises
+//               itself, as torchvision's detection models do). The decoded image and its
+//               tensor are held (15 bytes a pixel), so images are limited to
+//               kMaxObjectDetectorImagePixels (below; a larger one is its request's 400,
+//               refused from the header before any pixel is decoded).
+//   Inference   one forward on the List[Tensor] of the batch's images (images of different
+//               sizes run together). The output is torchvision's: a list with one dict
+//               {"boxes": [K, 4], "labels": [K], "scores": [K]} per image, or (losses,
+//               that list) as scripted torchvision detection models return.
+//   Postprocess per image, the detections whose score >= the threshold (compared in float,
+//               as torch does), in the model's order, each
+//               {"<label>": [x1, y1, x2, y2], "score": s}, as a list: json.dumps(indent=2)
+//               of TorchServe's answer ("[]" when nothing reaches the threshold). The label
+//               is index_to_name.json's name for the class, else the class index.
+//
 // "tensor" (generic): each request's body is JSON: nested lists of numbers (one sample), or
 //   {"data": <nested lists>} (other members ignored). Each body is read and checked alone,
 //   streaming (at most 4,194,304 numbers, 32 levels of nesting, nothing allocated from a
@@ -61,6 +95,7 @@
 // Thread safety: as any Handler, one instance is used by one thread at a time; distinct
 // instances (each with its own module) run concurrently.
 
+#include <cstdint>
 #include <memory>
 
 #include "backend/handler_factory.h"
@@ -68,11 +103,18 @@
 
 namespace tserve::backend {
 
-// Registers "image_classifier" and "tensor".
+// The most pixels an image sent to object_detector may have: it is held whole, decoded (3
+// bytes a pixel) and as a float tensor (12), about 250 MB at this size (4096 x 4096; a
+// 12-megapixel photo fits). The other image handlers stream (see image.h).
+inline constexpr int64_t kMaxObjectDetectorImagePixels = int64_t{4096} * 4096;
+
+// Registers "image_classifier", "image_segmenter", "object_detector" and "tensor".
 void RegisterTorchHandlers(HandlerFactory* factory);
 
 // The makers RegisterTorchHandlers registers (tests use them directly).
 std::unique_ptr<Handler> MakeImageClassifierHandler();
+std::unique_ptr<Handler> MakeImageSegmenterHandler();
+std::unique_ptr<Handler> MakeObjectDetectorHandler();
 std::unique_ptr<Handler> MakeTensorHandler();
 
 }  // namespace tserve::backend

@@ -13,6 +13,7 @@
 
 #include <ATen/Parallel.h>
 #include <gtest/gtest.h>
+#include <torch/script.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -21,6 +22,8 @@
 #include <stdexcept>
 #include <string>
 #include <vector>
+
+#include <nlohmann/json.hpp>
 
 #include "backend/handler_factory.h"
 
@@ -461,6 +464,312 @@ TEST(ImageClassifierTest, AllImagesRejectedRunsNoForward) {
   const auto responses = RunBatch(*handler, {"", "GIF89a"});
   EXPECT_EQ(responses[0].status, 400);
   EXPECT_EQ(responses[1].status, 400);
+}
+
+// ---- image_segmenter and object_detector ------------------------------------------------
+//
+// Their models are tiny TorchScript modules compiled here (torch::jit::Module::define) with
+// outputs exact in float, so the expected bodies are exact: TorchServe's json.dumps(indent=2)
+// of its handlers' answers for the same outputs (printed by Python).
+
+// A folder of its own under the system temp dir, removed at the end of the test.
+class VisionModelDir {
+ public:
+  explicit VisionModelDir(const std::string& name)
+      : path_(std::filesystem::temp_directory_path() /
+              ("tserve_vision_" + std::to_string(getpid()) + "_" + name)) {
+    std::filesystem::remove_all(path_);
+    std::filesystem::create_directories(path_);
+  }
+  ~VisionModelDir() { std::filesystem::remove_all(path_); }
+  std::string dir() const { return path_.string(); }
+  std::string file(const std::string& name) const { return (path_ / name).string(); }
+  // Compiles `source` (TorchScript methods) into model.pt and returns its path.
+  std::string Save(const std::string& source) const {
+    torch::jit::Module module("TinyVision");
+    module.define(source);
+    module.save(file("model.pt"));
+    return file("model.pt");
+  }
+  void Write(const std::string& name, const std::string& text) const {
+    std::ofstream(file(name)) << text;
+  }
+
+ private:
+  std::filesystem::path path_;
+};
+
+// Whatever the image, a 2 x 3 map over 2 classes: row 0 is class 0, row 1 class 1 except its
+// last pixel (class 0); every top probability is 1 (the others are -inf).
+constexpr const char* kTinySegmenter = R"(
+def forward(self, x: Tensor) -> Dict[str, Tensor]:
+    out = torch.full([x.size(0), 2, 2, 3], float('-inf'))
+    out[:, 0, 0, :] = 0.0
+    out[:, 1, 1, :] = 0.0
+    out[:, 1, 1, 2] = float('-inf')
+    out[:, 0, 1, 2] = 0.0
+    return {"out": out, "aux": x}
+)";
+
+constexpr const char* kTinySegmenterBody = R"([
+  [
+    [
+      0.0,
+      1.0
+    ],
+    [
+      0.0,
+      1.0
+    ],
+    [
+      0.0,
+      1.0
+    ]
+  ],
+  [
+    [
+      1.0,
+      1.0
+    ],
+    [
+      1.0,
+      1.0
+    ],
+    [
+      0.0,
+      1.0
+    ]
+  ]
+])";
+
+TEST(ImageSegmenterTest, AnswersTorchServesClassAndProbabilityPerPixel) {
+  VisionModelDir dir("segmenter");
+  std::unique_ptr<Handler> handler = MakeImageSegmenterHandler();
+  handler->Initialize(Context(dir.dir(), dir.Save(kTinySegmenter)));
+  const std::string jpg = ReadFile(kFixtures + "/images/kitten_small.jpg");
+  const std::string png = ReadFile(kFixtures + "/images/kitten_small.png");
+  const auto responses = RunBatch(*handler, {jpg, "GIF89a", png, jpg.substr(0, 100)});
+  EXPECT_EQ(responses[0].status, 200);
+  EXPECT_EQ(responses[0].content_type, "application/json");
+  EXPECT_EQ(responses[0].body, kTinySegmenterBody);
+  EXPECT_EQ(responses[1].status, 400);
+  EXPECT_EQ(responses[1].body.rfind(std::string(kBadRequestPrefix) + "not a JPEG or PNG", 0), 0u)
+      << responses[1].body;
+  EXPECT_EQ(responses[2].status, 200);
+  EXPECT_EQ(responses[2].body, kTinySegmenterBody);
+  EXPECT_EQ(responses[3].status, 400);
+  EXPECT_NE(responses[3].body.find("invalid JPEG image"), std::string::npos);
+}
+
+TEST(ImageSegmenterTest, TakesTheModelsInputAsTheClassifierDoes) {
+  // The model answers its input (the normalised 224 x 224 crop) as the scores: 3 classes.
+  VisionModelDir dir("segmenter_input");
+  std::unique_ptr<Handler> handler = MakeImageSegmenterHandler();
+  handler->Initialize(Context(dir.dir(), dir.Save(R"(
+def forward(self, x: Tensor) -> Tensor:
+    return x
+)")));
+  const auto responses = RunBatch(*handler, {ReadFile(kFixtures + "/images/kitten_small.png")});
+  ASSERT_EQ(responses[0].status, 200) << responses[0].body;
+  const nlohmann::json map = nlohmann::json::parse(responses[0].body);
+  ASSERT_EQ(map.size(), 224u);
+  ASSERT_EQ(map[0].size(), 224u);
+  for (const auto& row : map) {
+    for (const auto& pixel : row) {
+      ASSERT_EQ(pixel.size(), 2u);
+      const double cls = pixel[0].get<double>();
+      EXPECT_TRUE(cls == 0.0 || cls == 1.0 || cls == 2.0) << cls;
+      EXPECT_GE(pixel[1].get<double>(), 1.0 / 3 - 1e-6);
+    }
+  }
+}
+
+TEST(ImageSegmenterTest, OutputOfTheWrongShapeFailsTheBatch) {
+  VisionModelDir dir("segmenter_bad");
+  std::unique_ptr<Handler> handler = MakeImageSegmenterHandler();
+  ModelContext context = Context(dir.dir(), dir.Save(R"(
+def forward(self, x: Tensor) -> Dict[str, Tensor]:
+    return {"logits": x.mean([2, 3])}
+)"));
+  context.config["warmupIterations"] = "0";
+  handler->Initialize(context);
+  Batch batch;
+  const std::string jpg = ReadFile(kFixtures + "/images/kitten_small.jpg");
+  batch.requests.push_back(InferenceRequest{"id", "image/jpeg", jpg});
+  handler->Preprocess(batch);
+  try {
+    handler->Inference(batch);
+    FAIL() << "expected an error";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find(
+                  "image_segmenter: the model returned a dict without a tensor \"out\""),
+              std::string::npos)
+        << e.what();
+  }
+}
+
+// Per image: a box over the whole image (class 1, score 0.75), a fixed box (class 7, score
+// 0.25), and one scoring 0.125 only if the input is ToTensor's (3 channels in [0, 1]).
+constexpr const char* kTinyDetector = R"(
+def forward(self, images: List[Tensor]) -> Tuple[Dict[str, Tensor], List[Dict[str, Tensor]]]:
+    out: List[Dict[str, Tensor]] = []
+    for img in images:
+        h = float(img.size(1))
+        w = float(img.size(2))
+        ok = img.size(0) == 3 and bool(img.min() >= 0.0) and bool(img.max() <= 1.0) and bool(img.max() > 0.5)
+        third = 0.125 if ok else 0.0
+        out.append({"boxes": torch.tensor([[0.0, 0.0, w, h], [1.0, 2.0, 3.0, 4.5], [0.5, 0.5, 1.5, 1.5]]),
+                    "labels": torch.tensor([1, 7, 2]),
+                    "scores": torch.tensor([0.75, 0.25, third])})
+    losses: Dict[str, Tensor] = {}
+    return (losses, out)
+)";
+
+std::unique_ptr<Handler> TinyDetector(const VisionModelDir& dir, const std::string& threshold) {
+  std::unique_ptr<Handler> handler = MakeObjectDetectorHandler();
+  ModelContext context = Context(dir.dir(), dir.Save(kTinyDetector));
+  if (!threshold.empty()) context.config["detectionThreshold"] = threshold;
+  handler->Initialize(context);
+  return handler;
+}
+
+TEST(ObjectDetectorTest, DefaultThresholdAndLabelsAsTorchServe) {
+  VisionModelDir dir("detector");
+  dir.Write("index_to_name.json", R"({"0": "__background__", "1": "cat", "2": "dog"})");
+  auto handler = TinyDetector(dir, "");
+  const std::string jpg = ReadFile(kFixtures + "/images/kitten_small.jpg");  // 64 x 48
+  const auto responses = RunBatch(*handler, {jpg, "", jpg});
+  EXPECT_EQ(responses[0].status, 200);
+  EXPECT_EQ(responses[0].content_type, "application/json");
+  EXPECT_EQ(responses[0].body, R"([
+  {
+    "cat": [
+      0.0,
+      0.0,
+      64.0,
+      48.0
+    ],
+    "score": 0.75
+  }
+])");
+  EXPECT_EQ(responses[1].status, 400);
+  EXPECT_EQ(responses[1].body,
+            std::string(kBadRequestPrefix) + "not a JPEG or PNG image (empty body)\"\n}\n");
+  EXPECT_EQ(responses[2].body, responses[0].body);
+}
+
+TEST(ObjectDetectorTest, LowThresholdKeepsScoresAtLeastItInTheModelsOrder) {
+  VisionModelDir dir("detector_low");
+  dir.Write("index_to_name.json", R"({"object_type_names": ["__background__", "cat", "dog"]})");
+  auto handler = TinyDetector(dir, "0.125");  // >=: the 0.125 detection is kept
+  const auto responses = RunBatch(*handler, {ReadFile(kFixtures + "/images/kitten_small.png")});
+  ASSERT_EQ(responses[0].status, 200) << responses[0].body;
+  // Class 7 has no name: its index. Class 2 scores 0.125 only for ToTensor's input.
+  EXPECT_EQ(responses[0].body, R"([
+  {
+    "cat": [
+      0.0,
+      0.0,
+      64.0,
+      48.0
+    ],
+    "score": 0.75
+  },
+  {
+    "7": [
+      1.0,
+      2.0,
+      3.0,
+      4.5
+    ],
+    "score": 0.25
+  },
+  {
+    "dog": [
+      0.5,
+      0.5,
+      1.5,
+      1.5
+    ],
+    "score": 0.125
+  }
+])");
+}
+
+TEST(ObjectDetectorTest, NothingAboveTheThresholdIsAnEmptyList) {
+  VisionModelDir dir("detector_none");
+  auto handler = TinyDetector(dir, "0.9");
+  const auto responses = RunBatch(*handler, {ReadFile(kFixtures + "/images/kitten_small.jpg")});
+  EXPECT_EQ(responses[0].status, 200);
+  EXPECT_EQ(responses[0].body, "[]");
+}
+
+TEST(ObjectDetectorTest, ImagesOfDifferentSizesShareAForward) {
+  // Eager-style output (the list alone); the boxes follow each image's own size.
+  VisionModelDir dir("detector_sizes");
+  std::unique_ptr<Handler> handler = MakeObjectDetectorHandler();
+  handler->Initialize(Context(dir.dir(), dir.Save(R"(
+def forward(self, images: List[Tensor]) -> List[Dict[str, Tensor]]:
+    out: List[Dict[str, Tensor]] = []
+    for img in images:
+        out.append({"boxes": torch.tensor([[0.0, 0.0, float(img.size(2)), float(img.size(1))]]),
+                    "labels": torch.tensor([len(images)]),
+                    "scores": torch.tensor([0.5])})
+    return out
+)")));
+  const std::string jpg = ReadFile(kFixtures + "/images/kitten_small.jpg");             // 64 x 48
+  const std::string small = ReadFile(kFixtures + "/images/kitten_small_resize32.png");  // resized
+  const auto responses = RunBatch(*handler, {jpg, small});
+  ASSERT_EQ(responses[0].status, 200) << responses[0].body;
+  ASSERT_EQ(responses[1].status, 200) << responses[1].body;
+  const auto first = nlohmann::json::parse(responses[0].body);
+  const auto second = nlohmann::json::parse(responses[1].body);
+  EXPECT_EQ(first[0]["2"], nlohmann::json({0.0, 0.0, 64.0, 48.0}));  // 2 images, one forward
+  EXPECT_EQ(second[0]["2"][0], 0.0);
+  EXPECT_NE(second[0]["2"], first[0]["2"]);
+  EXPECT_EQ(second[0]["score"], 0.5);
+}
+
+TEST(ObjectDetectorTest, BadThresholdAndBadOutputs) {
+  VisionModelDir dir("detector_bad");
+  for (const char* bad : {"1.5", "-0.1", "half", "nan"}) {
+    try {
+      TinyDetector(dir, bad);
+      FAIL() << "expected an error for " << bad;
+    } catch (const std::runtime_error& e) {
+      EXPECT_NE(std::string(e.what()).find("detectionThreshold must be 0..1"), std::string::npos)
+          << e.what();
+    }
+  }
+  std::unique_ptr<Handler> handler = MakeObjectDetectorHandler();
+  ModelContext context = Context(dir.dir(), dir.Save(R"(
+def forward(self, images: List[Tensor]) -> List[Dict[str, Tensor]]:
+    out: List[Dict[str, Tensor]] = []
+    for img in images:
+        out.append({"boxes": torch.zeros([2, 4]), "labels": torch.zeros([1]), "scores": torch.zeros([2])})
+    return out
+)"));
+  context.config["warmupIterations"] = "0";
+  handler->Initialize(context);
+  Batch batch;
+  const std::string jpg = ReadFile(kFixtures + "/images/kitten_small.jpg");
+  batch.requests.push_back(InferenceRequest{"id", "image/jpeg", jpg});
+  handler->Preprocess(batch);
+  handler->Inference(batch);
+  try {
+    handler->Postprocess(batch);
+    FAIL() << "expected an error";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("expected [K, 4], [K] and [K]"), std::string::npos)
+        << e.what();
+  }
+}
+
+TEST(TorchHandlersTest, RegistersTheVisionHandlers) {
+  HandlerFactory factory;
+  RegisterTorchHandlers(&factory);
+  EXPECT_TRUE(factory.IsBuiltin("image_segmenter"));
+  EXPECT_TRUE(factory.IsBuiltin("object_detector"));
 }
 
 }  // namespace
