@@ -52,20 +52,24 @@ class Params {
     if (it == values_.end()) return std::nullopt;
     return it->second;
   }
-  // Absent: nullopt; present but not an integer: an error naming the parameter.
-  StatusOr<std::optional<int>> Int(const std::string& key) const {
+  // Absent or empty (TorchServe's clients send "limit=" for "the default"): nullopt;
+  // present but not an integer in [min, kMaxParam]: an error naming the parameter (TorchServe
+  // silently used the default; a deliberate difference, docs/api.md).
+  static constexpr int64_t kMaxParam = 1000000;
+  StatusOr<std::optional<int>> Int(const std::string& key, int64_t min = 0) const {
     auto v = Get(key);
-    if (!v) return std::optional<int>();
+    if (!v || v->empty()) return std::optional<int>();
     auto n = ParseInt64(*v);
-    if (!n || *n < 0 || *n > 1000000) {
-      return Status::InvalidArgument("Invalid value for parameter " + key + ": \"" + *v +
-                                     "\" (expected a non-negative integer)");
+    if (!n || *n < min || *n > kMaxParam) {
+      return Status::InvalidArgument(
+          "Invalid value for parameter " + key + ": \"" + *v + "\"" +
+          (min == 0 ? " (expected a non-negative integer)" : " (expected an integer)"));
     }
     return std::optional<int>(static_cast<int>(*n));
   }
   StatusOr<std::optional<bool>> Bool(const std::string& key) const {
     auto v = Get(key);
-    if (!v) return std::optional<bool>();
+    if (!v || v->empty()) return std::optional<bool>();
     auto b = ParseBool(*v);
     if (!b) {
       return Status::InvalidArgument("Invalid value for parameter " + key + ": \"" + *v +
@@ -83,8 +87,8 @@ http::Response ManagementError(const Status& s) {
   switch (s.code()) {
     case StatusCode::kNotFound:
       return JsonError(404,
-                       s.message().rfind("Model version:", 0) == 0 ? "ModelVersionNotFoundException"
-                                                                   : "ModelNotFoundException",
+                       s.message().rfind("Model version", 0) == 0 ? "ModelVersionNotFoundException"
+                                                                  : "ModelNotFoundException",
                        s.message());
     case StatusCode::kAlreadyExists:
       return JsonError(409, "ConflictStatusException", s.message());
@@ -95,6 +99,44 @@ http::Response ManagementError(const Status& s) {
     default:
       return ErrorFromStatus(s);
   }
+}
+
+// A registration's fetch failed: TorchServe's answers for a failed download (400
+// DownloadArchiveException) and for a URL whose file is already in the store (500
+// InternalServerException "Model file already exists <name>").
+http::Response FetchError(const Status& s) {
+  if (serving::IsDownloadFailure(s)) return JsonError(400, "DownloadArchiveException", s.message());
+  if (s.code() == StatusCode::kAlreadyExists) {
+    return JsonError(500, "InternalServerException", s.message());
+  }
+  return ManagementError(s);
+}
+
+// TorchServe's answer when workers did not come up for a synchronous register or scale; the
+// version reads "null" when the request named none (TorchServe prints its null reference).
+http::Response WorkersFailed(const std::string& name, const std::string& version) {
+  return JsonError(500, "InternalServerException",
+                   "Failed to start workers for model " + name +
+                       " version: " + (version.empty() ? "null" : version));
+}
+
+// TorchServe's Manifest.RuntimeType values.
+bool IsKnownRuntime(std::string_view runtime) {
+  for (std::string_view r : {"python", "python2", "python3", "LSP"}) {
+    if (runtime == r) return true;
+  }
+  return false;
+}
+
+// A ".." component in a path or file:// URL: TorchServe's 404 before anything looks further.
+bool HasRelativePart(const std::string& url) {
+  if (serving::IsDownloadUrl(url)) return false;
+  for (const std::string& form : {url, PercentDecode(url, /*plus_as_space=*/false)}) {
+    for (std::string_view part : SplitString(form, '/')) {
+      if (part == "..") return true;
+    }
+  }
+  return false;
 }
 
 // Load errors name the archive by the path the fetcher resolved it to, inside the model
@@ -187,17 +229,19 @@ void ManagementApi::RegisterRoutes(http::Router* router) {
 void ManagementApi::List(http::Request& request, http::Responder responder) {
   Params p(request);
   if (!p.status().ok()) return responder.Send(ManagementError(p.status()));
-  auto limit = p.Int("limit");
+  auto limit = p.Int("limit", -Params::kMaxParam);
   if (!limit.ok()) return responder.Send(ManagementError(limit.status()));
-  auto token = p.Int("next_page_token");
+  auto token = p.Int("next_page_token", -Params::kMaxParam);
   if (!token.ok()) return responder.Send(ManagementError(token.status()));
-  // TorchServe: limit defaults to 100 and is capped at 100; the token is an offset.
-  int n = limit->value_or(100);
-  if (n <= 0 || n > 100) n = 100;
-  const size_t offset = static_cast<size_t>(token->value_or(0));
+  // TorchServe (ApiUtils.getModelList): limit defaults to 100, and one over 100 or below 0
+  // is 100; a negative token is 0. The token is an offset, and a page that ends at or
+  // before the last model names the next offset (even when nothing follows).
+  int n = limit->value_or(kMaxPageSize);
+  if (n < 0 || n > kMaxPageSize) n = kMaxPageSize;
+  const size_t offset = static_cast<size_t>(std::max(0, token->value_or(0)));
   auto all = models_->List();
   Json j;
-  if (offset + static_cast<size_t>(n) < all.size()) {
+  if (offset + static_cast<size_t>(n) <= all.size()) {
     j["nextPageToken"] = std::to_string(offset + static_cast<size_t>(n));
   }
   j["models"] = Json::array();
@@ -262,7 +306,11 @@ void ManagementApi::Scale(http::Request& request, http::Responder responder) {
   }
   auto shared = std::make_shared<http::Responder>(std::move(responder));
   auto done = [shared, name, version, min_workers](const Status& status, int /*workers*/) {
-    if (!status.ok()) return shared->Send(ManagementError(status));  // threads ran out
+    if (status.code() == StatusCode::kUnavailable)
+      return shared->Send(ManagementError(status));  // shutting down
+    // A worker thread that could not start, or a worker that failed to load or was not
+    // ready within the model's startup timeout: TorchServe's 500.
+    if (!status.ok()) return shared->Send(WorkersFailed(name, version));
     // TorchServe names min_worker here, whatever already ran.
     std::string msg = "Workers scaled to " + std::to_string(min_workers) + " for model: " + name;
     if (!version.empty()) msg += ", version: " + version;
@@ -287,22 +335,41 @@ void ManagementApi::Register(http::Request& request, http::Responder responder) 
                                         std::to_string(serving::kMaxUrlLength) + " are accepted."));
   }
   serving::ModelManager::LoadOverrides o;
+  // TorchServe checks the runtime before it looks at the URL.
+  if (auto runtime = p.Get("runtime"); runtime && !runtime->empty()) {
+    if (!IsKnownRuntime(*runtime)) {
+      return responder.Send(
+          JsonError(400, "BadRequestException", "Invalid RuntimeType value: " + *runtime));
+    }
+    o.runtime = *runtime;
+  }
+  if (auto handler = p.Get("handler"); handler && !handler->empty()) o.handler = *handler;
   for (auto [key, field] :
        {std::pair{"batch_size", &o.batch_size}, std::pair{"max_batch_delay", &o.max_batch_delay_ms},
         std::pair{"initial_workers", &o.initial_workers},
-        std::pair{"response_timeout", &o.response_timeout_s}}) {
+        std::pair{"response_timeout", &o.response_timeout_s},
+        std::pair{"startup_timeout", &o.startup_timeout_s}}) {
     auto v = p.Int(key);
     if (!v.ok()) return responder.Send(ManagementError(v.status()));
     *field = *v;
   }
-  if (o.batch_size && *o.batch_size < 1) {
-    return responder.Send(
-        JsonError(400, "BadRequestException", "Invalid value for parameter batch_size: 0"));
+  for (auto [key, field] : {std::pair{"batch_size", &o.batch_size},
+                            std::pair{"response_timeout", &o.response_timeout_s},
+                            std::pair{"startup_timeout", &o.startup_timeout_s}}) {
+    if (*field && **field < 1) {
+      return responder.Send(JsonError(
+          400, "BadRequestException",
+          std::string("Invalid value for parameter ") + key + ": " + std::to_string(**field)));
+    }
   }
   auto sync = p.Bool("synchronous");
   if (!sync.ok()) return responder.Send(ManagementError(sync.status()));
   const int workers = o.initial_workers.value_or(0);  // TorchServe: 0 unless asked
   o.initial_workers = workers;
+  if (HasRelativePart(*url)) {
+    return responder.Send(
+        JsonError(404, "ModelNotFoundException", "Relative path is not allowed in url: " + *url));
+  }
 
   if (!options_.fetch) {
     return responder.Send(ErrorForStatus(500, "model registration is not configured"));
@@ -310,15 +377,21 @@ void ManagementApi::Register(http::Request& request, http::Responder responder) 
   // Fetching (a download) and loading (unzipping) are slow: on a registration thread.
   auto shared = std::make_shared<http::Responder>(std::move(responder));
   auto name = p.Get("model_name").value_or("");
-  const bool synchronous = sync->value_or(false);
+  // TorchServe's RegisterModelRequest: synchronous unless asked otherwise (its API document
+  // says false; its code, which clients see, says true).
+  const bool synchronous = sync->value_or(true);
   Status queued = RunRegistration([this, shared, u = *url, name, o, workers, synchronous] {
     auto path = options_.fetch(u, cancel_);
-    if (!path.ok()) return shared->Send(ManagementError(path.status()));
-    auto model = models_->LoadAndGet({name, *path}, /*at_startup=*/false, o);
+    if (!path.ok()) return shared->Send(FetchError(path.status()));
+    const bool downloaded = serving::IsDownloadUrl(u);
+    serving::ModelManager::LoadOverrides overrides = o;
+    // Deleted when the model is unregistered, as TorchServe deletes what it downloaded.
+    if (downloaded) overrides.downloaded_archive = *path;
+    auto model = models_->LoadAndGet({name, *path}, /*at_startup=*/false, overrides);
     if (!model.ok()) {
       // A download is this registration's own copy (never an existing file): a failed
       // registration leaves nothing behind, so a retry behaves as the first try.
-      if (serving::IsDownloadUrl(u)) ::unlink(path->c_str());
+      if (downloaded) ::unlink(path->c_str());
       return shared->Send(ManagementError(NameArchiveAsGiven(model.status(), *path, u)));
     }
     const std::string head =
@@ -329,13 +402,22 @@ void ManagementApi::Register(http::Request& request, http::Responder responder) 
     }
     if (!synchronous) return shared->Send(JsonStatus(202, "Processing worker updates..."));
     auto m = *model;
+    // Answered once the workers are ready; when they cannot start, the registration is
+    // taken back whole (TorchServe unregisters it) before the 500.
+    auto fail = [this, shared, m](http::Response response) {
+      models_->DiscardAsync(m, [shared, response = std::move(response)]() mutable {
+        shared->Send(std::move(response));
+      });
+    };
     Status s = models_->ScaleAsync(
         m, workers, std::max(workers, m->max_workers.load()), true,
-        [shared, head](const Status& status, int n) {
-          if (!status.ok()) return shared->Send(ManagementError(status));
-          shared->Send(JsonStatus(200, head + std::to_string(n) + " initial workers"));
+        [shared, head, m, workers, fail](const Status& status, int /*ready*/) {
+          if (status.code() == StatusCode::kUnavailable)
+            return shared->Send(ManagementError(status));
+          if (!status.ok()) return fail(WorkersFailed(m->name, m->version));
+          shared->Send(JsonStatus(200, head + std::to_string(workers) + " initial workers"));
         });
-    if (!s.ok()) shared->Send(ManagementError(s));
+    if (!s.ok()) fail(ManagementError(s));
   });
   if (!queued.ok()) shared->Send(ManagementError(queued));
 }

@@ -19,7 +19,11 @@ namespace tserve::api {
 // describe, scale, register, unregister, set-default, and OPTIONS / (OpenAPI).
 // Register/unregister answer 405 unless enable_model_api. Parameters come from the query
 // string or an application/x-www-form-urlencoded body (curl -d), or a JSON body (nested at
-// most kMaxJsonDepth deep, else 400); a malformed integer is a 400 naming the parameter.
+// most kMaxJsonDepth deep, else 400); an empty value means the default, a malformed integer
+// is a 400 naming the parameter. Register is synchronous unless synchronous=false (as
+// TorchServe's code): it answers 200 once its workers are ready, or 500 "Failed to start
+// workers ..." and takes the registration back when one fails to load or startup_timeout
+// passes; a synchronous scale answers the same 500 (and keeps the model).
 // Registrations (fetch, unzip, load) run on a few registration threads of their own, at
 // most kMaxConcurrentRegistrations at once (more answer 503), so a slow download never
 // delays scaling or unloading, which run on the manager's control thread.
@@ -37,6 +41,8 @@ class ManagementApi {
     bool enable_model_api = false;
     Fetcher fetch;
   };
+  // The most models one page of GET /models lists (TorchServe's limit).
+  static constexpr int kMaxPageSize = 100;
   // Registrations in progress at once (each may hold a download); more answer 503.
   static constexpr int kMaxConcurrentRegistrations = 4;
 

@@ -104,6 +104,8 @@ StatusOr<ModelConfig> ParseModelConfig(std::string_view yaml, std::string_view s
         s = p.Int(key, value, line, 0, &config.max_batch_delay_ms);
       } else if (key == "responseTimeout") {
         s = p.Int(key, value, line, 1, &config.response_timeout_s);
+      } else if (key == "startupTimeout") {
+        s = p.Int(key, value, line, 1, &config.startup_timeout_s);
       } else if (key == "deviceType") {
         s = p.DeviceType(value, line, &config.device_type);
       }

@@ -20,6 +20,7 @@ struct ModelConfig {
   std::optional<int> batch_size;          // batchSize, ≥ 1
   std::optional<int> max_batch_delay_ms;  // maxBatchDelay (milliseconds), ≥ 0
   std::optional<int> response_timeout_s;  // responseTimeout (seconds), ≥ 1
+  std::optional<int> startup_timeout_s;   // startupTimeout (seconds), ≥ 1; default 120
   std::string device_type;                // deviceType: "", "cpu" or "gpu"
   std::map<std::string, std::string> scalars;
 

@@ -6,6 +6,7 @@
 #include <ifaddrs.h>
 #include <netinet/in.h>
 #include <re2/re2.h>
+#include <spdlog/spdlog.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -530,8 +531,7 @@ Status Publish(const TempFile& tmp, const std::string& dest, const std::string& 
     err = errno;
   }
   if (err == EEXIST) {
-    return Status::AlreadyExists("model archive " + name +
-                                 " already exists in the model store; not overwriting it");
+    return Status::AlreadyExists("Model file already exists " + name);
   }
   return Status::Internal("cannot move the download of " + name +
                           " into place: " + std::strerror(err));
@@ -555,8 +555,7 @@ StatusOr<std::string> Download(const FetchRequest& req) {
                                  " exists in the model store; not replacing it with a download");
   }
   if (!req.overwrite && ::lstat(dest.c_str(), &st) == 0) {
-    return Status::AlreadyExists("model archive " + *name +
-                                 " already exists in the model store; not overwriting it");
+    return Status::AlreadyExists("Model file already exists " + *name);
   }
 
   const std::string aborted = "Download from " + url + " aborted: the server is shutting down";
@@ -604,14 +603,21 @@ StatusOr<std::string> Download(const FetchRequest& req) {
   const auto deadline = std::chrono::steady_clock::now() + req.timeout;
   const long connect_ms = static_cast<long>(
       std::min<int64_t>(std::chrono::milliseconds(req.timeout).count(), int64_t{30000}));
-  const std::string failed = "Failed to download archive from " + url + ": ";
+  // TorchServe's words for every failed download (DownloadArchiveException); the cause
+  // goes to the log.
+  auto fail = [&url](StatusCode code, const std::string& why) {
+    spdlog::warn("Failed to download archive from {}: {}", url, why);
+    return Status(code, std::string(kDownloadFailedPrefix) + url);
+  };
+  // tserve's own refusals (limits TorchServe lacks) say which limit, after the same words.
+  const std::string failed = std::string(kDownloadFailedPrefix) + url + ": ";
   std::string current = url;
   for (int hop = 0;; ++hop) {
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
         deadline - std::chrono::steady_clock::now());
     if (left.count() <= 0) {
-      return Status(StatusCode::kDeadlineExceeded,
-                    failed + "timed out after " + std::to_string(req.timeout.count()) + " s");
+      return fail(StatusCode::kDeadlineExceeded,
+                  "timed out after " + std::to_string(req.timeout.count()) + " s");
     }
     if (!tmp.Truncate()) return Status::Internal(tmp.WriteError(errno));
     sink.written = 0;
@@ -636,11 +642,11 @@ StatusOr<std::string> Download(const FetchRequest& req) {
     }
     if (sink.write_errno != 0) return Status::Internal(tmp.WriteError(sink.write_errno));
     if (rc == CURLE_OPERATION_TIMEDOUT) {
-      return Status(StatusCode::kDeadlineExceeded,
-                    failed + "timed out after " + std::to_string(req.timeout.count()) + " s");
+      return fail(StatusCode::kDeadlineExceeded,
+                  "timed out after " + std::to_string(req.timeout.count()) + " s");
     }
     if (rc != CURLE_OK && !(rc == CURLE_WRITE_ERROR && sink.not_success)) {
-      return Status::Unavailable(failed + (errbuf[0] ? errbuf : curl_easy_strerror(rc)));
+      return fail(StatusCode::kUnavailable, errbuf[0] ? errbuf : curl_easy_strerror(rc));
     }
     long code = 0;
     curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &code);
@@ -653,13 +659,13 @@ StatusOr<std::string> Download(const FetchRequest& req) {
       char* location = nullptr;
       curl_easy_getinfo(c, CURLINFO_REDIRECT_URL, &location);
       if (location == nullptr || location[0] == '\0') {
-        return Status::InvalidArgument(failed + "HTTP status " + std::to_string(code) + " from " +
-                                       current + " without a Location");
+        return fail(StatusCode::kInvalidArgument, "HTTP status " + std::to_string(code) + " from " +
+                                                      current + " without a Location");
       }
       std::string target = location;  // curl made it absolute; copy before the next perform
       if (hop == kMaxDownloadRedirects) {
-        return Status::InvalidArgument(failed + "more than " +
-                                       std::to_string(kMaxDownloadRedirects) + " redirects");
+        return fail(StatusCode::kInvalidArgument,
+                    "more than " + std::to_string(kMaxDownloadRedirects) + " redirects");
       }
       if (Status s = CheckHttpUrl(target); !s.ok()) {
         return Status(s.code(), failed + "redirected to a refused URL: " + s.message());
@@ -671,10 +677,10 @@ StatusOr<std::string> Download(const FetchRequest& req) {
       continue;
     }
     if (code < 200 || code >= 300) {
-      return Status::InvalidArgument(failed + "HTTP status " + std::to_string(code) +
-                                     (current == url ? "" : " from " + current));
+      return fail(StatusCode::kInvalidArgument, "HTTP status " + std::to_string(code) +
+                                                    (current == url ? "" : " from " + current));
     }
-    if (sink.written == 0) return Status::InvalidArgument(failed + "the server sent no content");
+    if (sink.written == 0) return fail(StatusCode::kInvalidArgument, "the server sent no content");
     break;
   }
 
@@ -685,6 +691,10 @@ StatusOr<std::string> Download(const FetchRequest& req) {
 }
 
 }  // namespace
+
+bool IsDownloadFailure(const Status& status) {
+  return !status.ok() && std::string_view(status.message()).starts_with(kDownloadFailedPrefix);
+}
 
 bool IsDownloadUrl(std::string_view url) {
   std::optional<std::string> scheme = SchemeOf(url);

@@ -88,6 +88,12 @@ struct FetchRequest {
   const std::atomic<bool>* cancel = nullptr;
 };
 
+// How every failed download's message begins (TorchServe's DownloadArchiveException words):
+// "Failed to download archive from: <url>", and for tserve's own limits ": <which limit>".
+inline constexpr std::string_view kDownloadFailedPrefix = "Failed to download archive from: ";
+// True for a status FetchModelArchive returned for a failed download (see above).
+bool IsDownloadFailure(const Status& status);
+
 // True for http:// and https:// URLs (any case): the ones FetchModelArchive downloads, so
 // the caller knows the returned file is a copy it may delete when registration fails.
 bool IsDownloadUrl(std::string_view url);
@@ -114,13 +120,14 @@ bool IsDownloadUrl(std::string_view url);
 //  - any other scheme is InvalidArgument.
 // Plain paths and file:// paths with a ".." component, a NUL byte, or resolving outside the
 // store (symlinks included) are InvalidArgument; a missing file is NotFound.
-// Download errors: an existing <name> without overwrite → AlreadyExists naming it; HTTP
-// status >= 400 → InvalidArgument naming the status; over the cap → InvalidArgument
-// "... exceeds the maximum download size of N bytes"; timeout → DeadlineExceeded; network
-// failures → Unavailable; local I/O → Internal. No message names a path on this host other
-// than the URL as given.
-// Thread safety: reentrant; concurrent calls for the same name never interleave bytes (the
-// rename is atomic; without overwrite, the second rename fails with AlreadyExists).
+// Download errors: an existing <name> without overwrite → AlreadyExists "Model file already
+// exists <name>" (TorchServe's words); HTTP status >= 400 → InvalidArgument; over the cap →
+// InvalidArgument "...: the archive exceeds the maximum download size of N bytes"; timeout
+// → DeadlineExceeded; network failures → Unavailable; all of these read
+// "Failed to download archive from: <url>" (the cause is logged); local I/O → Internal. No message
+// names a path on this host other than the URL as given. Thread safety: reentrant; concurrent calls
+// for the same name never interleave bytes (the rename is atomic; without overwrite, the second
+// rename fails with AlreadyExists).
 StatusOr<std::string> FetchModelArchive(const FetchRequest& request);
 
 }  // namespace tserve::serving

@@ -2,7 +2,11 @@
 
 #include <spdlog/spdlog.h>
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <thread>
 
 namespace tserve::serving {
@@ -69,6 +73,9 @@ StatusOr<std::shared_ptr<LoadedModel>> ModelManager::LoadAndGet(const ModelSpec&
       if (armed) RemoveExtractedArchive(m->archive);
     }
   } cleanup{model.get()};
+  // A registration's handler= and runtime= replace the manifest's (TorchServe's precedence).
+  if (overrides.handler) model->archive.manifest.handler = *overrides.handler;
+  if (overrides.runtime) model->archive.manifest.runtime = *overrides.runtime;
   const Manifest& manifest = model->archive.manifest;
   model->name = spec.name.empty() ? manifest.model_name : spec.name;
   model->version = manifest.model_version.empty() ? "1.0" : manifest.model_version;
@@ -78,9 +85,6 @@ StatusOr<std::shared_ptr<LoadedModel>> ModelManager::LoadAndGet(const ModelSpec&
   }
   size_t slash = spec.path.find_last_of('/');
   model->url = slash == std::string::npos ? spec.path : spec.path.substr(slash + 1);
-  if (overrides.fill_config) {
-    overrides.fill_config(model->name, model->version, model->archive.config);
-  }
   const ModelConfig& config = model->archive.config;
   const int limit = max_workers_per_model_;
   if (overrides.initial_workers && *overrides.initial_workers > limit) {
@@ -106,6 +110,9 @@ StatusOr<std::shared_ptr<LoadedModel>> ModelManager::LoadAndGet(const ModelSpec&
       overrides.max_batch_delay_ms.value_or(config.max_batch_delay_ms.value_or(100));
   model->response_timeout_s = overrides.response_timeout_s.value_or(
       config.response_timeout_s.value_or(options_.default_response_timeout_s));
+  model->startup_timeout_s = overrides.startup_timeout_s.value_or(
+      config.startup_timeout_s.value_or(options_.default_startup_timeout_s));
+  model->downloaded_archive = overrides.downloaded_archive;
   model->loaded_at_startup = at_startup;
 
   {
@@ -240,16 +247,17 @@ Status ModelManager::ScaleAsync(std::shared_ptr<LoadedModel> model, int min_work
     Status status = model->pool->SetWorkerCount(target);
     const int running = model->pool->worker_count();
     if (!status.ok()) ShrinkReservation(model.get(), running);
-    if (wait_ready && status.ok()) {
-      // Until every worker is ready, or has failed to load (it keeps retrying).
-      const auto until = Clock::now() + std::chrono::seconds(model->response_timeout_s);
-      while (Clock::now() < until && model->pool->ready_workers() < target &&
-             !model->pool->all_settled()) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(20));
-      }
-    }
     spdlog::info("Model {} version {}: {} worker{} (min {}, max {})", model->name, model->version,
                  running, running == 1 ? "" : "s", min_workers, max_workers);
+    if (wait_ready && status.ok() && done) {
+      // Until every worker is ready, or one has failed to load, or startup_timeout_s: the
+      // reaper watches (CheckReadyWaits), so this thread goes on with other changes.
+      std::lock_guard<std::mutex> lock(waits_mu_);
+      waits_.push_back(ReadyWait{model, target,
+                                 Clock::now() + std::chrono::seconds(model->startup_timeout_s),
+                                 std::move(done)});
+      return;
+    }
     if (done) done(status, status.ok() ? target : running);
   });
   return Status::Ok();
@@ -297,15 +305,7 @@ Status ModelManager::UnregisterAsync(std::string_view name, std::string_view ver
   }
   // No new request reaches it now; let the queued ones finish, then stop the workers.
   Post([this, model, done = std::move(done)]() mutable {
-    const auto until = Clock::now() + std::chrono::seconds(model->response_timeout_s);
-    while (model->pool->queue_depth() > 0 && model->pool->ready_workers() > 0 &&
-           Clock::now() < until) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-    model->pool->Shutdown();
-    ReleaseReservation(model.get());
-    RemoveExtractedArchive(model->archive);
-    spdlog::info("Model {} version {} unregistered", model->name, model->version);
+    Unload(model.get());
     // Let go first: when nothing else holds it, its metric series go now, before the answer.
     model.reset();
     if (done) done();
@@ -313,13 +313,93 @@ Status ModelManager::UnregisterAsync(std::string_view name, std::string_view ver
   return Status::Ok();
 }
 
+void ModelManager::Unload(LoadedModel* model) {
+  const auto until = Clock::now() + std::chrono::seconds(model->response_timeout_s);
+  while (model->pool->queue_depth() > 0 && model->pool->ready_workers() > 0 &&
+         Clock::now() < until) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  model->pool->Shutdown();
+  ReleaseReservation(model);
+  RemoveExtractedArchive(model->archive);
+  if (!model->downloaded_archive.empty() && ::unlink(model->downloaded_archive.c_str()) != 0 &&
+      errno != ENOENT) {
+    spdlog::warn("Model {} version {}: cannot delete its downloaded archive: {}", model->name,
+                 model->version, std::strerror(errno));
+  }
+  spdlog::info("Model {} version {} unregistered", model->name, model->version);
+}
+
+void ModelManager::DiscardAsync(std::shared_ptr<LoadedModel> model, std::function<void()> done) {
+  bool removed = false;
+  {
+    std::unique_lock<std::shared_mutex> lock(mu_);
+    auto it = models_.find(model->name);
+    if (it != models_.end()) {
+      Entry& entry = it->second;
+      auto v = entry.versions.find(model->version);
+      if (v != entry.versions.end() && v->second == model) {
+        entry.versions.erase(v);
+        removed = true;
+        if (entry.versions.empty()) {
+          models_.erase(it);
+        } else if (entry.default_version == model->version) {
+          entry.default_version = entry.versions.begin()->first;
+        }
+      }
+    }
+  }
+  // Not registered any more: an unregister took it and unloads it.
+  Post([this, model = std::move(model), removed, done = std::move(done)]() mutable {
+    if (removed) Unload(model.get());
+    model.reset();
+    if (done) done();
+  });
+}
+
+void ModelManager::CheckReadyWaits(bool stopping) {
+  std::vector<std::pair<ReadyWait, Status>> finished;
+  {
+    std::lock_guard<std::mutex> lock(waits_mu_);
+    const auto now = Clock::now();
+    for (auto it = waits_.begin(); it != waits_.end();) {
+      const WorkerPool& pool = *it->model->pool;
+      const int ready = pool.ready_workers();
+      Status status;
+      if (stopping) {
+        status = Status::Unavailable("The server is shutting down");
+      } else if (ready >= it->target) {
+        status = Status::Ok();
+      } else if (pool.all_settled() || now >= it->until) {
+        status = Status::Internal(
+            "workers not ready: " + std::to_string(ready) + " of " + std::to_string(it->target) +
+            (pool.all_settled() ? " (the others failed to load)"
+                                : " within startup_timeout " +
+                                      std::to_string(it->model->startup_timeout_s) + " s"));
+      } else {
+        ++it;
+        continue;
+      }
+      finished.emplace_back(std::move(*it), std::move(status));
+      it = waits_.erase(it);
+    }
+  }
+  for (auto& [wait, status] : finished) {
+    if (!status.ok()) {
+      spdlog::warn("Model {} version {}: {}", wait.model->name, wait.model->version,
+                   status.message());
+    }
+    wait.done(status, wait.model->pool->ready_workers());
+  }
+}
+
 Status ModelManager::SetDefault(std::string_view name, std::string_view version) {
   std::unique_lock<std::shared_mutex> lock(mu_);
   auto it = models_.find(name);
   if (it == models_.end()) return Status::NotFound("Model not found: " + std::string(name));
   if (it->second.versions.count(std::string(version)) == 0) {
-    return Status::NotFound("Model version: " + std::string(version) +
-                            " does not exist for model: " + std::string(name));
+    return Status::NotFound("Model version " + std::string(version) + " does not exist for model " +
+                            std::string(name));
   }
   it->second.default_version = std::string(version);
   return Status::Ok();
@@ -387,6 +467,7 @@ void ModelManager::Reap() {
     }
     const auto now = Clock::now();
     for (auto& m : all) m->pool->ExpireOverdue(now);
+    CheckReadyWaits(/*stopping=*/false);
     lock.lock();
   }
 }
@@ -405,6 +486,7 @@ void ModelManager::Shutdown() {
   }
   control_cv_.notify_all();
   if (control_.joinable()) control_.join();
+  CheckReadyWaits(/*stopping=*/true);  // after the control thread: it may have added some
   std::vector<std::shared_ptr<LoadedModel>> all;
   {
     std::unique_lock<std::shared_mutex> lock(mu_);

@@ -44,7 +44,12 @@ struct LoadedModel {
   int batch_size = 1;
   int max_batch_delay_ms = 100;
   int response_timeout_s = 120;
+  // How long a synchronous register or scale waits for its workers to be ready.
+  int startup_timeout_s = 120;
   bool loaded_at_startup = false;
+  // The archive a registration downloaded into the model store: deleted when the model is
+  // unregistered (as TorchServe does), so registering the same URL again downloads afresh.
+  std::string downloaded_archive;
   ModelMetrics metrics;
   metrics::Registry* registry = nullptr;  // where `metrics` came from (released there)
   std::unique_ptr<HandlerMetrics> handler_metrics;
@@ -67,6 +72,7 @@ class ModelManager {
     int default_workers = 1;  // when model-config.yaml names no minWorkers
     size_t job_queue_size = 100;
     int default_response_timeout_s = 120;
+    int default_startup_timeout_s = 120;  // TorchServe's default_startup_timeout
     int intra_op_threads = 1;
     size_t max_response_size = 0;  // bytes; 0: no limit (PoolOptions::max_response_size)
     // Worker ceilings (each worker is a thread with its own handler): per model version
@@ -87,11 +93,11 @@ class ModelManager {
     std::optional<int> max_batch_delay_ms;
     std::optional<int> initial_workers;
     std::optional<int> response_timeout_s;
-    // Settings ranked below model-config.yaml, by the model's name and version (known only
-    // once the archive is open): config.properties' models= key (issue 8 #4). Called with
-    // the archive's config, it fills what model-config.yaml left unset.
-    std::function<void(const std::string& name, const std::string& version, ModelConfig& config)>
-        fill_config;
+    std::optional<int> startup_timeout_s;
+    std::optional<std::string> handler;  // replaces the manifest's handler
+    std::optional<std::string> runtime;  // replaces the manifest's runtime (already validated)
+    // An archive the registration downloaded (see LoadedModel::downloaded_archive).
+    std::string downloaded_archive;
   };
   // Opens the archive, resolves metrics, starts min workers (without waiting for them).
   // Errors name the file and the cause. Worker limits: initial_workers over
@@ -109,7 +115,10 @@ class ModelManager {
   // max_workers_per_model, or a total over max_workers_total, is InvalidArgument naming the
   // limit (and nothing changes). The change runs on the manager's control thread; `done`
   // gets its status (Internal when a worker thread could not start) and the worker count
-  // once the change is made (and, when `wait_ready`, once they are ready or failed).
+  // once the change is made. With `wait_ready`, `done` runs once every worker of the target
+  // is ready (Ok), or once one has failed to load or the model's startup_timeout_s has
+  // passed (Internal "workers not ready ..."), or at Shutdown (Unavailable); the waiting
+  // is watched by the reaper thread, so the control thread is never held by it.
   using ScaleDone = std::function<void(const Status& status, int workers)>;
   Status ScaleAsync(std::shared_ptr<LoadedModel> model, int min_workers, int max_workers,
                     bool wait_ready, ScaleDone done);
@@ -118,6 +127,12 @@ class ModelManager {
   // `done` runs on the control thread when it is gone.
   Status UnregisterAsync(std::string_view name, std::string_view version,
                          std::function<void()> done, std::string* removed_version);
+  // Removes exactly `model` if it is still registered (default or not: a registration that
+  // failed is taken back whole), unloads it as UnregisterAsync does, and deletes its
+  // downloaded archive; `done` runs on the control thread when it is gone.
+  void DiscardAsync(std::shared_ptr<LoadedModel> model, std::function<void()> done);
+  // NotFound "Model version V does not exist for model X" (TorchServe's set-default words)
+  // for an unknown version.
   Status SetDefault(std::string_view name, std::string_view version);
   // Every version of a model, sorted; empty when unknown.
   std::vector<std::shared_ptr<LoadedModel>> Versions(std::string_view name) const;
@@ -139,6 +154,12 @@ class ModelManager {
     std::map<std::string, std::shared_ptr<LoadedModel>> versions;
   };
   void Reap();
+  // Completes the ready-waits whose workers are ready or failed, or whose time is up (all
+  // of them when `stopping`).
+  void CheckReadyWaits(bool stopping);
+  // Stops a removed model's workers after its queued requests, gives back its workers and
+  // its files (extracted folder, downloaded archive). Control thread.
+  void Unload(LoadedModel* model);
   void ControlLoop();
   void Post(std::function<void()> task);
   // The budget: a model that started fewer workers than reserved gives back the rest; an
@@ -157,6 +178,15 @@ class ModelManager {
   std::atomic<int> next_port_{9000};
   mutable std::shared_mutex mu_;
   std::map<std::string, Entry, std::less<>> models_;
+
+  struct ReadyWait {
+    std::shared_ptr<LoadedModel> model;
+    int target;
+    Clock::time_point until;
+    ScaleDone done;
+  };
+  std::mutex waits_mu_;
+  std::vector<ReadyWait> waits_;
 
   std::mutex reaper_mu_;
   std::condition_variable reaper_cv_;

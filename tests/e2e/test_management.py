@@ -419,9 +419,10 @@ def test_pagination_over_150_models(tserve, tmp_path):
 
         seen, pages = walk(7)
         assert seen == names and pages == 22  # 21 full pages, then 3
-        # exactly divisible: the last page carries no token ("only when more remain")
+        # exactly divisible: as TorchServe's ApiUtils.getModelList, the page that ends at the
+        # last model still names the next offset, whose page is empty and has none
         seen, pages = walk(50)
-        assert seen == names and pages == 3
+        assert seen == names and pages == 4
 
         got, token = page(next_page_token=150)
         assert got == [] and token is None
@@ -504,8 +505,9 @@ def test_register_predict_set_default_unregister(tserve, tmp_path, noop_v2):
 
 def test_register_async_and_parameters(tserve, tmp_path):
     srv, _ = api_server(tserve, tmp_path / "w", "noop.mar", "linear.mar")
+    # asynchronous only when asked (TorchServe's RegisterModelRequest defaults to true)
     r = mgmt(srv, "POST", "/models?url=linear.mar&model_name=lin&initial_workers=2"
-                          "&batch_size=3&max_batch_delay=7&response_timeout=9")
+                          "&batch_size=3&max_batch_delay=7&response_timeout=9&synchronous=false")
     assert_status(r, 202, "Processing worker updates...")
     d = wait_workers(srv, "lin", 2)
     assert {k: d[k] for k in ("modelName", "modelVersion", "modelUrl", "runtime", "minWorkers",
@@ -649,11 +651,15 @@ def test_register_error_paths(tserve, tmp_path):
         r = mgmt(srv, method, path, tally)
         assert_error(r, 404, "ModelNotFoundException", "Model not found: nope")
     for method, path in (("GET", "/models/noop/9.9"), ("PUT", "/models/noop/9.9?min_worker=1"),
-                         ("DELETE", "/models/noop/9.9"), ("PUT", "/models/noop/9.9/set-default")):
+                         ("DELETE", "/models/noop/9.9")):
         r = mgmt(srv, method, path, tally)
         assert r.status_code == 404, f"{method} {path}: {r.status_code} {r.text}"
         assert r.json()["code"] == 404
         assert r.json()["message"] == "Model version: 9.9 does not exist for model: noop", r.text
+    # set-default words it as TorchServe's ModelManager.setDefaultVersion (issue 8 #10)
+    r = mgmt(srv, "PUT", "/models/noop/9.9/set-default", tally)
+    assert_error(r, 404, "ModelVersionNotFoundException",
+                 "Model version 9.9 does not exist for model noop")
 
     # unknown paths and wrong methods on the management listener
     for method, path in (("GET", "/nope"), ("GET", "/models/noop/1.0/set-default/x"),
@@ -675,7 +681,10 @@ def test_unknown_version_error_type_is_torchserves(tserve, tmp_path):
     srv, _ = api_server(tserve, tmp_path / "w", "noop.mar")
     assert mgmt(srv, "POST", "/models?url=noop.mar").status_code == 200
     for method, path in (("GET", "/models/noop/9.9"), ("PUT", "/models/noop/9.9?min_worker=1"),
-                         ("DELETE", "/models/noop/9.9"), ("PUT", "/models/noop/9.9/set-default")):
+                         ("DELETE", "/models/noop/9.9")):
         r = mgmt(srv, method, path)
         assert_error(r, 404, "ModelVersionNotFoundException",
                      "Model version: 9.9 does not exist for model: noop")
+    r = mgmt(srv, "PUT", "/models/noop/9.9/set-default")
+    assert_error(r, 404, "ModelVersionNotFoundException",
+                 "Model version 9.9 does not exist for model noop")

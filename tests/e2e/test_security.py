@@ -75,9 +75,12 @@ def test_download_from_allowed_url(tserve, tmp_path, file_server):
     assert (store / "noop.mar").is_file()
     assert requests.post(f"{server.inference_url}/predictions/noop", data="hi",
                          timeout=10).text == "hi"
-    # the same file name again is not overwritten
+    # the same file name again is not overwritten: TorchServe's FileAlreadyExistsException
+    # answer (issue 8 #2)
     r = register(server, url=f"{file_server}/noop.mar", model_name="other")
-    assert r.status_code == 409, r.text
+    assert r.status_code == 500, r.text
+    assert r.json() == {"code": 500, "type": "InternalServerException",
+                        "message": "Model file already exists noop.mar"}
 
 
 def test_url_not_matching_allowed_urls_is_404(tserve, tmp_path, file_server):
