@@ -22,6 +22,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "api/access_log.h"
 #include "api/auth.h"
 #include "api/errors.h"
 #include "api/inference_api.h"
@@ -230,6 +231,11 @@ class App {
     options.read_timeout = std::chrono::seconds(config_.http_read_timeout);
     options.errors = &api::ErrorForStatus;
     options.observer = counters_.get();
+    // TorchServe's access_log.log, each line with the response's x-request-id.
+    auto access_log = api::AccessLog::Open(config_.log_location);
+    if (!access_log.ok()) return access_log.status();
+    access_log_ = std::move(*access_log);
+    options.access_log = access_log_.get();
     server_ = std::make_unique<http::Server>(options);
 
     // Handlers and models.
@@ -400,11 +406,16 @@ class App {
 
  private:
   static void AddOpenApiRoute(http::Router* router, const std::string& listener) {
-    router->Add(http::Method::kOptions, "/", [listener](http::Request&, http::Responder r) {
-      http::Response resp;
-      resp.body = api::OpenApiDescription(listener);
-      r.Send(std::move(resp));
-    });
+    // OPTIONS / and TorchServe's older GET /api-description.
+    for (const char* path : {"/", "/api-description"}) {
+      const http::Method m =
+          std::string_view(path) == "/" ? http::Method::kOptions : http::Method::kGet;
+      router->Add(m, path, [listener](http::Request&, http::Responder r) {
+        http::Response resp;
+        resp.body = api::OpenApiDescription(listener);
+        r.Send(std::move(resp));
+      });
+    }
   }
 
   // POST /models?url=...: a path inside the model store, a file:// URL resolving there, or
@@ -509,6 +520,7 @@ class App {
   ServerConfig config_;
   std::string hostname_;
   std::unique_ptr<metrics::LogFileSink> sink_;
+  std::unique_ptr<api::AccessLog> access_log_;  // declared before server_: outlives it
   std::unique_ptr<metrics::Registry> registry_;
   std::unique_ptr<api::ResponseCounters> counters_;
   std::unique_ptr<http::Server> server_;

@@ -4,18 +4,118 @@
 
 #include "api/errors.h"
 #include "api/multipart.h"
+#include "api/openapi.h"
+#include "common/strings.h"
 
 namespace tserve::api {
 
 void InferenceApi::RegisterRoutes(http::Router* router) {
-  router->Add(http::Method::kGet, "/ping",
-              [this](http::Request&, http::Responder r) { Ping(std::move(r)); });
-  for (http::Method m : {http::Method::kPost, http::Method::kPut}) {
-    router->Add(m, "/predictions/{model}",
-                [this](http::Request& req, http::Responder r) { Predict(req, std::move(r)); });
-    router->Add(m, "/predictions/{model}/{version}",
-                [this](http::Request& req, http::Responder r) { Predict(req, std::move(r)); });
+  using M = http::Method;
+  router->Add(M::kGet, "/ping", [this](http::Request&, http::Responder r) { Ping(std::move(r)); });
+  // TorchServe predicts whatever the method (its inference handler never looks at it):
+  // GET, POST and PUT are served here; other methods answer 405.
+  for (M m : {M::kGet, M::kPost, M::kPut}) {
+    router->Add(m, "/predictions/{model}", [this](http::Request& req, http::Responder r) {
+      Predict(req, std::move(r), req.path_params[0], {});
+    });
+    router->Add(m, "/predictions/{model}/{version}", [this](http::Request& req, http::Responder r) {
+      Predict(req, std::move(r), req.path_params[0], req.path_params[1]);
+    });
+    router->Add(m, "/models/{model}/invoke", [this](http::Request& req, http::Responder r) {
+      Predict(req, std::move(r), req.path_params[0], {});
+    });
+    router->Add(m, "/invocations",
+                [this](http::Request& req, http::Responder r) { Invocations(req, std::move(r)); });
   }
+  router->Add(M::kOptions, "/predictions/{model}", [this](http::Request& req, http::Responder r) {
+    DescribeApi(req.path_params[0], {}, std::move(r));
+  });
+  router->Add(M::kOptions, "/predictions/{model}/{version}",
+              [this](http::Request& req, http::Responder r) {
+                DescribeApi(req.path_params[0], req.path_params[1], std::move(r));
+              });
+  router->Add(M::kOptions, "/models/{model}/invoke", [this](http::Request& req, http::Responder r) {
+    DescribeApi(req.path_params[0], {}, std::move(r));
+  });
+  router->Add(M::kOptions, "/invocations", [this](http::Request& req, http::Responder r) {
+    const std::string name = InvocationModel(req);
+    if (name.empty()) {
+      r.Send(JsonError(400, "BadRequestException", "Parameter model_name is required."));
+      return;
+    }
+    DescribeApi(name, {}, std::move(r));
+  });
+}
+
+std::shared_ptr<serving::LoadedModel> InferenceApi::FindOr404(std::string_view name,
+                                                              std::string_view version,
+                                                              http::Responder* responder) const {
+  serving::ModelManager::FindError why;
+  std::shared_ptr<serving::LoadedModel> model = models_->Find(name, version, &why);
+  if (model != nullptr) return model;
+  if (why == serving::ModelManager::FindError::kNoVersion) {
+    responder->Send(JsonError(404, "ModelVersionNotFoundException",
+                              "Model version: " + std::string(version) +
+                                  " does not exist for model: " + std::string(name)));
+  } else {
+    responder->Send(
+        JsonError(404, "ModelNotFoundException", "Model not found: " + std::string(name)));
+  }
+  return nullptr;
+}
+
+void InferenceApi::DescribeApi(std::string_view name, std::string_view version,
+                               http::Responder responder) const {
+  std::shared_ptr<serving::LoadedModel> model = FindOr404(name, version, &responder);
+  if (model == nullptr) return;
+  http::Response r;
+  r.body = ModelOpenApi(model->name);
+  r.body.push_back('\n');
+  responder.Send(std::move(r));
+}
+
+std::string InferenceApi::InvocationModel(const http::Request& request) const {
+  // As TorchServe: the query parameter, else the one model loaded at startup, else the
+  // request's parameters (tserve also reads a `model_name` header).
+  for (const auto& [key, value] : http::ParseQuery(request.query)) {
+    if (key == "model_name" && !value.empty()) return value;
+  }
+  std::string only;
+  int startup = 0;
+  for (const auto& m : models_->List()) {
+    if (m->loaded_at_startup) {
+      ++startup;
+      only = m->name;
+    }
+  }
+  if (startup == 1) return only;
+  const std::string_view header = request.Header("model_name");
+  if (!header.empty()) return std::string(header);
+  const std::string_view type = request.Header("Content-Type");
+  const std::string_view boundary = MultipartBoundary(type);
+  if (!boundary.empty()) {
+    auto parts = ParseMultipart(request.body, boundary);
+    if (parts.ok()) {
+      for (const FormPart& p : *parts) {
+        if (p.name == "model_name" && !p.data.empty()) return std::string(p.data);
+      }
+    }
+  } else if (EqualsIgnoreCase(TrimWhitespace(type.substr(0, type.find(';'))),
+                              "application/x-www-form-urlencoded")) {
+    for (const auto& [key, value] : http::ParseQuery(request.body)) {
+      if (key == "model_name" && !value.empty()) return value;
+    }
+  }
+  return {};
+}
+
+void InferenceApi::Invocations(http::Request& request, http::Responder responder) {
+  const std::string name = InvocationModel(request);
+  if (name.empty()) {
+    responder.Send(JsonError(400, "BadRequestException", "Parameter model_name is required."));
+    return;
+  }
+  Predict(request, std::move(responder), name, {});
 }
 
 void InferenceApi::Ping(http::Responder responder) const {
@@ -26,23 +126,10 @@ void InferenceApi::Ping(http::Responder responder) const {
   }
 }
 
-void InferenceApi::Predict(http::Request& request, http::Responder responder) {
-  const std::string_view name = request.path_params[0];
-  const std::string_view version =
-      request.path_params.size() > 1 ? request.path_params[1] : std::string_view();
-  serving::ModelManager::FindError why;
-  std::shared_ptr<serving::LoadedModel> model = models_->Find(name, version, &why);
-  if (model == nullptr) {
-    if (why == serving::ModelManager::FindError::kNoVersion) {
-      responder.Send(JsonError(404, "ModelVersionNotFoundException",
-                               "Model version: " + std::string(version) +
-                                   " does not exist for model: " + std::string(name)));
-    } else {
-      responder.Send(
-          JsonError(404, "ModelNotFoundException", "Model not found: " + std::string(name)));
-    }
-    return;
-  }
+void InferenceApi::Predict(http::Request& request, http::Responder responder, std::string_view name,
+                           std::string_view version) {
+  std::shared_ptr<serving::LoadedModel> model = FindOr404(name, version, &responder);
+  if (model == nullptr) return;
   const bool explicit_version = !version.empty();
   // TorchServe counts an inference request on arrival, before it is queued.
   (explicit_version ? model->metrics.by_explicit : model->metrics.by_default).requests->Inc();
@@ -75,14 +162,20 @@ void InferenceApi::Predict(http::Request& request, http::Responder responder) {
     content_type.assign(request_type);
   }
 
-  char id[32];
-  snprintf(id, sizeof(id), "%016llx",
-           static_cast<unsigned long long>(next_request_id_.fetch_add(1)));
+  // The server's id (the response's x-request-id), so the handler's logs, the access log
+  // and the client all name the request alike.
+  std::string id(request.request_id);
+  if (id.empty()) {
+    char buf[32];
+    snprintf(buf, sizeof(buf), "%016llx",
+             static_cast<unsigned long long>(next_request_id_.fetch_add(1)));
+    id = buf;
+  }
   // Lets the queue drop the job if the client goes away before a worker takes it.
   serving::Job::GoneProbe gone = responder.GoneProbe();
   auto shared = std::make_shared<http::Responder>(std::move(responder));
   auto job = std::make_shared<serving::Job>(
-      id, std::move(payload), std::move(content_type), explicit_version, arrival,
+      std::move(id), std::move(payload), std::move(content_type), explicit_version, arrival,
       arrival + std::chrono::seconds(model->response_timeout_s),
       [shared](serving::JobResult result) {
         if (!result.error_type.empty()) {

@@ -8,6 +8,7 @@
 #include <optional>
 
 #include "api/errors.h"
+#include "api/openapi.h"
 #include "common/json_limits.h"
 #include "common/strings.h"
 #include "serving/model_fetcher.h"
@@ -224,6 +225,25 @@ void ManagementApi::RegisterRoutes(http::Router* router) {
   router->Add(M::kDelete, "/models/{name}", bind(&ManagementApi::Unregister));
   router->Add(M::kDelete, "/models/{name}/{version}", bind(&ManagementApi::Unregister));
   router->Add(M::kPut, "/models/{name}/{version}/set-default", bind(&ManagementApi::SetDefault));
+  // OPTIONS: the model's management OpenAPI, 404 for an unknown model (as TorchServe).
+  for (const char* path : {"/models/{name}", "/models/{name}/{version}"}) {
+    router->Add(M::kOptions, path, [this](http::Request& req, http::Responder r) {
+      const std::string name(req.path_params[0]);
+      const std::string version = req.path_params.size() > 1 ? std::string(req.path_params[1]) : "";
+      serving::ModelManager::FindError why;
+      auto model = models_->Find(name, version, &why);
+      if (model == nullptr) {
+        return r.Send(
+            why == serving::ModelManager::FindError::kNoVersion
+                ? JsonError(404, "ModelVersionNotFoundException",
+                            "Model version: " + version + " does not exist for model: " + name)
+                : JsonError(404, "ModelNotFoundException", "Model not found: " + name));
+      }
+      http::Response resp;
+      resp.body = ModelManagementOpenApi(model->name) + "\n";
+      r.Send(std::move(resp));
+    });
+  }
 }
 
 void ManagementApi::List(http::Request& request, http::Responder responder) {
@@ -510,6 +530,11 @@ std::string OpenApiDescription(const std::string& listener) {
     paths["/predictions/{model_name}"]["post"] = op("predictions", "Predict with a model.");
     paths["/predictions/{model_name}/{model_version}"]["post"] =
         op("version_predictions", "Predict with a version of a model.");
+    paths["/predictions/{model_name}"]["options"] =
+        op("predictionsApi", "The model's OpenAPI description.");
+    paths["/invocations"]["post"] =
+        op("invocations", "Predict with the model named by model_name (query, header or form).");
+    paths["/api-description"]["get"] = op("apiDescription", "This description (deprecated).");
   } else if (listener == "management") {
     paths["/models"]["get"] = op("listModels", "List registered models (paginated).");
     paths["/models"]["post"] = op("registerModel", "Register a model from a URL.");
@@ -524,6 +549,9 @@ std::string OpenApiDescription(const std::string& listener) {
         op("unregisterModelVersion", "Unregister a model version.");
     paths["/models/{model_name}/{model_version}/set-default"]["put"] =
         op("setDefault", "Make a version the model's default.");
+    paths["/models/{model_name}"]["options"] =
+        op("modelManagementApi", "The model's management OpenAPI description.");
+    paths["/api-description"]["get"] = op("apiDescription", "This description (deprecated).");
   } else {
     paths["/metrics"]["get"] = op("metrics",
                                   "Metrics in the Prometheus text format; "

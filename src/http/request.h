@@ -28,6 +28,10 @@ class Request {
   std::string body;
   int version = 11;                           // 10 or 11
   std::vector<std::string_view> path_params;  // filled by the router: the {name} segments
+  // The request's id, also sent back as the response's x-request-id and written in its
+  // access log line: the client's x-request-id when IsAcceptableRequestId, else a fresh
+  // one. Set by the server; "" for a Request made elsewhere (tests).
+  std::string_view request_id;
 
   // First value of a header field (case-insensitive name), "" when absent.
   std::string_view Header(std::string_view name) const {
@@ -104,6 +108,13 @@ class RequestHandler {
 // Builds the body of an error the HTTP layer itself produces (400 malformed, 413, 431,
 // 404/405 from the router); the API layer supplies TorchServe's JSON shape.
 using ErrorFactory = Response (*)(int status, std::string_view message);
+
+// The response header field that carries the request id, and the longest client-sent id
+// echoed back (longer, or with other characters than [A-Za-z0-9._-], gets a fresh id: a
+// hostile value must not reach the response head or the logs).
+inline constexpr std::string_view kRequestIdHeader = "x-request-id";
+inline constexpr size_t kMaxRequestIdLength = 128;
+bool IsAcceptableRequestId(std::string_view id);
 
 // Query string decoding as Netty's QueryStringDecoder (TorchServe): parameters split on
 // '&' and ';', names and values percent-decoded with '+' as space, a name without '='

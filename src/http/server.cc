@@ -53,6 +53,57 @@ constexpr int64_t kUnlimitedFds = int64_t{1} << 20;
 
 using NativeRequest = bhttp::request<bhttp::string_body>;
 
+// Fresh request ids: "<8 hex: this process>-<16 hex: a counter>", unique within a run and
+// unlikely to repeat across restarts (the prefix mixes the pid and the start time).
+constexpr size_t kFreshIdLength = 8 + 1 + 16;
+static_assert(kFreshIdLength <= kMaxRequestIdLength);
+std::atomic<uint64_t> g_next_request_id{1};
+
+void PutHex(uint64_t v, int digits, char* out) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  for (int i = digits - 1; i >= 0; --i) {
+    out[i] = kHex[v & 0xf];
+    v >>= 4;
+  }
+}
+
+uint32_t RequestIdPrefix() {
+  static const uint32_t prefix = [] {
+    const uint64_t t =
+        static_cast<uint64_t>(std::chrono::system_clock::now().time_since_epoch().count());
+    const uint64_t mixed = (static_cast<uint64_t>(::getpid()) * 0x9E3779B97F4A7C15ull) ^ t;
+    return static_cast<uint32_t>(mixed ^ (mixed >> 32));
+  }();
+  return prefix;
+}
+
+// The id of the request being answered on a connection: no allocation.
+class RequestId {
+ public:
+  // The client's id when acceptable (IsAcceptableRequestId), else a fresh one.
+  void Assign(std::string_view client) {
+    if (IsAcceptableRequestId(client)) {
+      std::memcpy(buf_.data(), client.data(), client.size());
+      len_ = client.size();
+    } else {
+      AssignFresh();
+    }
+  }
+  void AssignFresh() {
+    PutHex(RequestIdPrefix(), 8, buf_.data());
+    buf_[8] = '-';
+    PutHex(g_next_request_id.fetch_add(1, std::memory_order_relaxed), 16, buf_.data() + 9);
+    len_ = kFreshIdLength;
+  }
+  void Clear() { len_ = 0; }
+  bool empty() const { return len_ == 0; }
+  std::string_view view() const { return {buf_.data(), len_}; }
+
+ private:
+  std::array<char, kMaxRequestIdLength> buf_;
+  size_t len_ = 0;
+};
+
 std::string_view LookupHeader(const void* native, std::string_view name) {
   const auto& msg = *static_cast<const NativeRequest*>(native);
   auto it = msg.find(beast::string_view(name.data(), name.size()));
@@ -71,8 +122,15 @@ void AppendStatusLine(int status, std::string* out) {
 }
 
 // The request line and header fields of a response, per its status and connection fate.
-void AppendHead(const Response& r, bool close, bool http10_keep_alive, std::string* out) {
+void AppendHead(const Response& r, bool close, bool http10_keep_alive, std::string_view request_id,
+                std::string* out) {
   AppendStatusLine(r.status, out);
+  if (!request_id.empty()) {
+    out->append(kRequestIdHeader);
+    out->append(": ");
+    out->append(request_id);
+    out->append("\r\n");
+  }
   if (!r.content_type.empty()) {
     out->append("Content-Type: ");
     out->append(r.content_type);
@@ -137,7 +195,8 @@ class Worker;
 // Every pending operation holds a shared_ptr to the connection, and so does the Responder.
 class Connection final : public ResponseTarget, public std::enable_shared_from_this<Connection> {
  public:
-  Connection(Worker* worker, tcp::socket socket, RequestHandler* handler, Slot slot);
+  Connection(Worker* worker, tcp::socket socket, RequestHandler* handler, Slot slot,
+             const std::string* listener);
   void Start();
   // Answers `refusal` (the listener is full) instead of reading a request, then closes.
   void StartRefused(Response refusal);
@@ -161,12 +220,18 @@ class Connection final : public ResponseTarget, public std::enable_shared_from_t
   void StartDrain();
   void DrainRead();
   void Close();
+  void MarkStarted();
+  void LogAccess();
   bool InFlight() const { return state_ == State::kDispatched || state_ == State::kWriting; }
 
   Worker* worker_;
   tcp::socket socket_;
   RequestHandler* handler_;
-  Slot slot_;  // given back when the socket closes
+  Slot slot_;                    // given back when the socket closes
+  const std::string* listener_;  // its name, for the access log
+  std::string remote_;           // "/ip:port", only when there is an access log
+  RequestId id_;                 // of the request being answered
+  Clock::time_point started_;    // its first byte (or the accept, for a refusal)
   beast::flat_buffer buffer_;
   std::optional<bhttp::request_parser<bhttp::string_body>> parser_;
   NativeRequest message_;
@@ -195,8 +260,9 @@ class Worker {
 
   // `refusal`: the listener is over its cap; answer that and close.
   void Adopt(tcp::socket socket, RequestHandler* handler, Slot slot,
-             std::optional<Response> refusal) {
-    auto conn = std::make_shared<Connection>(this, std::move(socket), handler, std::move(slot));
+             std::optional<Response> refusal, const std::string* listener) {
+    auto conn =
+        std::make_shared<Connection>(this, std::move(socket), handler, std::move(slot), listener);
     connections.push_back(conn);
     if (refusal.has_value()) {
       conn->StartRefused(std::move(*refusal));
@@ -239,12 +305,28 @@ class Worker {
   std::thread thread;
 };
 
-Connection::Connection(Worker* worker, tcp::socket socket, RequestHandler* handler, Slot slot)
+Connection::Connection(Worker* worker, tcp::socket socket, RequestHandler* handler, Slot slot,
+                       const std::string* listener)
     : worker_(worker),
       socket_(std::move(socket)),
       handler_(handler),
       slot_(std::move(slot)),
-      buffer_(static_cast<size_t>(worker->options.max_header_size) + 2 * kReadChunk) {}
+      listener_(listener),
+      started_(Clock::now()),
+      buffer_(static_cast<size_t>(worker->options.max_header_size) + 2 * kReadChunk) {
+  if (worker->options.access_log != nullptr) {
+    beast::error_code ec;
+    tcp::endpoint peer = socket_.remote_endpoint(ec);
+    remote_ = ec ? std::string("/0.0.0.0")
+                 : "/" + peer.address().to_string() + ":" + std::to_string(peer.port());
+  }
+}
+
+void Connection::MarkStarted() {
+  request_started_ = true;
+  started_ = Clock::now();
+  deadline_ = started_ + worker_->options.read_timeout;
+}
 
 void Connection::Start() {
   beast::error_code ignored;
@@ -308,10 +390,7 @@ void Connection::OnRead(const beast::error_code& ec, size_t n) {
     return;
   }
   buffer_.commit(n);
-  if (!request_started_) {
-    request_started_ = true;
-    deadline_ = Clock::now() + worker_->options.read_timeout;
-  }
+  if (!request_started_) MarkStarted();
   Parse();
 }
 
@@ -349,20 +428,14 @@ void Connection::OnSideRead(const beast::error_code& ec, size_t n) {
     ReadMore();  // keep watching; the bytes wait for their turn
     return;
   }
-  if (!request_started_) {
-    request_started_ = true;
-    deadline_ = Clock::now() + worker_->options.read_timeout;
-  }
+  if (!request_started_) MarkStarted();
   Parse();
 }
 
 void Connection::Parse() {
   beast::error_code ec;
   while (buffer_.size() > 0 && !parser_->is_done()) {
-    if (!request_started_) {
-      request_started_ = true;
-      deadline_ = Clock::now() + worker_->options.read_timeout;
-    }
+    if (!request_started_) MarkStarted();
     size_t used = parser_->put(buffer_.data(), ec);
     buffer_.consume(used);
     if (ec == bhttp::error::need_more) {
@@ -430,6 +503,8 @@ void Connection::Dispatch() {
   request_.version = static_cast<int>(message_.version());
   request_.body = std::move(message_.body());
   request_.BindHeaders(&LookupHeader, &message_);
+  id_.Assign(request_.Header(kRequestIdHeader));
+  request_.request_id = id_.view();
   auto self = shared_from_this();  // the handler may answer (and we close) before it returns
   handler_->Handle(request_, Responder(self));
   if (state_ == State::kDispatched) ReadMore();  // notice the client leaving
@@ -449,6 +524,15 @@ void Connection::Fail(int status, std::string_view message) {
   // Framing is lost: answer, then close without reading further requests.
   head_only_ = false;
   close_after_write_ = true;
+  // The client's id when its field was read before the error (e.g. a body over the limit:
+  // the parser keeps each complete header field).
+  std::string_view client_id;
+  if (parser_.has_value()) {
+    auto it =
+        parser_->get().find(beast::string_view(kRequestIdHeader.data(), kRequestIdHeader.size()));
+    if (it != parser_->get().end()) client_id = {it->value().data(), it->value().size()};
+  }
+  id_.Assign(client_id);
   Response r = worker_->options.errors != nullptr
                    ? worker_->options.errors(status, message)
                    : Response{status, "text/plain", std::string(message), {}, true};
@@ -463,9 +547,11 @@ void Connection::Write(Response response) {
   response_ = std::move(response);
   if (response_.close) close_after_write_ = true;
   if (worker_->options.observer != nullptr) worker_->options.observer->OnResponse(response_.status);
+  if (id_.empty()) id_.AssignFresh();  // a refusal (no request read)
+  if (worker_->options.access_log != nullptr) LogAccess();
 
   head_.clear();
-  AppendHead(response_, close_after_write_, request_.version == 10, &head_);
+  AppendHead(response_, close_after_write_, request_.version == 10, id_.view(), &head_);
   std::array<asio::const_buffer, 2> buffers = {
       asio::buffer(head_), head_only_ ? asio::const_buffer() : asio::buffer(response_.body)};
   asio::async_write(
@@ -473,11 +559,25 @@ void Connection::Write(Response response) {
       [self = shared_from_this()](const beast::error_code& ec, size_t) { self->OnWritten(ec); });
 }
 
+void Connection::LogAccess() {
+  AccessRecord rec;
+  rec.listener = *listener_;
+  rec.remote = remote_;
+  rec.method = request_.method_text.empty() ? std::string_view("-") : request_.method_text;
+  rec.target = request_.target.empty() ? std::string_view("-") : request_.target;
+  rec.version = request_.version;
+  rec.status = response_.status;
+  rec.duration = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - started_);
+  rec.request_id = id_.view();
+  worker_->options.access_log->Log(rec);
+}
+
 void Connection::OnWritten(const beast::error_code& ec) {
   if (ec) {
     Close();
     return;
   }
+  id_.Clear();
   response_ = Response();
   request_ = Request();
   message_ = NativeRequest();
@@ -587,9 +687,8 @@ class Server::Impl {
     l->handler = handler;
     l->retry = std::make_unique<asio::steady_timer>(workers_[0]->io);
     l->cap = std::max<int64_t>(0, max_connections);
+    l->name = name;
     l->refusal = Refusal(name, l->cap);
-    AppendHead(l->refusal, /*close=*/true, false, &l->refusal_wire);
-    l->refusal_wire.append(l->refusal.body);
     listeners_.push_back(std::move(l));
     return bound;
   }
@@ -647,7 +746,7 @@ class Server::Impl {
     std::atomic<int64_t> open{0};      // connections holding a slot
     std::atomic<int64_t> refusing{0};  // over-cap connections being answered 503
     Response refusal;                  // that 503
-    std::string refusal_wire;          // and its bytes, for refusing without a Connection
+    std::string name;                  // for the access log
   };
 
   Response Refusal(const std::string& name, int64_t cap) const {
@@ -664,11 +763,25 @@ class Server::Impl {
   // the answer as fits in the send buffer goes out, then the socket is closed.
   void RefuseNow(int fd, Listener* l) {
     if (options_.observer != nullptr) options_.observer->OnResponse(503);
+    RequestId id;
+    id.AssignFresh();
+    if (options_.access_log != nullptr) {
+      AccessRecord rec;
+      rec.listener = l->name;
+      rec.remote = "-";
+      rec.method = "-";
+      rec.target = "-";
+      rec.status = 503;
+      rec.request_id = id.view();
+      options_.access_log->Log(rec);
+    }
     std::array<char, 4096> sink;
     while (::recv(fd, sink.data(), sink.size(), MSG_DONTWAIT) > 0) {
     }
-    ssize_t ignored =
-        ::send(fd, l->refusal_wire.data(), l->refusal_wire.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+    std::string wire;
+    AppendHead(l->refusal, /*close=*/true, false, id.view(), &wire);
+    wire.append(l->refusal.body);
+    ssize_t ignored = ::send(fd, wire.data(), wire.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
     (void)ignored;
     ::shutdown(fd, SHUT_WR);
     ::close(fd);
@@ -726,7 +839,7 @@ class Server::Impl {
           asio::post(target->io, [target, l, s = std::move(socket), slot = std::move(slot),
                                   refusal = std::move(refusal)]() mutable {
             if (target->stopping) return;
-            target->Adopt(std::move(s), l->handler, std::move(slot), std::move(refusal));
+            target->Adopt(std::move(s), l->handler, std::move(slot), std::move(refusal), &l->name);
           });
           Accept(l);
         });

@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <string_view>
 
 #include "common/status.h"
 #include "http/request.h"
@@ -18,6 +19,26 @@ class ResponseObserver {
   virtual void OnResponse(int status) = 0;
 };
 
+// One response, as the access log records it. The views are valid during the call only.
+struct AccessRecord {
+  std::string_view listener;  // AddListener's name
+  std::string_view remote;    // "/ip:port", as TorchServe's access log writes it
+  std::string_view method;    // "-" when the request could not be parsed
+  std::string_view target;    // "-" likewise
+  int version = 11;           // 10 or 11
+  int status = 0;
+  std::chrono::milliseconds duration{0};  // first byte of the request to the response
+  std::string_view request_id;            // what the response's x-request-id says
+};
+
+// Told every response the server sends, on every listener (refusals and errors of the
+// HTTP layer included), before the bytes go out. Called from the I/O threads.
+class AccessLogger {
+ public:
+  virtual ~AccessLogger() = default;
+  virtual void Log(const AccessRecord& record) = 0;
+};
+
 struct ServerOptions {
   int threads = 1;                                // I/O threads, each with its own io_context
   int64_t max_body_size = 6553500;                // bytes; larger -> 413
@@ -26,6 +47,7 @@ struct ServerOptions {
   std::chrono::milliseconds read_timeout{30000};  // first byte to complete request
   ErrorFactory errors = nullptr;                  // bodies of errors the server itself produces
   ResponseObserver* observer = nullptr;
+  AccessLogger* access_log = nullptr;  // null: no access log
 };
 
 // How many connections each listener may hold open at once by default (issue 7 #4). Every

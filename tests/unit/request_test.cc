@@ -57,6 +57,20 @@ TEST(MethodTest, MethodNameRoundTrips) {
 
 // ---- ParseQuery (Netty QueryStringDecoder semantics) ----
 
+// issue 8 #8: only a bounded token of [A-Za-z0-9._-] is echoed as x-request-id.
+TEST(RequestIdTest, AcceptsBoundedTokensOnly) {
+  EXPECT_TRUE(IsAcceptableRequestId("a"));
+  EXPECT_TRUE(IsAcceptableRequestId("Req-1.2_x"));
+  EXPECT_TRUE(IsAcceptableRequestId("123e4567-e89b-12d3-a456-426614174000"));
+  EXPECT_TRUE(IsAcceptableRequestId(std::string(kMaxRequestIdLength, 'x')));
+  EXPECT_FALSE(IsAcceptableRequestId(""));
+  EXPECT_FALSE(IsAcceptableRequestId(std::string(kMaxRequestIdLength + 1, 'x')));
+  for (const char* bad : {"a b", "a\tb", "a\r\nSet-Cookie: x", "\"q\"", "a/b", "a:b", "\xc3\xbc",
+                          "a\x7f", "{x}", "%41"}) {
+    EXPECT_FALSE(IsAcceptableRequestId(bad)) << bad;
+  }
+}
+
 TEST(ParseQueryTest, Empty) {
   EXPECT_TRUE(ParseQuery("").empty());
   EXPECT_TRUE(ParseQuery("&").empty());

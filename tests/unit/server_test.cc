@@ -87,6 +87,47 @@ class EchoPathHandler final : public RequestHandler {
   }
 };
 
+// Answers every request at once with the id the server gave it.
+class EchoIdHandler final : public RequestHandler {
+ public:
+  void Handle(Request& request, Responder responder) override {
+    Response resp;
+    resp.content_type = "text/plain";
+    resp.body = "id=" + std::string(request.request_id);
+    responder.Send(std::move(resp));
+  }
+};
+
+// Keeps every access record (copied).
+class RecordingAccessLog final : public AccessLogger {
+ public:
+  struct Line {
+    std::string method, target, request_id;
+    int status;
+  };
+  void Log(const AccessRecord& r) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    lines_.push_back(
+        {std::string(r.method), std::string(r.target), std::string(r.request_id), r.status});
+  }
+  std::vector<Line> lines() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return lines_;
+  }
+
+ private:
+  std::mutex mu_;
+  std::vector<Line> lines_;
+};
+
+// The value of the response's x-request-id field, "" when absent.
+std::string RequestIdOf(const std::string& response) {
+  size_t at = response.find("\r\nx-request-id: ");
+  if (at == std::string::npos) return "";
+  at += 16;  // "\r\nx-request-id: "
+  return response.substr(at, response.find("\r\n", at) - at);
+}
+
 class CountingObserver final : public ResponseObserver {
  public:
   void OnResponse(int status) override {
@@ -192,6 +233,8 @@ class ServerTest : public ::testing::Test {
     options.threads = threads;
     options.errors = &JsonError;
     options.observer = &observer_;
+    options.access_log = &access_log_;
+    options.max_body_size = 1024;
     server_ = std::make_unique<Server>(options);
     auto port = server_->AddListener("test", "127.0.0.1", 0, handler, max_connections);
     EXPECT_TRUE(port.ok()) << port.status().message();
@@ -203,6 +246,7 @@ class ServerTest : public ::testing::Test {
   }
 
   CountingObserver observer_;
+  RecordingAccessLog access_log_;
   std::unique_ptr<Server> server_;
 };
 
@@ -398,6 +442,93 @@ TEST_F(ServerTest, ManyConnectionsOverTheCapAllGet503) {
   EXPECT_EQ(observer_.fivexx.load(), 60);
   ASSERT_TRUE(held.Send(Get("/still")));
   EXPECT_NE(held.ReadResponse().find("/still"), std::string::npos);
+}
+
+// ---- issue 8 #8: x-request-id on every response, the same id in the access log ----
+
+TEST_F(ServerTest, EveryResponseCarriesAFreshRequestIdAndTheHandlerSeesIt) {
+  EchoIdHandler handler;
+  uint16_t port = StartServer(&handler);
+  Client c(port);
+  ASSERT_TRUE(c.Send(Get("/a") + Get("/b")));
+  std::string a = c.ReadResponse();
+  std::string b = c.ReadResponse();
+  const std::string id_a = RequestIdOf(a);
+  const std::string id_b = RequestIdOf(b);
+  EXPECT_FALSE(id_a.empty()) << a;
+  EXPECT_NE(id_a, id_b);
+  EXPECT_NE(a.find("id=" + id_a), std::string::npos) << a;
+  EXPECT_TRUE(IsAcceptableRequestId(id_a));
+  ASSERT_TRUE(Eventually([&] { return access_log_.lines().size() == 2; }));
+  auto lines = access_log_.lines();
+  EXPECT_EQ(lines[0].request_id, id_a);
+  EXPECT_EQ(lines[0].method, "GET");
+  EXPECT_EQ(lines[0].target, "/a");
+  EXPECT_EQ(lines[0].status, 200);
+  EXPECT_EQ(lines[1].request_id, id_b);
+}
+
+TEST_F(ServerTest, ASaneClientRequestIdIsEchoedAHostileOneReplaced) {
+  EchoIdHandler handler;
+  uint16_t port = StartServer(&handler);
+  Client c(port);
+  ASSERT_TRUE(c.Send("GET /x HTTP/1.1\r\nHost: t\r\nX-Request-ID: abc-1.2_3\r\n\r\n"));
+  std::string r = c.ReadResponse();
+  EXPECT_EQ(RequestIdOf(r), "abc-1.2_3") << r;
+  EXPECT_NE(r.find("id=abc-1.2_3"), std::string::npos) << r;
+  for (const std::string& hostile :
+       {std::string(kMaxRequestIdLength + 1, 'a'), std::string("a b"), std::string("<script>")}) {
+    ASSERT_TRUE(c.Send("GET /x HTTP/1.1\r\nHost: t\r\nx-request-id: " + hostile + "\r\n\r\n"));
+    r = c.ReadResponse();
+    EXPECT_NE(RequestIdOf(r), hostile);
+    EXPECT_TRUE(IsAcceptableRequestId(RequestIdOf(r))) << r;
+    EXPECT_EQ(r.find(hostile), std::string::npos) << r;
+  }
+  ASSERT_TRUE(c.Send("GET /x HTTP/1.1\r\nHost: t\r\nx-request-id: " +
+                     std::string(kMaxRequestIdLength, 'z') + "\r\n\r\n"));
+  EXPECT_EQ(RequestIdOf(c.ReadResponse()), std::string(kMaxRequestIdLength, 'z'));
+}
+
+TEST_F(ServerTest, ErrorsOfTheHttpLayerCarryRequestIdsAndAreLogged) {
+  EchoIdHandler handler;
+  uint16_t port = StartServer(&handler);
+  {
+    Client c(port);
+    ASSERT_TRUE(c.Send("NOT HTTP\r\n\r\n"));
+    std::string r = c.ReadResponse();
+    EXPECT_NE(r.find(" 400 "), std::string::npos) << r;
+    EXPECT_TRUE(IsAcceptableRequestId(RequestIdOf(r))) << r;
+  }
+  {
+    Client c(port);  // 413 (max_body_size 1024): the client's id was read, so echoed
+    ASSERT_TRUE(
+        c.Send("POST /x HTTP/1.1\r\nHost: t\r\nx-request-id: big\r\n"
+               "Content-Length: 5000\r\n\r\n"));
+    std::string r = c.ReadResponse();
+    EXPECT_NE(r.find(" 413 "), std::string::npos) << r;
+    EXPECT_EQ(RequestIdOf(r), "big") << r;
+  }
+  ASSERT_TRUE(Eventually([&] { return access_log_.lines().size() == 2; }));
+  auto lines = access_log_.lines();
+  EXPECT_EQ(lines[0].status, 400);
+  EXPECT_EQ(lines[1].status, 413);
+  EXPECT_EQ(lines[1].request_id, "big");
+}
+
+TEST_F(ServerTest, RefusalsOverTheCapCarryRequestIdsAndAreLogged) {
+  EchoPathHandler handler;
+  uint16_t port = StartServer(&handler, /*max_connections=*/1);
+  Client held(port);
+  ASSERT_TRUE(held.Send(Get("/held")));
+  EXPECT_NE(held.ReadResponse().find("200 OK"), std::string::npos);
+  std::vector<std::unique_ptr<Client>> over;
+  for (int i = 0; i < 40; ++i) over.push_back(std::make_unique<Client>(port));  // both kinds
+  for (auto& c : over) {
+    std::string r = c->ReadResponse();
+    EXPECT_NE(r.find(" 503 "), std::string::npos) << r;
+    EXPECT_TRUE(IsAcceptableRequestId(RequestIdOf(r))) << r;
+  }
+  ASSERT_TRUE(Eventually([&] { return access_log_.lines().size() == 41; }));
 }
 
 TEST(ConnectionCapsTest, InferenceGetsTheRestAndOthersKeepAShare) {

@@ -1,0 +1,39 @@
+#include "api/access_log.h"
+
+#include <spdlog/sinks/basic_file_sink.h>
+#include <spdlog/spdlog.h>
+
+#include <filesystem>
+
+namespace tserve::api {
+
+StatusOr<std::unique_ptr<AccessLog>> AccessLog::Open(const std::string& dir) {
+  if (dir.empty()) return std::unique_ptr<AccessLog>(new AccessLog(nullptr, ""));
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  const std::string path = (std::filesystem::path(dir) / "access_log.log").string();
+  try {
+    auto sink = std::make_shared<spdlog::sinks::basic_file_sink_mt>(path);
+    auto logger = std::make_shared<spdlog::logger>("ACCESS_LOG", std::move(sink));
+    logger->set_pattern("%Y-%m-%dT%H:%M:%S,%e - %v");
+    logger->set_level(spdlog::level::info);
+    logger->flush_on(spdlog::level::info);  // not registered: a second Open must not clash
+    return std::unique_ptr<AccessLog>(new AccessLog(std::move(logger), path));
+  } catch (const spdlog::spdlog_ex& e) {
+    return Status::Unavailable("cannot open the access log " + path + ": " + e.what());
+  }
+}
+
+AccessLog::~AccessLog() { Flush(); }
+
+void AccessLog::Flush() {
+  if (logger_ != nullptr) logger_->flush();
+}
+
+void AccessLog::Log(const http::AccessRecord& r) {
+  if (logger_ == nullptr) return;
+  logger_->info("{} \"{} {} HTTP/{}.{}\" {} {} x-request-id={}", r.remote, r.method, r.target,
+                r.version / 10, r.version % 10, r.status, r.duration.count(), r.request_id);
+}
+
+}  // namespace tserve::api
