@@ -485,6 +485,7 @@ class App {
       if (!mc.batch_size) mc.batch_size = s.batch_size;
       if (!mc.max_batch_delay_ms) mc.max_batch_delay_ms = s.max_batch_delay_ms;
       if (!mc.response_timeout_s) mc.response_timeout_s = s.response_timeout_s;
+      if (!mc.startup_timeout_s) mc.startup_timeout_s = s.startup_timeout_s;
     };
     for (const auto& spec : *specs) {
       Status s = models_->Load(spec, /*at_startup=*/true, overrides);

@@ -85,6 +85,9 @@ StatusOr<std::shared_ptr<LoadedModel>> ModelManager::LoadAndGet(const ModelSpec&
   }
   size_t slash = spec.path.find_last_of('/');
   model->url = slash == std::string::npos ? spec.path : spec.path.substr(slash + 1);
+  if (overrides.fill_config) {
+    overrides.fill_config(model->name, model->version, model->archive.config);
+  }
   const ModelConfig& config = model->archive.config;
   const int limit = max_workers_per_model_;
   if (overrides.initial_workers && *overrides.initial_workers > limit) {

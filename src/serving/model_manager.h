@@ -98,6 +98,11 @@ class ModelManager {
     std::optional<std::string> runtime;  // replaces the manifest's runtime (already validated)
     // An archive the registration downloaded (see LoadedModel::downloaded_archive).
     std::string downloaded_archive;
+    // Settings ranked below model-config.yaml, by the model's name and version (known only
+    // once the archive is open): config.properties' models= key (issue 8 #4). Called with
+    // the archive's config, it fills what model-config.yaml left unset.
+    std::function<void(const std::string& name, const std::string& version, ModelConfig& config)>
+        fill_config;
   };
   // Opens the archive, resolves metrics, starts min workers (without waiting for them).
   // Errors name the file and the cause. Worker limits: initial_workers over
