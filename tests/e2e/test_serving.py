@@ -188,7 +188,9 @@ def test_errors_and_request_classes_are_exact(tserve, tmp_path):
     r = tally.request("POST", f"{server.inference_url}/predictions/noop/9.9", data="x")
     assert r.status_code == 404
     assert r.json()["message"] == "Model version: 9.9 does not exist for model: noop"
-    r = tally.request("GET", f"{server.inference_url}/predictions/noop")
+    # GET predicts, as TorchServe's handler never checks the method (issue 8 #7); DELETE
+    # is not a prediction method
+    r = tally.request("DELETE", f"{server.inference_url}/predictions/noop")
     assert r.status_code == 405
     for _ in range(5):
         assert tally.request("POST", f"{server.inference_url}/predictions/noop",
