@@ -406,7 +406,10 @@ void ManagementApi::Register(http::Request& request, http::Responder responder) 
     const bool downloaded = serving::IsDownloadUrl(u);
     serving::ModelManager::LoadOverrides overrides = o;
     // Deleted when the model is unregistered, as TorchServe deletes what it downloaded.
-    if (downloaded) overrides.downloaded_archive = *path;
+    if (downloaded) {
+      overrides.downloaded_archive = *path;
+      overrides.model_url = u;  // TorchServe's modelUrl of a download is its URL
+    }
     auto model = models_->LoadAndGet({name, *path}, /*at_startup=*/false, overrides);
     if (!model.ok()) {
       // A download is this registration's own copy (never an existing file): a failed

@@ -84,7 +84,9 @@ StatusOr<std::shared_ptr<LoadedModel>> ModelManager::LoadAndGet(const ModelSpec&
                                    "\" (a letter, then letters, digits, '_', '.' or '-')");
   }
   size_t slash = spec.path.find_last_of('/');
-  model->url = slash == std::string::npos ? spec.path : spec.path.substr(slash + 1);
+  model->url = overrides.model_url
+                   ? *overrides.model_url
+                   : (slash == std::string::npos ? spec.path : spec.path.substr(slash + 1));
   if (overrides.fill_config) {
     overrides.fill_config(model->name, model->version, model->archive.config);
   }

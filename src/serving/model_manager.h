@@ -98,6 +98,9 @@ class ModelManager {
     std::optional<std::string> runtime;  // replaces the manifest's runtime (already validated)
     // An archive the registration downloaded (see LoadedModel::downloaded_archive).
     std::string downloaded_archive;
+    // modelUrl as TorchServe reports it: the URL a download was registered from (default:
+    // the archive's file name).
+    std::optional<std::string> model_url;
     // Settings ranked below model-config.yaml, by the model's name and version (known only
     // once the archive is open): config.properties' models= key (issue 8 #4). Called with
     // the archive's config, it fills what model-config.yaml left unset.

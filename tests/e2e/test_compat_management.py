@@ -142,6 +142,10 @@ def test_unregister_deletes_the_downloaded_archive_and_the_url_registers_again(
     r = mgmt(srv, "POST", "/models", params={"url": url, "initial_workers": 1})
     assert_status(r, 200, 'Model "noop" Version: 1.0 registered with 1 initial workers')
     assert (store / "noop.mar").is_file()
+    # modelUrl is the URL it was registered from, in the list and the description
+    r = mgmt(srv, "GET", "/models")
+    assert r.json()["models"] == [{"modelName": "noop", "modelUrl": url}], r.text
+    assert mgmt(srv, "GET", "/models/noop").json()[0]["modelUrl"] == url
     # the file is in the store: TorchServe's FileAlreadyExistsException answer
     r = mgmt(srv, "POST", "/models", params={"url": url, "model_name": "other"})
     assert_error(r, 500, "InternalServerException", "Model file already exists noop.mar")
