@@ -11,26 +11,34 @@ namespace tserve::backend {
 
 namespace {
 
-// The most model-config.yaml's `delay_ms` may ask for.
+// The most model-config.yaml's `delay_ms` / `load_delay_ms` may ask for.
 constexpr int kMaxDelayMs = 60000;
+
+// model-config.yaml's `key` as a delay from 0 to kMaxDelayMs; 0 when absent.
+std::chrono::milliseconds DelayFromConfig(const ModelContext& context, const std::string& key) {
+  auto it = context.config.find(key);
+  if (it == context.config.end()) return std::chrono::milliseconds(0);
+  const std::string& v = it->second;
+  int ms = -1;
+  auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), ms);
+  if (ec != std::errc() || end != v.data() + v.size() || ms < 0 || ms > kMaxDelayMs) {
+    throw std::invalid_argument("noop handler: " + key + " must be an integer from 0 to " +
+                                std::to_string(kMaxDelayMs) + ", got \"" + v + "\"");
+  }
+  return std::chrono::milliseconds(ms);
+}
 
 // Echoes each request: the body back with its content type. Measures the server itself, so
 // it does nothing beyond copying each body into its response. model-config.yaml's
 // `delay_ms: N` (0 to kMaxDelayMs) makes each batch's inference sleep N ms, to stand in for
-// a slow model (tests fill queues with it).
+// a slow model (tests fill queues with it); `load_delay_ms: N` makes loading take N ms, to
+// stand in for a slow-loading model (tests run out startup timeouts with it).
 class NoopHandler final : public Handler {
  public:
   void Initialize(const ModelContext& context) override {
-    auto it = context.config.find("delay_ms");
-    if (it == context.config.end()) return;
-    const std::string& v = it->second;
-    int ms = -1;
-    auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), ms);
-    if (ec != std::errc() || end != v.data() + v.size() || ms < 0 || ms > kMaxDelayMs) {
-      throw std::invalid_argument("noop handler: delay_ms must be an integer from 0 to " +
-                                  std::to_string(kMaxDelayMs) + ", got \"" + v + "\"");
-    }
-    delay_ = std::chrono::milliseconds(ms);
+    delay_ = DelayFromConfig(context, "delay_ms");
+    const auto load_delay = DelayFromConfig(context, "load_delay_ms");
+    if (load_delay.count() > 0) std::this_thread::sleep_for(load_delay);
   }
   void Preprocess(Batch& /*batch*/) override {}
   void Inference(Batch& /*batch*/) override {

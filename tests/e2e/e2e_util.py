@@ -785,15 +785,15 @@ def archive_example_plugin(store: pathlib.Path, name: str = "example",
 
 
 def archive_slow_noop(store: pathlib.Path, name: str = "slow", delay_ms: int = 50,
-                      min_workers: int = 1) -> pathlib.Path:
+                      min_workers: int = 1, load_delay_ms: int = 0) -> pathlib.Path:
     """Archives the noop handler with model-config.yaml `delay_ms` (a stand-in for a slow
-    model) and `min_workers` into store/<name>.mar."""
+    model), `load_delay_ms` (a slow-loading one) and `min_workers` into store/<name>.mar."""
     store.mkdir(parents=True, exist_ok=True)
     staging = store.parent / f"{name}-config"
     staging.mkdir(exist_ok=True)
     cfg = staging / "model-config.yaml"
     cfg.write_text(f"minWorkers: {min_workers}\nmaxWorkers: {min_workers}\n"
-                   f"delay_ms: {delay_ms}\n")
+                   f"delay_ms: {delay_ms}\nload_delay_ms: {load_delay_ms}\n")
     subprocess.run([str(ARCHIVER), "--model-name", name, "--version", "1.0",
                     "--handler", "noop", "--config-file", str(cfg),
                     "--export-path", str(store)], check=True, timeout=60)

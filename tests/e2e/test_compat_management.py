@@ -14,6 +14,8 @@ import threading
 import pytest
 import requests
 
+import e2e_util
+
 from e2e_util import ARCHIVER, demo_archive, store_with
 
 
@@ -129,6 +131,21 @@ def test_startup_timeout_is_read(tserve, tmp_path):
         r = mgmt(srv, "POST", f"/models?url=noop.mar&model_name=n2&startup_timeout={bad}")
         assert r.status_code == 400 and "startup_timeout" in r.json()["message"], r.text
     assert models(srv) == ["noop"]
+
+
+def test_register_that_outlives_its_startup_timeout_is_500_and_leaves_nothing(tserve, tmp_path):
+    """A synchronous register waits for its workers at most startup_timeout seconds
+    (TorchServe's startup_timeout): past it, the 500 and no half-registered model."""
+    srv, store = start(tserve, tmp_path)
+    e2e_util.archive_slow_noop(store, "slowload", delay_ms=0, load_delay_ms=5000)
+    r = mgmt(srv, "POST", "/models?url=slowload.mar&initial_workers=1&startup_timeout=1")
+    assert_error(r, 500, "InternalServerException",
+                 "Failed to start workers for model slowload version: 1.0")
+    assert models(srv) == []
+    # given the time, the same registration succeeds
+    r = mgmt(srv, "POST", "/models?url=slowload.mar&initial_workers=1&startup_timeout=60")
+    assert_status(r, 200, 'Model "slowload" Version: 1.0 registered with 1 initial workers')
+    assert models(srv) == ["slowload"]
 
 
 # ---------------------------------------------------------------------------------------
