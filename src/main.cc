@@ -386,6 +386,11 @@ class App {
 
   ~App() { RemovePrivateFiles(); }
 
+  // Writes out the access log's buffered lines (before a hard exit).
+  void FlushAccessLog() {
+    if (access_log_ != nullptr) access_log_->Flush();
+  }
+
   // Deletes the private extraction root (remove_all never follows links inside it).
   void RemovePrivateFiles() {
     if (extract_root_.empty()) return;
@@ -666,6 +671,7 @@ int Serve(const CliArgs& cli) {
           again == SIGINT ? "SIGINT" : "SIGTERM");
       if (RunningPid(pid_path) == getpid()) unlink(pid_path.c_str());
       app.RemovePrivateFiles();
+      app.FlushAccessLog();
       spdlog::default_logger()->flush();
       _exit(128 + again);
     }

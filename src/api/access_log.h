@@ -1,7 +1,11 @@
 #pragma once
 
+#include <chrono>
+#include <condition_variable>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <thread>
 
 #include "common/status.h"
 #include "http/server.h"
@@ -16,11 +20,14 @@ namespace tserve::api {
 // <log_location>/access_log.log, as TorchServe's ACCESS_LOG logger writes them plus the
 // request id (the response's x-request-id), so that a request can be followed:
 //   2026-01-01T12:00:00,123 - /127.0.0.1:50000 "GET /ping HTTP/1.1" 200 1 x-request-id=abc
-// Each line is written as it is logged (one write per response, under the file's lock, as
-// log4j's default immediateFlush in TorchServe), so `tail -f` and tests see it at once.
+// Lines go into the file's buffer under its lock (no system call per response: this is on
+// every request's path) and a flusher thread writes them out every kFlushPeriod, so
+// `tail -f` sees a line within a second; the destructor flushes what is left.
 // Thread safety: Log may be called from any thread.
 class AccessLog final : public http::AccessLogger {
  public:
+  static constexpr std::chrono::milliseconds kFlushPeriod{500};
+
   // Creates `dir` when missing. "" logs nowhere (Open still succeeds).
   static StatusOr<std::unique_ptr<AccessLog>> Open(const std::string& dir);
   ~AccessLog() override;
@@ -29,10 +36,15 @@ class AccessLog final : public http::AccessLogger {
   const std::string& path() const { return path_; }
 
  private:
-  AccessLog(std::shared_ptr<spdlog::logger> logger, std::string path)
-      : logger_(std::move(logger)), path_(std::move(path)) {}
+  AccessLog(std::shared_ptr<spdlog::logger> logger, std::string path);
+  void FlushLoop();
+
   std::shared_ptr<spdlog::logger> logger_;
   std::string path_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool stop_ = false;  // guarded by mu_
+  std::thread flusher_;
 };
 
 }  // namespace tserve::api
