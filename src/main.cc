@@ -29,6 +29,7 @@
 #include "api/management_api.h"
 #include "api/metrics_api.h"
 #include "backend/handler_factory.h"
+#include "backend/torch_extensions.h"
 #include "common/malloc_tuning.h"
 #include "common/private_dir.h"
 #include "common/strings.h"
@@ -242,6 +243,11 @@ class App {
     backend::RegisterNoopHandler(&handlers_);
 #ifdef TSERVE_HAVE_TORCH
     backend::RegisterTorchHandlers(&handlers_);
+    // Operators models call that LibTorch lacks (torchvision's nms, roi_align...), before
+    // any model loads.
+    auto extensions = backend::LoadTorchExtensionLibraries(config_.torch_extension_libraries);
+    if (!extensions.ok()) return extensions.status();
+    for (const std::string& lib : *extensions) spdlog::info("TorchScript operators from {}", lib);
 #endif
     serving::ModelManager::Options mo;
     mo.model_store = config_.model_store;

@@ -335,6 +335,7 @@ const std::vector<KeySpec>& KnownKeys() {
        IntegerKey(&C::max_model_download_size, 1, std::numeric_limits<int64_t>::max())},
       {"allow_loopback_model_urls", BoolKey(&C::allow_loopback_model_urls)},
       {"allow_private_model_urls", BoolKey(&C::allow_private_model_urls)},
+      {"torch_extension_libraries", StringKey(&C::torch_extension_libraries)},
   };
   return *keys;
 }

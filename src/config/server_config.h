@@ -102,6 +102,9 @@ struct ServerConfig {
   // 172.16/12, 192.168/16, 100.64/10, fc00::/7); link-local and tserve's own listeners never.
   bool allow_loopback_model_urls = false;
   bool allow_private_model_urls = false;
+  // TorchScript operator libraries loaded before any model (backend/torch_extensions.h):
+  // "auto" = Debian's torchvision operators when installed, "none", or .so paths.
+  std::string torch_extension_libraries = "auto";
 };
 
 // Everything LoadServerConfig reads; main fills it (this module does no I/O). Plain data.

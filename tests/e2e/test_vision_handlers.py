@@ -241,3 +241,81 @@ def test_detector_threshold_out_of_range_fails_the_worker(tserve, tmp_path):
     server = tserve(config={"model_store": str(store), "load_models": "bad.mar"})
     wait_for(lambda: "detectionThreshold must be 0..1" in server.logs_text(), 30,
              "the worker's load error in the log")
+
+
+# ---- torchvision's operators (torch_extension_libraries) ----------------------------------
+
+NMS_MODEL = r'''
+import sys, torch, torchvision
+
+class Nms(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        outs = []
+        for i in range(x.size(0)):
+            b = x[i]
+            keep = torchvision.ops.nms(b[:, :4], b[:, 4], 0.5)
+            mask = torch.zeros(b.size(0))
+            mask[keep] = 1.0
+            outs.append(mask)
+        return torch.stack(outs)
+
+torch.jit.script(Nms()).save(sys.argv[1])
+'''
+
+
+def nms_archive(tmp_path):
+    """A TorchScript model calling torchvision::nms, as every scripted torchvision detector
+    does, served by the tensor handler."""
+    import subprocess
+
+    from e2e_util import ARCHIVER
+    work = tmp_path / "nms"
+    work.mkdir()
+    script = work / "make_nms.py"  # TorchScript needs the source in a file
+    script.write_text(NMS_MODEL)
+    subprocess.run(["/usr/bin/python3", str(script), str(work / "model.pt")], check=True,
+                   timeout=120)
+    store = tmp_path / "store"
+    store.mkdir()
+    subprocess.run([str(ARCHIVER), "--model-name", "nms", "--version", "1.0", "--handler",
+                    "tensor", "--serialized-file", str(work / "model.pt"), "--export-path",
+                    str(store)], check=True, timeout=60)
+    return store
+
+
+BOXES = [[0, 0, 10, 10, 0.9], [1, 1, 10, 10, 0.8], [20, 20, 30, 30, 0.7]]
+
+
+def test_models_calling_torchvision_operators_load_by_default(tserve, tmp_path):
+    store = nms_archive(tmp_path)
+    server = tserve(config={"model_store": str(store), "load_models": "nms.mar"})
+    wait_healthy(server)
+    r = requests.post(f"{server.inference_url}/predictions/nms", json=BOXES, timeout=30)
+    assert r.status_code == 200, r.text
+    assert r.json() == [1.0, 0.0, 1.0]  # the second box overlaps the first: suppressed
+    assert "TorchScript operators from" in server.logs_text()
+
+
+def test_without_torchvision_operators_such_a_model_cannot_load(tserve, tmp_path):
+    import e2e_util
+
+    store = nms_archive(tmp_path)
+    server = tserve(config={"model_store": str(store), "load_models": "nms.mar",
+                            "torch_extension_libraries": "none"})
+
+    def failed():
+        text = server.metrics().text
+        return (metric_value(text, "ts_workers", model_name="nms", state="failed") or 0) >= 1
+    e2e_util.wait_for(failed, 60, "the nms model's worker reported failed")
+    r = requests.post(f"{server.inference_url}/predictions/nms", json=BOXES, timeout=30)
+    assert r.status_code == 503, r.text
+    assert "torchvision::nms" in server.logs_text()
+
+
+def test_a_torch_extension_library_that_cannot_load_is_a_startup_error(tmp_path):
+    from e2e_util import run_expect_exit
+
+    rc, _, err = run_expect_exit(tmp_path / "w", config={
+        "torch_extension_libraries": str(tmp_path / "missing.so")})
+    assert rc == 2, err
+    assert "torch_extension_libraries: cannot load" in err and "missing.so" in err, err
