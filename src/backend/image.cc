@@ -391,10 +391,10 @@ class WholeImageSink : public RowSink {
   explicit WholeImageSink(int64_t max_pixels) : max_pixels_(max_pixels) {}
   Status Start(const char* format, int width, int height) override {
     if (int64_t{width} * height > max_pixels_) {
-      return Status::InvalidArgument(std::string(format) + " image too large: " +
-                                     std::to_string(width) + "x" + std::to_string(height) +
-                                     " exceeds the limit of " + std::to_string(max_pixels_) +
-                                     " pixels");
+      return Status::InvalidArgument(std::string(format) +
+                                     " image too large: " + std::to_string(width) + "x" +
+                                     std::to_string(height) + " exceeds the limit of " +
+                                     std::to_string(max_pixels_) + " pixels");
     }
     try {
       image_.pixels.resize(static_cast<size_t>(width) * static_cast<size_t>(height) * 3);
