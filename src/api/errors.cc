@@ -73,6 +73,8 @@ int HttpStatusFor(StatusCode code) {
     case StatusCode::kInvalidArgument:
       return 400;
     case StatusCode::kNotFound:
+    case StatusCode::kModelNotFound:
+    case StatusCode::kVersionNotFound:
       return 404;
     case StatusCode::kAlreadyExists:
       return 409;
@@ -86,6 +88,8 @@ int HttpStatusFor(StatusCode code) {
       return 503;
     case StatusCode::kDeadlineExceeded:
       return 408;
+    case StatusCode::kDownloadFailed:
+      return 400;
     case StatusCode::kUnimplemented:
       return 501;
     case StatusCode::kInternal:

@@ -113,7 +113,7 @@ class WorkerPoolTest : public ::testing::Test {
 
 TEST_F(WorkerPoolTest, AnswersEveryJobAndRecordsMetricsExactly) {
   auto pool = MakePool(1, 0ms);
-  pool->SetWorkerCount(2);
+  ASSERT_TRUE(pool->SetWorkerCount(2).ok());
   WaitReady(*pool, 2);
   std::vector<std::future<JobResult>> results;
   for (int i = 0; i < 50; ++i) {
@@ -137,7 +137,7 @@ TEST_F(WorkerPoolTest, AnswersEveryJobAndRecordsMetricsExactly) {
 TEST_F(WorkerPoolTest, BatchesUpToBatchSizeWithinTheDelay) {
   script_.inference_time = 20ms;
   auto pool = MakePool(4, 200ms);
-  pool->SetWorkerCount(1);
+  ASSERT_TRUE(pool->SetWorkerCount(1).ok());
   WaitReady(*pool, 1);
   std::vector<std::future<JobResult>> results;
   for (int i = 0; i < 4; ++i) {
@@ -154,7 +154,7 @@ TEST_F(WorkerPoolTest, BatchesUpToBatchSizeWithinTheDelay) {
 
 TEST_F(WorkerPoolTest, PartialBatchLeavesAfterTheDelay) {
   auto pool = MakePool(8, 100ms);
-  pool->SetWorkerCount(1);
+  ASSERT_TRUE(pool->SetWorkerCount(1).ok());
   WaitReady(*pool, 1);
   auto t0 = Clock::now();
   auto [job, fut] = MakeJob("alone");
@@ -169,7 +169,7 @@ TEST_F(WorkerPoolTest, PartialBatchLeavesAfterTheDelay) {
 TEST_F(WorkerPoolTest, FullQueueRefusesAtOnce) {
   script_.inference_time = 300ms;
   auto pool = MakePool(1, 0ms, /*capacity=*/2);
-  pool->SetWorkerCount(1);
+  ASSERT_TRUE(pool->SetWorkerCount(1).ok());
   WaitReady(*pool, 1);
   std::vector<std::future<JobResult>> accepted;
   int refused = 0;
@@ -197,7 +197,7 @@ TEST_F(WorkerPoolTest, NoWorkersRefuses) {
 
 TEST_F(WorkerPoolTest, ThrowingHandlerFailsOnlyItsBatch) {
   auto pool = MakePool(1, 0ms);
-  pool->SetWorkerCount(1);
+  ASSERT_TRUE(pool->SetWorkerCount(1).ok());
   WaitReady(*pool, 1);
   script_.throw_next = true;
   auto [bad, bad_f] = MakeJob("x");
@@ -216,7 +216,7 @@ TEST_F(WorkerPoolTest, ThrowingHandlerFailsOnlyItsBatch) {
 TEST_F(WorkerPoolTest, OverdueJobsAnswer408Once) {
   script_.inference_time = 300ms;
   auto pool = MakePool(1, 0ms);
-  pool->SetWorkerCount(1);
+  ASSERT_TRUE(pool->SetWorkerCount(1).ok());
   WaitReady(*pool, 1);
   auto [running, running_f] = MakeJob("slow", 100ms);
   auto [queued, queued_f] = MakeJob("queued", 100ms);
@@ -236,7 +236,7 @@ TEST_F(WorkerPoolTest, OverdueJobsAnswer408Once) {
 TEST_F(WorkerPoolTest, FailedLoadIsRetriedAndReported) {
   script_.fail_initialize = true;
   auto pool = MakePool(1, 0ms);
-  pool->SetWorkerCount(1);
+  ASSERT_TRUE(pool->SetWorkerCount(1).ok());
   for (int i = 0; i < 100 && metrics_.workers_failed->Value() < 1.0; ++i) {
     std::this_thread::sleep_for(10ms);
   }
@@ -250,7 +250,7 @@ TEST_F(WorkerPoolTest, FailedLoadIsRetriedAndReported) {
 TEST_F(WorkerPoolTest, ShutdownAnswersQueuedJobs503AndRemovesWorkerSeries) {
   script_.inference_time = 200ms;
   auto pool = MakePool(1, 0ms);
-  pool->SetWorkerCount(1);
+  ASSERT_TRUE(pool->SetWorkerCount(1).ok());
   WaitReady(*pool, 1);
   auto [first, first_f] = MakeJob("a");
   auto [second, second_f] = MakeJob("b");
@@ -264,13 +264,13 @@ TEST_F(WorkerPoolTest, ShutdownAnswersQueuedJobs503AndRemovesWorkerSeries) {
 
 TEST_F(WorkerPoolTest, ScalingDownRemovesWorkerLoadTimeSeries) {
   auto pool = MakePool(1, 0ms);
-  pool->SetWorkerCount(2);
+  ASSERT_TRUE(pool->SetWorkerCount(2).ok());
   WaitReady(*pool, 2);
   EXPECT_EQ(registry_.Find("WorkerLoadTime")->SeriesCount(), 2u);
   auto workers = pool->Workers();
   ASSERT_EQ(workers.size(), 2u);
   EXPECT_EQ(workers[0].name, "W-9000-m_1.0");
-  pool->SetWorkerCount(1);
+  ASSERT_TRUE(pool->SetWorkerCount(1).ok());
   EXPECT_EQ(registry_.Find("WorkerLoadTime")->SeriesCount(), 1u);
   EXPECT_EQ(pool->worker_count(), 1);
 }
