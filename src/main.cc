@@ -45,10 +45,6 @@
 #include "sysmetrics/sampler.h"
 #include "sysmetrics/system_gauges.h"
 
-#ifdef TSERVE_HAVE_TORCH
-#include "backend/torchscript_handlers.h"
-#endif
-
 extern char** environ;
 
 namespace tserve {
@@ -241,14 +237,14 @@ class App {
 
     // Handlers and models.
     backend::RegisterNoopHandler(&handlers_);
-#ifdef TSERVE_HAVE_TORCH
-    backend::RegisterTorchHandlers(&handlers_);
-    // Operators models call that LibTorch lacks (torchvision's nms, roi_align...), before
-    // any model loads.
-    auto extensions = backend::LoadTorchExtensionLibraries(config_.torch_extension_libraries);
-    if (!extensions.ok()) return extensions.status();
-    for (const std::string& lib : *extensions) spdlog::info("TorchScript operators from {}", lib);
-#endif
+    // The TorchScript handlers: declared now, their module (libtserve_torch.so, with LibTorch
+    // and the operator libraries of torch_extension_libraries, checked now) loaded by the
+    // first model that needs it.
+    handlers_.SetLogger([](const std::string& line) { spdlog::info("{}", line); });
+    if (Status t = backend::RegisterTorchBackend(&handlers_, config_.torch_extension_libraries);
+        !t.ok()) {
+      return t;
+    }
     serving::ModelManager::Options mo;
     mo.model_store = config_.model_store;
     // A private extraction root (mkdtemp, 0700): a predictable name in a shared /tmp could

@@ -108,9 +108,29 @@ class Handler {
 // A plugin is a shared library exporting this factory (see examples/custom_handler):
 //   extern "C" tserve::Handler* tserve_create_handler();
 // tserve owns the returned object and deletes it with `delete`. The plugin must be built
-// against this header with the same compiler and standard library as tserve.
+// against this header with the same compiler and standard library as tserve. It may also
+// export the API version it was built for (checked when present):
+//   extern "C" const int tserve_api_version = TSERVE_API_VERSION;
 #define TSERVE_HANDLER_FACTORY_SYMBOL "tserve_create_handler"
+#define TSERVE_API_VERSION_SYMBOL "tserve_api_version"
 #define TSERVE_API_VERSION 1
 extern "C" {
 using TserveCreateHandlerFn = tserve::Handler* (*)();
+}
+
+// A backend module provides built-in handlers that tserve loads the first time a model
+// names one of them (libtserve_torch.so: the TorchScript handlers), as Triton loads its
+// backends. It is built against this header like a plugin and exports, with C linkage:
+//   const int tserve_api_version = TSERVE_API_VERSION;  // required for a backend
+//   const char* const* tserve_backend_handler_names();  // null-terminated, static storage
+//   tserve::Handler* tserve_backend_create_handler(const char* name);  // null: unknown
+// tserve owns a created handler (deleted with `delete`). A module is loaded once, stays
+// loaded for the life of the process, and must export nothing else (its private code is
+// hidden: -fvisibility=hidden, -Wl,--exclude-libs,ALL). Creating a handler may throw; the
+// model then fails to load with the exception's message.
+#define TSERVE_BACKEND_NAMES_SYMBOL "tserve_backend_handler_names"
+#define TSERVE_BACKEND_CREATE_SYMBOL "tserve_backend_create_handler"
+extern "C" {
+using TserveBackendNamesFn = const char* const* (*)();
+using TserveBackendCreateFn = tserve::Handler* (*)(const char* name);
 }

@@ -3,12 +3,17 @@
 #include <dlfcn.h>
 #include <sys/stat.h>
 
+#include <unistd.h>
+
 #include <cerrno>
+#include <chrono>
 #include <climits>
 #include <cstdlib>
 #include <cstring>
 #include <exception>
+#include <filesystem>
 #include <optional>
+#include <set>
 #include <string_view>
 #include <utility>
 
@@ -17,8 +22,8 @@ namespace tserve::backend {
 namespace {
 
 // Exported by plugins built against a tserve/handler.h that defines TSERVE_API_VERSION
-// (optional: a plugin without it is assumed to match).
-constexpr const char* kApiVersionSymbol = "tserve_api_version";
+// (optional: a plugin without it is assumed to match; a backend module must export it).
+constexpr const char* kApiVersionSymbol = TSERVE_API_VERSION_SYMBOL;
 
 // A plugin's handler together with the library it came from. The library is closed only
 // after the handler is destroyed (members are destroyed in reverse order), since the
@@ -71,48 +76,171 @@ std::string DlError() {
   return e != nullptr ? e : "unknown dynamic loader error";
 }
 
+std::string JoinNames(const std::vector<std::string>& names) {
+  std::string out;
+  for (const std::string& name : names) {
+    if (!out.empty()) out += ", ";
+    out += name;
+  }
+  return out;
+}
+
+// Runs a handler maker or a module's create function: a null result or an exception becomes
+// an error naming the handler.
+template <typename F>
+StatusOr<std::unique_ptr<Handler>> MakeHandler(const std::string& handler, const char* what,
+                                               F&& make) {
+  try {
+    std::unique_ptr<Handler> h(make());
+    if (h == nullptr)
+      return Status::Internal("handler " + Quoted(handler) + ": " + what + " returned null");
+    return h;
+  } catch (const std::exception& e) {
+    return Status::Internal("handler " + Quoted(handler) + ": " + e.what());
+  } catch (...) {
+    return Status::Internal("handler " + Quoted(handler) + ": " + what +
+                            " threw a non-standard exception");
+  }
+}
+
 }  // namespace
 
+std::vector<std::string> DefaultBackendDirs() {
+  char buf[PATH_MAX];
+  const ssize_t n = ::readlink("/proc/self/exe", buf, sizeof(buf) - 1);
+  if (n <= 0) return {};
+  const std::filesystem::path dir = std::filesystem::path(std::string(buf, n)).parent_path();
+  return {dir.string(), (dir.parent_path() / "lib" / "tserve").string()};
+}
+
 void HandlerFactory::RegisterBuiltin(const std::string& name, Maker maker) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   builtins_[name] = std::move(maker);
 }
 
+void HandlerFactory::RegisterBackend(BackendSpec spec) {
+  auto backend = std::make_shared<Backend>(std::move(spec));
+  MutexLock lock(&mu_);
+  for (const std::string& name : backend->spec.handlers) backend_of_[name] = backend;
+}
+
+void HandlerFactory::SetLogger(Logger logger) {
+  MutexLock lock(&mu_);
+  logger_ = std::move(logger);
+}
+
 std::vector<std::string> HandlerFactory::BuiltinNames() const {
-  std::lock_guard<std::mutex> lock(mu_);
-  std::vector<std::string> names;
-  names.reserve(builtins_.size());
-  for (const auto& [name, maker] : builtins_) names.push_back(name);
-  return names;
+  MutexLock lock(&mu_);
+  std::set<std::string> names;
+  for (const auto& [name, maker] : builtins_) names.insert(name);
+  for (const auto& [name, backend] : backend_of_) names.insert(name);
+  return {names.begin(), names.end()};
 }
 
 bool HandlerFactory::IsBuiltin(const std::string& name) const {
-  std::lock_guard<std::mutex> lock(mu_);
-  return builtins_.count(name) != 0;
+  MutexLock lock(&mu_);
+  return builtins_.count(name) != 0 || backend_of_.count(name) != 0;
+}
+
+StatusOr<TserveBackendCreateFn> HandlerFactory::LoadBackend(Backend* backend,
+                                                            const std::string& handler) const {
+  MutexLock lock(&backend->mu);
+  if (backend->create != nullptr) return backend->create;
+  const BackendSpec& spec = backend->spec;
+  const std::string what =
+      "handler " + Quoted(handler) + " needs the " + spec.description + " (" + spec.library + ")";
+
+  const std::vector<std::string> dirs =
+      spec.search_dirs.empty() ? DefaultBackendDirs() : spec.search_dirs;
+  std::string path;
+  for (const std::string& dir : dirs) {
+    if (IsRegularFile(dir + "/" + spec.library)) {
+      path = dir + "/" + spec.library;
+      break;
+    }
+  }
+  if (path.empty()) {
+    return Status::FailedPrecondition(what + ", which is not installed: looked in " +
+                                      JoinNames(dirs));
+  }
+
+  const auto t0 = std::chrono::steady_clock::now();
+  ::dlerror();
+  // Never closed: the module's handlers, and LibTorch's registries, live as long as tserve.
+  void* module = ::dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
+  if (module == nullptr) {
+    return Status::FailedPrecondition(what + ", which cannot be loaded: " + DlError());
+  }
+  const auto* version = static_cast<const int*>(::dlsym(module, kApiVersionSymbol));
+  if (version == nullptr || *version != TSERVE_API_VERSION) {
+    return Status::FailedPrecondition(
+        what + ", but " + path + " was built for " +
+        (version == nullptr ? std::string("no") : "version " + std::to_string(*version)) +
+        " of the handler API, this server implements version " +
+        std::to_string(TSERVE_API_VERSION));
+  }
+  auto names = reinterpret_cast<TserveBackendNamesFn>(::dlsym(module, TSERVE_BACKEND_NAMES_SYMBOL));
+  auto create =
+      reinterpret_cast<TserveBackendCreateFn>(::dlsym(module, TSERVE_BACKEND_CREATE_SYMBOL));
+  if (names == nullptr || create == nullptr) {
+    return Status::FailedPrecondition(what + ", but " + path + " does not export " +
+                                      TSERVE_BACKEND_NAMES_SYMBOL + " and " +
+                                      TSERVE_BACKEND_CREATE_SYMBOL);
+  }
+  std::set<std::string> provided;
+  for (const char* const* n = names(); n != nullptr && *n != nullptr; ++n) provided.insert(*n);
+  for (const std::string& name : spec.handlers) {
+    if (provided.count(name) == 0) {
+      return Status::FailedPrecondition(what + ", but " + path + " does not provide handler " +
+                                        Quoted(name));
+    }
+  }
+  for (const std::string& companion : spec.companions) {
+    // RTLD_GLOBAL: the operators' symbols stay resolvable for libraries loaded later. Never
+    // unloaded: the backend keeps pointers to what they register.
+    if (::dlopen(companion.c_str(), RTLD_NOW | RTLD_GLOBAL) == nullptr) {
+      return Status::FailedPrecondition(what + ": " + spec.companions_key + ": cannot load " +
+                                        Quoted(companion) + ": " + DlError());
+    }
+  }
+  backend->create = create;
+
+  const double ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  Logger logger;
+  {
+    MutexLock factory_lock(&mu_);
+    logger = logger_;
+  }
+  if (logger) {
+    logger("loaded the " + spec.description + " from " + path + " in " +
+           std::to_string(static_cast<long>(ms)) + " ms");
+    for (const std::string& companion : spec.companions) {
+      logger(spec.companions_description + " from " + companion);
+    }
+  }
+  return create;
 }
 
 StatusOr<std::unique_ptr<Handler>> HandlerFactory::Create(const std::string& handler,
                                                           const std::string& model_dir) const {
   Maker maker;
+  std::shared_ptr<Backend> backend;
   {
-    std::lock_guard<std::mutex> lock(mu_);
-    auto it = builtins_.find(handler);
-    if (it != builtins_.end()) maker = it->second;
-  }
-  if (maker) {
-    // Built-in makers run outside the lock: they may be slow (or re-enter the factory).
-    try {
-      std::unique_ptr<Handler> h = maker();
-      if (h == nullptr) {
-        return Status::Internal("handler " + Quoted(handler) + ": built-in maker returned null");
-      }
-      return h;
-    } catch (const std::exception& e) {
-      return Status::Internal("handler " + Quoted(handler) + ": " + e.what());
-    } catch (...) {
-      return Status::Internal("handler " + Quoted(handler) +
-                              ": built-in maker threw a non-standard exception");
+    MutexLock lock(&mu_);
+    if (auto it = builtins_.find(handler); it != builtins_.end()) {
+      maker = it->second;
+    } else if (auto b = backend_of_.find(handler); b != backend_of_.end()) {
+      backend = b->second;
     }
+  }
+  // Makers and modules run outside the lock: they may be slow (or re-enter the factory).
+  if (maker) return MakeHandler(handler, "built-in maker", maker);
+  if (backend != nullptr) {
+    StatusOr<TserveBackendCreateFn> create = LoadBackend(backend.get(), handler);
+    if (!create.ok()) return create.status();
+    return MakeHandler(handler, TSERVE_BACKEND_CREATE_SYMBOL,
+                       [&] { return (*create)(handler.c_str()); });
   }
 
   if (handler.empty()) {
@@ -121,17 +249,16 @@ StatusOr<std::unique_ptr<Handler>> HandlerFactory::Create(const std::string& han
   // A TorchServe Python handler (often shipped inside the archive) is never a plugin.
   const bool python = EndsWith(handler, ".py") || handler.find(".py:") != std::string::npos;
   if (python || !LooksLikePlugin(handler, model_dir)) {
-    std::string known;
-    for (const std::string& name : BuiltinNames()) {
-      if (!known.empty()) known += ", ";
-      known += name;
-    }
     return Status::InvalidArgument(
-        "unknown handler " + Quoted(handler) + " (built-in handlers: " + known +
+        "unknown handler " + Quoted(handler) + " (built-in handlers: " + JoinNames(BuiltinNames()) +
         "; or a .so plugin inside the model folder)" +
         (python ? "; Python handlers are not supported: use a built-in or a C++ plugin" : ""));
   }
+  return CreatePlugin(handler, model_dir);
+}
 
+StatusOr<std::unique_ptr<Handler>> HandlerFactory::CreatePlugin(
+    const std::string& handler, const std::string& model_dir) const {
   // A plugin: a shared library inside the model folder, named relative to it.
   const std::string what = "handler " + Quoted(handler);
   if (handler.front() == '/') {

@@ -1000,11 +1000,12 @@ std::unique_ptr<Handler> MakeObjectDetectorHandler() {
 
 std::unique_ptr<Handler> MakeTensorHandler() { return std::make_unique<TensorHandler>(); }
 
-void RegisterTorchHandlers(HandlerFactory* factory) {
-  factory->RegisterBuiltin("image_classifier", MakeImageClassifierHandler);
-  factory->RegisterBuiltin("image_segmenter", MakeImageSegmenterHandler);
-  factory->RegisterBuiltin("object_detector", MakeObjectDetectorHandler);
-  factory->RegisterBuiltin("tensor", MakeTensorHandler);
+std::unique_ptr<Handler> MakeTorchHandler(std::string_view name) {
+  if (name == "image_classifier") return MakeImageClassifierHandler();
+  if (name == "image_segmenter") return MakeImageSegmenterHandler();
+  if (name == "object_detector") return MakeObjectDetectorHandler();
+  if (name == "tensor") return MakeTensorHandler();
+  return nullptr;
 }
 
 }  // namespace tserve::backend

@@ -1,7 +1,10 @@
 #pragma once
 
-// The built-in handlers that run TorchScript models through LibTorch. LibTorch stays inside
-// torchscript_handlers.cc: this header includes none of it.
+// The built-in handlers that run TorchScript models through LibTorch. They live in the
+// TorchScript backend module, libtserve_torch.so (torch_module.cc), which tserve loads the
+// first time a model names one of them (torch_extensions.h, HandlerFactory); the tserve
+// executable does not link LibTorch. LibTorch stays inside torchscript_handlers.cc: this
+// header includes none of it.
 //
 // "image_classifier" (TorchServe's handler of that name):
 //   Initialize  torch::jit::load(serialized_file) into this handler (one module per worker),
@@ -97,8 +100,8 @@
 
 #include <cstdint>
 #include <memory>
+#include <string_view>
 
-#include "backend/handler_factory.h"
 #include "tserve/handler.h"
 
 namespace tserve::backend {
@@ -108,10 +111,11 @@ namespace tserve::backend {
 // 12-megapixel photo fits). The other image handlers stream (see image.h).
 inline constexpr int64_t kMaxObjectDetectorImagePixels = int64_t{4096} * 4096;
 
-// Registers "image_classifier", "image_segmenter", "object_detector" and "tensor".
-void RegisterTorchHandlers(HandlerFactory* factory);
+// The handler of that name ("image_classifier", "image_segmenter", "object_detector",
+// "tensor": torch_extensions.h's kTorchHandlerNames), or null for another name.
+std::unique_ptr<Handler> MakeTorchHandler(std::string_view name);
 
-// The makers RegisterTorchHandlers registers (tests use them directly).
+// The makers of each (tests use them directly).
 std::unique_ptr<Handler> MakeImageClassifierHandler();
 std::unique_ptr<Handler> MakeImageSegmenterHandler();
 std::unique_ptr<Handler> MakeObjectDetectorHandler();

@@ -4,13 +4,17 @@
 #include <gtest/gtest.h>
 #include <link.h>
 
+#include <atomic>
 #include <filesystem>
 #include <fstream>
 #include <memory>
 #include <mutex>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
+
+#include "backend/torch_extensions.h"
 
 namespace tserve::backend {
 namespace {
@@ -405,6 +409,290 @@ TEST(HandlerFactoryTest, LibraryWithoutFactorySymbol) {
             "handler \"libplain.so\": plugin does not export tserve_create_handler (declare it "
             "extern \"C\" tserve::Handler* tserve_create_handler())");
 }
+
+// ---- backend modules ----------------------------------------------------------------------
+
+// The fake backend module (fake_backend.cc), searched in its own build directory.
+BackendSpec FakeBackend() {
+  BackendSpec spec;
+  spec.name = "fake";
+  spec.description = "fake backend";
+  spec.library = fs::path(TSERVE_FAKE_BACKEND).filename().string();
+  spec.handlers = {"fake_echo", "fake_null", "fake_throw"};
+  spec.search_dirs = {fs::path(TSERVE_FAKE_BACKEND).parent_path().string()};
+  spec.companions_key = "fake_companions";
+  spec.companions_description = "fake operators";
+  return spec;
+}
+
+// Counts (and keeps) the factory's log lines.
+struct LogLines {
+  std::mutex mu;
+  std::vector<std::string> lines;
+  HandlerFactory::Logger Logger() {
+    return [this](const std::string& line) {
+      std::lock_guard<std::mutex> lock(mu);
+      lines.push_back(line);
+    };
+  }
+};
+
+TEST(HandlerFactoryBackendTest, HandlersAreKnownBeforeTheModuleIsLoaded) {
+  HandlerFactory f;
+  RegisterNoopHandler(&f);
+  LogLines log;
+  f.SetLogger(log.Logger());
+  f.RegisterBackend(FakeBackend());
+  EXPECT_TRUE(f.IsBuiltin("fake_echo"));
+  EXPECT_EQ(f.BuiltinNames(),
+            (std::vector<std::string>{"fake_echo", "fake_null", "fake_throw", "noop"}));
+  auto unknown = f.Create("foo", "");
+  ASSERT_FALSE(unknown.ok());
+  EXPECT_EQ(unknown.status().message(),
+            "unknown handler \"foo\" (built-in handlers: fake_echo, fake_null, fake_throw, noop; "
+            "or a .so plugin inside the model folder)");
+  EXPECT_TRUE(log.lines.empty());  // nothing loaded by asking
+}
+
+TEST(HandlerFactoryBackendTest, FirstCreateLoadsTheModule) {
+  HandlerFactory f;
+  LogLines log;
+  f.SetLogger(log.Logger());
+  f.RegisterBackend(FakeBackend());
+  auto h = f.Create("fake_echo", "");
+  ASSERT_TRUE(h.ok()) << h.status().message();
+  Batch batch = MakeBatch({{"text/plain", "hello"}});
+  (*h)->Initialize(ModelContext{});
+  RunBatch(**h, batch);
+  ASSERT_EQ(batch.responses.size(), 1u);
+  EXPECT_EQ(batch.responses[0].body, "hello");
+  ASSERT_TRUE(f.Create("fake_echo", "").ok());
+  ASSERT_EQ(log.lines.size(), 1u);  // loaded once
+  EXPECT_EQ(log.lines[0].rfind(
+                "loaded the fake backend from " + std::string(TSERVE_FAKE_BACKEND) + " in ", 0),
+            0u)
+      << log.lines[0];
+}
+
+TEST(HandlerFactoryBackendTest, ConcurrentFirstCreatesLoadItOnce) {
+  HandlerFactory f;
+  LogLines log;
+  f.SetLogger(log.Logger());
+  f.RegisterBackend(FakeBackend());
+  std::atomic<int> created{0};
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 8; ++i) {
+    threads.emplace_back([&] {
+      if (f.Create("fake_echo", "").ok()) ++created;
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  EXPECT_EQ(created.load(), 8);
+  EXPECT_EQ(log.lines.size(), 1u);
+}
+
+TEST(HandlerFactoryBackendTest, MissingModuleIsAClearErrorAndOthersStillWork) {
+  TempDir dir;
+  HandlerFactory f;
+  RegisterNoopHandler(&f);
+  BackendSpec spec = FakeBackend();
+  spec.library = "libtserve_missing.so";
+  spec.search_dirs = {(dir.path() / "a").string(), (dir.path() / "b").string()};
+  f.RegisterBackend(spec);
+  for (int attempt = 0; attempt < 2; ++attempt) {  // not cached: the same answer again
+    auto h = f.Create("fake_echo", "");
+    ASSERT_FALSE(h.ok());
+    EXPECT_EQ(h.status().code(), StatusCode::kFailedPrecondition);
+    EXPECT_EQ(h.status().message(),
+              "handler \"fake_echo\" needs the fake backend (libtserve_missing.so), which is "
+              "not installed: looked in " +
+                  dir.str() + "/a, " + dir.str() + "/b");
+  }
+  EXPECT_TRUE(f.Create("noop", "").ok());
+}
+
+TEST(HandlerFactoryBackendTest, ModuleThatCannotLoadGivesDlerror) {
+  TempDir dir;
+  WriteFile(dir.path() / "libtserve_fake.so", "not an ELF file");
+  HandlerFactory f;
+  BackendSpec spec = FakeBackend();
+  spec.search_dirs = {dir.str()};
+  f.RegisterBackend(spec);
+  auto h = f.Create("fake_echo", "");
+  ASSERT_FALSE(h.ok());
+  EXPECT_NE(h.status().message().find("handler \"fake_echo\" needs the fake backend "
+                                      "(libtserve_fake.so), which cannot be loaded: " +
+                                      dir.str() + "/libtserve_fake.so"),
+            std::string::npos)
+      << h.status().message();
+}
+
+TEST(HandlerFactoryBackendTest, ModuleWithoutTheEntryPointsIsRefused) {
+  // The example plugin: a loadable library with a version but no backend entry points.
+  TempDir dir;
+  fs::copy_file(TSERVE_EXAMPLE_PLUGIN, dir.path() / "libtserve_fake.so");
+  HandlerFactory f;
+  BackendSpec spec = FakeBackend();
+  spec.search_dirs = {dir.str()};
+  f.RegisterBackend(spec);
+  auto h = f.Create("fake_echo", "");
+  ASSERT_FALSE(h.ok());
+  EXPECT_EQ(h.status().message(),
+            "handler \"fake_echo\" needs the fake backend (libtserve_fake.so), but " + dir.str() +
+                "/libtserve_fake.so does not export tserve_backend_handler_names and "
+                "tserve_backend_create_handler");
+}
+
+TEST(HandlerFactoryBackendTest, ModuleMustProvideEveryHandlerDeclared) {
+  HandlerFactory f;
+  BackendSpec spec = FakeBackend();
+  spec.handlers.push_back("fake_other");
+  f.RegisterBackend(spec);
+  auto h = f.Create("fake_echo", "");
+  ASSERT_FALSE(h.ok());
+  EXPECT_EQ(h.status().message(),
+            "handler \"fake_echo\" needs the fake backend (libtserve_fake.so), but " +
+                std::string(TSERVE_FAKE_BACKEND) + " does not provide handler \"fake_other\"");
+}
+
+TEST(HandlerFactoryBackendTest, CreateFailuresAreErrors) {
+  HandlerFactory f;
+  f.RegisterBackend(FakeBackend());
+  auto null = f.Create("fake_null", "");
+  ASSERT_FALSE(null.ok());
+  EXPECT_EQ(null.status().message(),
+            "handler \"fake_null\": tserve_backend_create_handler returned null");
+  auto thrown = f.Create("fake_throw", "");
+  ASSERT_FALSE(thrown.ok());
+  EXPECT_EQ(thrown.status().message(), "handler \"fake_throw\": fake backend: asked to throw");
+}
+
+TEST(HandlerFactoryBackendTest, BuiltinOfTheSameNameWins) {
+  HandlerFactory f;
+  BackendSpec spec = FakeBackend();
+  spec.search_dirs = {"/nonexistent"};
+  f.RegisterBackend(spec);
+  f.RegisterBuiltin("fake_echo", [] { return std::make_unique<DummyHandler>(); });
+  EXPECT_TRUE(f.Create("fake_echo", "").ok());
+  EXPECT_FALSE(f.Create("fake_null", "").ok());
+}
+
+TEST(HandlerFactoryBackendTest, CompanionsLoadWithTheModuleAndMustLoad) {
+  TempDir dir;
+  {
+    HandlerFactory f;
+    LogLines log;
+    f.SetLogger(log.Logger());
+    BackendSpec spec = FakeBackend();
+    spec.companions = {(dir.path() / "missing.so").string()};
+    f.RegisterBackend(spec);
+    auto h = f.Create("fake_echo", "");
+    ASSERT_FALSE(h.ok());
+    EXPECT_NE(h.status().message().find("handler \"fake_echo\" needs the fake backend "
+                                        "(libtserve_fake.so): fake_companions: cannot load \"" +
+                                        dir.str() + "/missing.so\": "),
+              std::string::npos)
+        << h.status().message();
+    EXPECT_TRUE(log.lines.empty());
+  }
+  HandlerFactory f;
+  LogLines log;
+  f.SetLogger(log.Logger());
+  BackendSpec spec = FakeBackend();
+  spec.companions = {TSERVE_EXAMPLE_PLUGIN};  // any loadable library
+  f.RegisterBackend(spec);
+  ASSERT_TRUE(f.Create("fake_echo", "").ok());
+  ASSERT_EQ(log.lines.size(), 2u);
+  EXPECT_EQ(log.lines[1], "fake operators from " + std::string(TSERVE_EXAMPLE_PLUGIN));
+}
+
+TEST(HandlerFactoryBackendTest, DefaultDirsAreTheExecutablesAndItsLibTserve) {
+  const fs::path exe = fs::read_symlink("/proc/self/exe");
+  EXPECT_EQ(DefaultBackendDirs(),
+            (std::vector<std::string>{exe.parent_path().string(),
+                                      (exe.parent_path().parent_path() / "lib/tserve").string()}));
+}
+
+// ---- the TorchScript backend's declaration --------------------------------------------------
+
+TEST(TorchBackendTest, DeclaresTheTorchHandlersWithoutLoadingAnything) {
+  HandlerFactory f;
+  ASSERT_TRUE(RegisterTorchBackend(&f, "none").ok());
+  EXPECT_EQ(f.BuiltinNames(), (std::vector<std::string>{"image_classifier", "image_segmenter",
+                                                        "object_detector", "tensor"}));
+  EXPECT_EQ(dlopen("libtorch_cpu.so", RTLD_NOW | RTLD_NOLOAD), nullptr);
+}
+
+TEST(TorchBackendTest, ExtensionLibrariesAreCheckedNotLoaded) {
+  TempDir dir;
+  auto none = ResolveTorchExtensionLibraries(" none ");
+  ASSERT_TRUE(none.ok());
+  EXPECT_TRUE(none->empty());
+  auto empty = ResolveTorchExtensionLibraries("");
+  ASSERT_TRUE(empty.ok());
+  EXPECT_TRUE(empty->empty());
+  auto automatic = ResolveTorchExtensionLibraries("auto");
+  ASSERT_TRUE(automatic.ok());
+  EXPECT_EQ(*automatic, access(kDebianTorchvisionOps, R_OK) == 0
+                            ? std::vector<std::string>{kDebianTorchvisionOps}
+                            : std::vector<std::string>{});
+  WriteFile(dir.path() / "ops.so", "not even a library: loaded only with the backend");
+  const std::string ops = (dir.path() / "ops.so").string();
+  auto listed = ResolveTorchExtensionLibraries(" " + ops + " , ");
+  ASSERT_TRUE(listed.ok());
+  EXPECT_EQ(*listed, std::vector<std::string>{ops});
+
+  const std::string missing = (dir.path() / "missing.so").string();
+  HandlerFactory f;
+  Status s = RegisterTorchBackend(&f, ops + "," + missing);
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(s.message(), "torch_extension_libraries: cannot load \"" + missing +
+                             "\": No such file or directory");
+}
+
+TEST(TorchBackendTest, WithoutTheModuleTheErrorNamesIt) {
+  TempDir dir;
+  HandlerFactory f;
+  ASSERT_TRUE(RegisterTorchBackend(&f, "none", {dir.str()}).ok());
+  auto h = f.Create("image_classifier", "");
+  ASSERT_FALSE(h.ok());
+  EXPECT_EQ(h.status().message(),
+            "handler \"image_classifier\" needs the TorchScript backend (libtserve_torch.so), "
+            "which is not installed: looked in " +
+                dir.str());
+}
+
+#ifdef TSERVE_TORCH_BACKEND
+TEST(TorchBackendTest, TheModuleProvidesTheTorchHandlers) {
+  HandlerFactory f;
+  ASSERT_TRUE(
+      RegisterTorchBackend(&f, "none", {fs::path(TSERVE_TORCH_BACKEND).parent_path().string()})
+          .ok());
+  for (const char* name : kTorchHandlerNames) {
+    auto h = f.Create(name, "");
+    ASSERT_TRUE(h.ok()) << name << ": " << h.status().message();
+    // The module's own handler: it asks for the model's TorchScript file.
+    ModelContext context;
+    context.model_name = "m";
+    try {
+      (*h)->Initialize(context);
+      ADD_FAILURE() << name << ": Initialize without a serialized file did not throw";
+    } catch (const std::exception& e) {
+      EXPECT_NE(std::string(e.what()).find("has no serialized file"), std::string::npos)
+          << e.what();
+    }
+  }
+  // Its private code is hidden: only the entry points are exported.
+  void* module = dlopen(TSERVE_TORCH_BACKEND, RTLD_NOW | RTLD_NOLOAD);
+  ASSERT_NE(module, nullptr);
+  EXPECT_NE(dlsym(module, TSERVE_BACKEND_CREATE_SYMBOL), nullptr);
+  EXPECT_EQ(dlsym(module, "_ZN6tserve7backend16MakeTensorHandlerEv"), nullptr);
+  EXPECT_EQ(dlsym(module, "_ZN6tserve14TrimWhitespaceESt17basic_string_viewIcSt11char_traitsIcEE"),
+            nullptr);
+  dlclose(module);  // the reference NOLOAD took
+}
+#endif
 
 }  // namespace
 }  // namespace tserve::backend

@@ -25,7 +25,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "backend/handler_factory.h"
+#include "backend/torch_extensions.h"
 
 namespace tserve::backend {
 namespace {
@@ -71,16 +71,14 @@ constexpr const char* kBadRequestPrefix =
 
 // ---- registration -----------------------------------------------------------------------
 
-TEST(TorchHandlersTest, RegistersBothHandlers) {
-  HandlerFactory factory;
-  RegisterTorchHandlers(&factory);
-  EXPECT_TRUE(factory.IsBuiltin("image_classifier"));
-  EXPECT_TRUE(factory.IsBuiltin("tensor"));
-  StatusOr<std::unique_ptr<Handler>> handler = factory.Create("tensor", kFixtures + "/models");
-  ASSERT_TRUE(handler.ok()) << handler.status().message();
-  ASSERT_NE(handler.value(), nullptr);
-  handler.value()->Initialize(Context(kFixtures + "/models", kFixtures + "/models/linear.pt"));
-  EXPECT_EQ(RunBatch(*handler.value(), {"[1, 2, 3, 4]"})[0].body, "[30.5,7.0]");
+TEST(TorchHandlersTest, MakesEachHandlerTheModuleProvides) {
+  for (const char* name : kTorchHandlerNames) EXPECT_NE(MakeTorchHandler(name), nullptr) << name;
+  EXPECT_EQ(MakeTorchHandler("noop"), nullptr);
+  EXPECT_EQ(MakeTorchHandler(""), nullptr);
+  std::unique_ptr<Handler> handler = MakeTorchHandler("tensor");
+  ASSERT_NE(handler, nullptr);
+  handler->Initialize(Context(kFixtures + "/models", kFixtures + "/models/linear.pt"));
+  EXPECT_EQ(RunBatch(*handler, {"[1, 2, 3, 4]"})[0].body, "[30.5,7.0]");
 }
 
 // ---- tensor -----------------------------------------------------------------------------
@@ -763,13 +761,6 @@ def forward(self, images: List[Tensor]) -> List[Dict[str, Tensor]]:
     EXPECT_NE(std::string(e.what()).find("expected [K, 4], [K] and [K]"), std::string::npos)
         << e.what();
   }
-}
-
-TEST(TorchHandlersTest, RegistersTheVisionHandlers) {
-  HandlerFactory factory;
-  RegisterTorchHandlers(&factory);
-  EXPECT_TRUE(factory.IsBuiltin("image_segmenter"));
-  EXPECT_TRUE(factory.IsBuiltin("object_detector"));
 }
 
 }  // namespace
