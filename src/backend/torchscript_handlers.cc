@@ -258,162 +258,168 @@ ImageBatch PreprocessImageNetCrops(Batch& batch) {
   return state;
 }
 
-class ImageClassifierHandler final : public Handler {
+// The skeleton image_classifier and image_segmenter share: one module loaded and warmed
+// up on a zero [1, 3, 224, 224], ImageNet crops in (PreprocessImageNetCrops), one forward
+// for the batch's images, one JSON answer per image (json.dumps(indent=2)). A subclass says
+// what else it loads, how the model's output is checked, and what each image answers.
+class ImageNetCropHandler : public Handler {
  public:
-  void Initialize(const ModelContext& context) override {
+  void Initialize(const ModelContext& context) final {
     threads_ = std::max(1, context.intra_op_threads);
-    AtBorder(kName, "initialize", [&] {
+    AtBorder(name_, "initialize", [&] {
       ApplyIntraOpThreads(threads_);
-      module_ = LoadModule(kName, context);
-      labels_ = LoadLabelsIfPresent(kName, context);
-      Warmup(kName, module_, context, {at::zeros({1, 3, kCropSize, kCropSize})});
+      module_ = LoadModule(name_, context);
+      LoadExtras(context);
+      Warmup(name_, module_, context, {at::zeros({1, 3, kCropSize, kCropSize})});
     });
   }
 
-  void Preprocess(Batch& batch) override {
-    AtBorder(kName, "preprocess", [&] { batch.data = PreprocessImageNetCrops(batch); });
+  void Preprocess(Batch& batch) final {
+    AtBorder(name_, "preprocess", [&] { batch.data = PreprocessImageNetCrops(batch); });
   }
 
-  void Inference(Batch& batch) override {
-    AtBorder(kName, "inference", [&] {
+  void Inference(Batch& batch) final {
+    AtBorder(name_, "inference", [&] {
       auto& state = std::any_cast<ImageBatch&>(batch.data);
       if (state.rows.empty()) return;
       ApplyIntraOpThreads(threads_);
       c10::InferenceMode guard;
       std::vector<c10::IValue> inputs{state.input};
-      at::Tensor output = FirstTensor(kName, module_.forward(inputs));
-      const auto rows = static_cast<int64_t>(state.rows.size());
-      if (output.dim() != 2 || output.size(0) != rows) {
-        throw HandlerError(std::string(kName) + ": the model returned a tensor of shape " +
-                           c10::str(output.sizes()) + ", expected [" + std::to_string(rows) +
-                           ", classes]");
-      }
-      state.output = std::move(output);
+      state.output =
+          CheckedOutput(module_.forward(inputs), static_cast<int64_t>(state.rows.size()));
     });
   }
 
-  void Postprocess(Batch& batch) override {
-    AtBorder(kName, "postprocess", [&] {
+  void Postprocess(Batch& batch) final {
+    AtBorder(name_, "postprocess", [&] {
       auto& state = std::any_cast<ImageBatch&>(batch.data);
       if (state.rows.empty()) return;
       c10::InferenceMode guard;
-      const at::Tensor probabilities = at::softmax(state.output, 1);
-      const int64_t k = std::min<int64_t>(kTopK, probabilities.size(1));
-      auto [values, indices] = at::topk(probabilities, k, 1);
-      values = values.to(at::kDouble).contiguous();
-      indices = indices.to(at::kLong).contiguous();
-      const double* v = values.data_ptr<double>();
-      const int64_t* c = indices.data_ptr<int64_t>();
+      std::vector<ordered_json> answers = Answers(state.output);
       for (size_t r = 0; r < state.rows.size(); ++r) {
-        // An ordered object: highest first; a label seen twice keeps its first place and
-        // takes the later value, as a Python dict comprehension does.
-        ordered_json body = ordered_json::object();
-        for (int64_t j = 0; j < k; ++j) {
-          body[LabelOf(labels_, c[static_cast<int64_t>(r) * k + j])] =
-              v[static_cast<int64_t>(r) * k + j];
-        }
         InferenceResponse& response = batch.responses[state.rows[r]];
         response.status = 200;
         response.content_type = "application/json";
         // json.dumps(indent=2): ASCII only, ", " -> ",\n", ": " between key and value.
-        response.body = body.dump(2, ' ', true, ordered_json::error_handler_t::replace);
+        response.body = answers[r].dump(2, ' ', true, ordered_json::error_handler_t::replace);
       }
     });
   }
 
- private:
-  static constexpr const char* kName = "image_classifier";
+ protected:
+  explicit ImageNetCropHandler(const char* name) : name_(name) {}
 
+  // Reads what the handler needs from the model folder besides the module (after it loads).
+  virtual void LoadExtras(const ModelContext&) {}
+  // The model's output for a batch of `rows` images, checked (HandlerError if unexpected).
+  virtual at::Tensor CheckedOutput(const c10::IValue& output, int64_t rows) const = 0;
+  // Each image's answer, from the checked output (one per row, in order).
+  virtual std::vector<ordered_json> Answers(const at::Tensor& output) const = 0;
+
+  // The error for a model output of the wrong shape; `expected` as "[N, classes]".
+  HandlerError ShapeError(const at::Tensor& output, const std::string& expected) const {
+    return HandlerError(std::string(name_) + ": the model returned a tensor of shape " +
+                        c10::str(output.sizes()) + ", expected " + expected);
+  }
+
+  const char* const name_;
+
+ private:
   int threads_ = 1;
   torch::jit::Module module_;
+};
+
+class ImageClassifierHandler final : public ImageNetCropHandler {
+ public:
+  ImageClassifierHandler() : ImageNetCropHandler("image_classifier") {}
+
+ private:
+  void LoadExtras(const ModelContext& context) override {
+    labels_ = LoadLabelsIfPresent(name_, context);
+  }
+
+  at::Tensor CheckedOutput(const c10::IValue& model_output, int64_t rows) const override {
+    at::Tensor output = FirstTensor(name_, model_output);
+    if (output.dim() != 2 || output.size(0) != rows) {
+      throw ShapeError(output, "[" + std::to_string(rows) + ", classes]");
+    }
+    return output;
+  }
+
+  // Softmax, top 5: {"label": probability, ...} highest first.
+  std::vector<ordered_json> Answers(const at::Tensor& output) const override {
+    const at::Tensor probabilities = at::softmax(output, 1);
+    const int64_t k = std::min<int64_t>(kTopK, probabilities.size(1));
+    auto [values, indices] = at::topk(probabilities, k, 1);
+    values = values.to(at::kDouble).contiguous();
+    indices = indices.to(at::kLong).contiguous();
+    const double* v = values.data_ptr<double>();
+    const int64_t* c = indices.data_ptr<int64_t>();
+    std::vector<ordered_json> answers;
+    for (int64_t r = 0; r < output.size(0); ++r) {
+      // An ordered object: highest first; a label seen twice keeps its first place and
+      // takes the later value, as a Python dict comprehension does.
+      ordered_json body = ordered_json::object();
+      for (int64_t j = 0; j < k; ++j) body[LabelOf(labels_, c[r * k + j])] = v[r * k + j];
+      answers.push_back(std::move(body));
+    }
+    return answers;
+  }
+
   std::map<std::string, std::string> labels_;  // class index (as a string) -> label
 };
 
 // ---- image_segmenter --------------------------------------------------------------------
 
-class ImageSegmenterHandler final : public Handler {
+class ImageSegmenterHandler final : public ImageNetCropHandler {
  public:
-  void Initialize(const ModelContext& context) override {
-    threads_ = std::max(1, context.intra_op_threads);
-    AtBorder(kName, "initialize", [&] {
-      ApplyIntraOpThreads(threads_);
-      module_ = LoadModule(kName, context);
-      Warmup(kName, module_, context, {at::zeros({1, 3, kCropSize, kCropSize})});
-    });
-  }
-
-  void Preprocess(Batch& batch) override {
-    AtBorder(kName, "preprocess", [&] { batch.data = PreprocessImageNetCrops(batch); });
-  }
-
-  void Inference(Batch& batch) override {
-    AtBorder(kName, "inference", [&] {
-      auto& state = std::any_cast<ImageBatch&>(batch.data);
-      if (state.rows.empty()) return;
-      ApplyIntraOpThreads(threads_);
-      c10::InferenceMode guard;
-      std::vector<c10::IValue> inputs{state.input};
-      at::Tensor output = SegmentationOutput(module_.forward(inputs));
-      const auto rows = static_cast<int64_t>(state.rows.size());
-      if (output.dim() != 4 || output.size(0) != rows || output.size(1) == 0) {
-        throw HandlerError(std::string(kName) + ": the model returned a tensor of shape " +
-                           c10::str(output.sizes()) + ", expected [" + std::to_string(rows) +
-                           ", classes, height, width]");
-      }
-      state.output = std::move(output);
-    });
-  }
-
-  // TorchServe's postprocess: softmax over the classes, then per pixel the top class (as a
-  // float) and its probability: [H][W][2] per image, json.dumps(indent=2).
-  void Postprocess(Batch& batch) override {
-    AtBorder(kName, "postprocess", [&] {
-      auto& state = std::any_cast<ImageBatch&>(batch.data);
-      if (state.rows.empty()) return;
-      c10::InferenceMode guard;
-      const at::Tensor probabilities = at::softmax(state.output, 1);
-      auto [values, indices] = at::max(probabilities, 1);
-      const at::Tensor map =
-          at::stack({indices.to(values.scalar_type()), values}, 3).to(at::kDouble).contiguous();
-      const int64_t height = map.size(1);
-      const int64_t width = map.size(2);
-      const double* m = map.data_ptr<double>();
-      for (size_t r = 0; r < state.rows.size(); ++r) {
-        ordered_json body = ordered_json::array();
-        for (int64_t y = 0; y < height; ++y) {
-          ordered_json row = ordered_json::array();
-          for (int64_t x = 0; x < width; ++x, m += 2) row.push_back({m[0], m[1]});
-          body.push_back(std::move(row));
-        }
-        InferenceResponse& response = batch.responses[state.rows[r]];
-        response.status = 200;
-        response.content_type = "application/json";
-        response.body = body.dump(2, ' ', true, ordered_json::error_handler_t::replace);
-      }
-    });
-  }
+  ImageSegmenterHandler() : ImageNetCropHandler("image_segmenter") {}
 
  private:
-  static constexpr const char* kName = "image_segmenter";
-
   // TorchServe's segmenter reads the model's output["out"] (torchvision's segmentation
   // models return {"out": ..., "aux": ...}); a model returning the tensor itself is taken
   // as is.
-  static at::Tensor SegmentationOutput(const c10::IValue& output) {
-    if (output.isGenericDict()) {
-      const c10::Dict<c10::IValue, c10::IValue> dict = output.toGenericDict();
+  at::Tensor CheckedOutput(const c10::IValue& model_output, int64_t rows) const override {
+    at::Tensor output;
+    if (model_output.isGenericDict()) {
+      const c10::Dict<c10::IValue, c10::IValue> dict = model_output.toGenericDict();
       const auto out = dict.find(c10::IValue(std::string("out")));
       if (out == dict.end() || !out->value().isTensor()) {
-        throw HandlerError(std::string(kName) +
+        throw HandlerError(std::string(name_) +
                            ": the model returned a dict without a tensor \"out\"");
       }
-      return out->value().toTensor();
+      output = out->value().toTensor();
+    } else {
+      output = FirstTensor(name_, model_output);
     }
-    return FirstTensor(kName, output);
+    if (output.dim() != 4 || output.size(0) != rows || output.size(1) == 0) {
+      throw ShapeError(output, "[" + std::to_string(rows) + ", classes, height, width]");
+    }
+    return output;
   }
 
-  int threads_ = 1;
-  torch::jit::Module module_;
+  // TorchServe's postprocess: softmax over the classes, then per pixel the top class (as a
+  // float) and its probability: [H][W][2] per image.
+  std::vector<ordered_json> Answers(const at::Tensor& output) const override {
+    const at::Tensor probabilities = at::softmax(output, 1);
+    auto [values, indices] = at::max(probabilities, 1);
+    const at::Tensor map =
+        at::stack({indices.to(values.scalar_type()), values}, 3).to(at::kDouble).contiguous();
+    const int64_t height = map.size(1);
+    const int64_t width = map.size(2);
+    const double* m = map.data_ptr<double>();
+    std::vector<ordered_json> answers;
+    for (int64_t r = 0; r < output.size(0); ++r) {
+      ordered_json body = ordered_json::array();
+      for (int64_t y = 0; y < height; ++y) {
+        ordered_json row = ordered_json::array();
+        for (int64_t x = 0; x < width; ++x, m += 2) row.push_back({m[0], m[1]});
+        body.push_back(std::move(row));
+      }
+      answers.push_back(std::move(body));
+    }
+    return answers;
+  }
 };
 
 // ---- object_detector --------------------------------------------------------------------
