@@ -39,9 +39,9 @@
 #include "metrics/log_sink.h"
 #include "metrics/metrics_yaml.h"
 #include "metrics/registry.h"
-#include "serving/model_fetcher.h"
 #include "serving/model_manager.h"
 #include "serving/model_store.h"
+#include "serving/registration_source.h"
 #include "sysmetrics/sampler.h"
 #include "sysmetrics/system_gauges.h"
 
@@ -191,189 +191,17 @@ class App {
  public:
   explicit App(ServerConfig config) : config_(std::move(config)) {}
 
-  // Everything that can fail at startup, before the first request is accepted.
+  // Everything that can fail at startup, before the first request is accepted, step by
+  // step in dependency order; the first failure stops the server.
   Status Init() {
     hostname_ = LocalHostname();
-    if (config_.metrics_mode != MetricsMode::kPrometheus) {
-      std::set<std::string> skip;
-      if (config_.metrics_mode == MetricsMode::kLegacy) {
-        for (const auto& name : api::MetricsApi::LegacyFamilies()) skip.insert(name);
-      }
-      auto sink = metrics::LogFileSink::Open(config_.metrics_location, hostname_, skip);
-      if (!sink.ok()) return sink.status();
-      sink_ = std::move(*sink);
-    }
-    registry_ = std::make_unique<metrics::Registry>(sink_.get());
-
-    auto families = config_.metrics_config.empty()
-                        ? metrics::ParseMetricsYaml(metrics::DefaultMetricsYaml(), "metrics.yaml")
-                        : metrics::LoadMetricsYamlFile(config_.metrics_config);
-    if (!families.ok()) return families.status();
-    Status s = metrics::AddFamilies(std::move(*families), registry_.get());
-    if (!s.ok()) return s;
-    s = sysmetrics::RegisterProcessMetrics(registry_.get());
-    if (!s.ok()) return s;
-
-    auto counters = api::ResponseCounters::Create(registry_.get(), hostname_);
-    if (!counters.ok()) return counters.status();
-    counters_ = std::move(*counters);
-
-    http::ServerOptions options;
-    options.threads = config_.number_of_netty_threads > 0
-                          ? config_.number_of_netty_threads
-                          : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-    options.max_body_size = config_.max_request_size;
-    options.max_header_size = config_.max_header_size;
-    options.idle_timeout = std::chrono::seconds(config_.http_idle_timeout);
-    options.read_timeout = std::chrono::seconds(config_.http_read_timeout);
-    options.errors = &api::ErrorForStatus;
-    options.observer = counters_.get();
-    // TorchServe's access_log.log, each line with the response's x-request-id.
-    auto access_log = api::AccessLog::Open(config_.log_location);
-    if (!access_log.ok()) return access_log.status();
-    access_log_ = std::move(*access_log);
-    options.access_log = access_log_.get();
-    server_ = std::make_unique<http::Server>(options);
-
-    // Handlers and models.
-    backend::RegisterNoopHandler(&handlers_);
-    // The TorchScript handlers: declared now, their module (libtserve_torch.so, with LibTorch
-    // and the operator libraries of torch_extension_libraries, checked now) loaded by the
-    // first model that needs it.
-    handlers_.SetLogger([](const std::string& line) { spdlog::info("{}", line); });
-    if (Status t = backend::RegisterTorchBackend(&handlers_, config_.torch_extension_libraries);
-        !t.ok()) {
-      return t;
-    }
-    serving::ModelManager::Options mo;
-    mo.model_store = config_.model_store;
-    // A private extraction root (mkdtemp, 0700): a predictable name in a shared /tmp could
-    // be created first by another user, who could then swap the models (issue 7 #11).
-    std::error_code tmp_error;
-    auto root = MakePrivateTempDir(std::filesystem::temp_directory_path(tmp_error).string(),
-                                   "tserve-models-");
-    if (!root.ok()) return root.status();
-    extract_root_ = *root;
-    mo.extract_root = extract_root_;
-    mo.hostname = hostname_;
-    mo.default_workers = config_.default_workers_per_model > 0
-                             ? config_.default_workers_per_model
-                             : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-    mo.job_queue_size = static_cast<size_t>(config_.job_queue_size);
-    mo.max_workers_per_model = config_.max_workers_per_model;  // 0: derived from the cores
-    mo.max_workers_total = config_.max_workers_total;
-    mo.default_response_timeout_s = config_.default_response_timeout;
-    mo.max_response_size = static_cast<size_t>(config_.max_response_size);
-    models_ = std::make_unique<serving::ModelManager>(mo, &handlers_, registry_.get());
-    LoadStartupModels();
-
-    inference_api_ = std::make_unique<api::InferenceApi>(models_.get());
-    auto policy = serving::UrlPolicy::Create(config_.allowed_urls);
-    if (!policy.ok()) return policy.status();
-    url_policy_ = std::move(*policy);
-    api::ManagementApi::Options mgmt;
-    mgmt.enable_model_api = config_.enable_model_api;
-    mgmt.fetch = [this](const std::string& url, const std::atomic<bool>& cancel) {
-      return FetchForRegistration(url, cancel);
-    };
-    management_api_ = std::make_unique<api::ManagementApi>(models_.get(), std::move(mgmt));
-    inference_router_ = std::make_unique<http::Router>(&api::ErrorForStatus);
-    inference_api_->RegisterRoutes(inference_router_.get());
-    management_router_ = std::make_unique<http::Router>(&api::ErrorForStatus);
-    management_api_->RegisterRoutes(management_router_.get());
-    AddOpenApiRoute(inference_router_.get(), "inference");
-    AddOpenApiRoute(management_router_.get(), "management");
-
-    for (const std::string& w : api::StartupSecurityWarnings(config_)) spdlog::warn("{}", w);
-    http::RequestHandler* inference_handler = inference_router_.get();
-    http::RequestHandler* management_handler = management_router_.get();
-    const api::AuthPolicy auth_policy = api::DecideAuth(config_);
-    if (auth_policy.NeedsKeys()) {
-      api::TokenAuth::Options ao;
-      ao.key_file = config_.key_file;
-      ao.expiration_minutes = config_.token_expiration_min;
-      auto auth = api::TokenAuth::Create(ao);
-      if (auth.ok()) {
-        token_auth_ = std::move(*auth);
-        management_router_->Add(http::Method::kGet, "/token",
-                                [a = token_auth_.get()](http::Request& req, http::Responder r) {
-                                  api::HandleTokenRequest(*a, req, std::move(r));
-                                });
-      } else if (auth_policy.inference || auth_policy.management ||
-                 auth.status().code() != StatusCode::kInternal) {
-        return auth.status();
-      } else {
-        // No listener requires a key: serve on, but no presented key can be valid.
-        spdlog::warn("No key file, so every request that presents a token is refused: {}",
-                     auth.status().message());
-      }
-      // Both listeners check a presented key; a listener that requires none lets requests
-      // without one through (issue 8 #9).
-      using Presence = api::AuthGate::Presence;
-      inference_gate_ = std::make_unique<api::AuthGate>(
-          token_auth_.get(), api::TokenType::kInference, inference_router_.get(),
-          api::DefaultExemptPaths(api::TokenType::kInference), &api::AuthClock::now,
-          auth_policy.inference ? Presence::kRequired : Presence::kIfPresented);
-      inference_handler = inference_gate_.get();
-      management_gate_ = std::make_unique<api::AuthGate>(
-          token_auth_.get(), api::TokenType::kManagement, management_router_.get(),
-          api::DefaultExemptPaths(api::TokenType::kManagement), &api::AuthClock::now,
-          auth_policy.management ? Presence::kRequired : Presence::kIfPresented);
-      management_handler = management_gate_.get();
-      if (token_auth_ != nullptr) {
-        const bool any = auth_policy.inference || auth_policy.management;
-        spdlog::info("Token authorization: keys in {}; required on{}{}{} (docs/security.md)",
-                     token_auth_->key_file(), auth_policy.inference ? " inference" : "",
-                     auth_policy.management ? " management" : "",
-                     any ? "" : " neither listener (loopback), but a key sent must be valid");
-      }
-    } else {
-      spdlog::info("Token authorization disabled: no key file, no key checked");
-    }
-    // Connection caps, so idle sockets on one listener cannot take every descriptor
-    // (issue 7 #4): counted now that the models and log files are open.
-    int64_t fd_limit = 0;
-    const http::ConnectionCaps caps = http::DefaultConnectionCaps(&fd_limit);
-    const int64_t inference_cap =
-        config_.max_connections > 0 ? config_.max_connections : caps.inference;
-    if (inference_cap > caps.inference) {
-      spdlog::warn(
-          "max_connections={} is more than the file-descriptor limit ({}) leaves for the "
-          "inference API ({}): idle connections can use every descriptor (docs/security.md)",
-          inference_cap, fd_limit, caps.inference);
-    }
-    spdlog::info("Connection caps: inference {}, management {}, metrics {} (RLIMIT_NOFILE {})",
-                 inference_cap, caps.management, caps.metrics, fd_limit);
-    s = Listen("Inference", config_.inference_address, inference_handler, inference_cap);
-    if (!s.ok()) return s;
-    s = Listen("Management", config_.management_address, management_handler, caps.management);
-    if (!s.ok()) return s;
-    if (config_.enable_metrics_api) {
-      metrics_api_ = std::make_unique<api::MetricsApi>(
-          registry_.get(), api::MetricsApi::Options{config_.metrics_mode, config_.metrics_token});
-      metrics_router_ = std::make_unique<http::Router>(&api::ErrorForStatus);
-      metrics_api_->RegisterRoutes(metrics_router_.get());
-      AddOpenApiRoute(metrics_router_.get(), "metrics");
-      s = Listen("Metrics", config_.metrics_address, metrics_router_.get(), caps.metrics);
-      if (!s.ok()) return s;
-    } else {
-      spdlog::info("Metrics API disabled (enable_metrics_api=false): no metrics listener");
-    }
-
-    if (!config_.disable_system_metrics) {
-      auto gauges = sysmetrics::SystemGauges::Create(registry_.get(), hostname_);
-      if (!gauges.ok()) return gauges.status();
-      gauges_ = std::move(*gauges);
-      sysmetrics::SystemSampler::Options so;
-      so.interval = std::chrono::seconds(config_.metric_time_interval);
-      so.disk_path = config_.model_store;
-      sampler_ = std::make_unique<sysmetrics::SystemSampler>(
-          so, [g = gauges_.get()](const sysmetrics::SystemSample& sample) {
-            for (const auto& e : sample.errors) spdlog::warn("system metrics: {}", e);
-            g->Publish(sample);
-          });
-    }
-    return Status::Ok();
+    if (Status s = InitMetrics(); !s.ok()) return s;
+    if (Status s = InitHttpServer(); !s.ok()) return s;
+    if (Status s = InitModels(); !s.ok()) return s;
+    if (Status s = InitApis(); !s.ok()) return s;
+    if (Status s = InitAuth(); !s.ok()) return s;
+    if (Status s = InitListeners(); !s.ok()) return s;
+    return InitSystemMetrics();
   }
 
   void Start() {
@@ -412,6 +240,220 @@ class App {
   }
 
  private:
+  // The metrics registry, its families (metrics.yaml) and, outside Prometheus mode, the
+  // log file they are written to; the process metrics and the response counters.
+  Status InitMetrics() {
+    if (config_.metrics_mode != MetricsMode::kPrometheus) {
+      std::set<std::string> skip;
+      if (config_.metrics_mode == MetricsMode::kLegacy) {
+        for (const auto& name : api::MetricsApi::LegacyFamilies()) skip.insert(name);
+      }
+      auto sink = metrics::LogFileSink::Open(config_.metrics_location, hostname_, skip);
+      if (!sink.ok()) return sink.status();
+      sink_ = std::move(*sink);
+    }
+    registry_ = std::make_unique<metrics::Registry>(sink_.get());
+
+    auto families = config_.metrics_config.empty()
+                        ? metrics::ParseMetricsYaml(metrics::DefaultMetricsYaml(), "metrics.yaml")
+                        : metrics::LoadMetricsYamlFile(config_.metrics_config);
+    if (!families.ok()) return families.status();
+    if (Status s = metrics::AddFamilies(std::move(*families), registry_.get()); !s.ok()) return s;
+    if (Status s = sysmetrics::RegisterProcessMetrics(registry_.get()); !s.ok()) return s;
+
+    auto counters = api::ResponseCounters::Create(registry_.get(), hostname_);
+    if (!counters.ok()) return counters.status();
+    counters_ = std::move(*counters);
+    return Status::Ok();
+  }
+
+  // The HTTP server (no listener yet) and TorchServe's access log.
+  Status InitHttpServer() {
+    http::ServerOptions options;
+    options.threads = config_.number_of_netty_threads > 0
+                          ? config_.number_of_netty_threads
+                          : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    options.max_body_size = config_.max_request_size;
+    options.max_header_size = config_.max_header_size;
+    options.idle_timeout = std::chrono::seconds(config_.http_idle_timeout);
+    options.read_timeout = std::chrono::seconds(config_.http_read_timeout);
+    options.errors = &api::ErrorForStatus;
+    options.observer = counters_.get();
+    // TorchServe's access_log.log, each line with the response's x-request-id.
+    auto access_log = api::AccessLog::Open(config_.log_location);
+    if (!access_log.ok()) return access_log.status();
+    access_log_ = std::move(*access_log);
+    options.access_log = access_log_.get();
+    server_ = std::make_unique<http::Server>(options);
+    return Status::Ok();
+  }
+
+  // The handlers, the model manager, and the models loaded at startup.
+  Status InitModels() {
+    backend::RegisterNoopHandler(&handlers_);
+    // The TorchScript handlers: declared now, their module (libtserve_torch.so, with LibTorch
+    // and the operator libraries of torch_extension_libraries, checked now) loaded by the
+    // first model that needs it.
+    handlers_.SetLogger([](const std::string& line) { spdlog::info("{}", line); });
+    if (Status t = backend::RegisterTorchBackend(&handlers_, config_.torch_extension_libraries);
+        !t.ok()) {
+      return t;
+    }
+    serving::ModelManager::Options mo;
+    mo.model_store = config_.model_store;
+    // A private extraction root (mkdtemp, 0700): a predictable name in a shared /tmp could
+    // be created first by another user, who could then swap the models (issue 7 #11).
+    std::error_code tmp_error;
+    auto root = MakePrivateTempDir(std::filesystem::temp_directory_path(tmp_error).string(),
+                                   "tserve-models-");
+    if (!root.ok()) return root.status();
+    extract_root_ = *root;
+    mo.extract_root = extract_root_;
+    mo.hostname = hostname_;
+    mo.default_workers = config_.default_workers_per_model > 0
+                             ? config_.default_workers_per_model
+                             : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    mo.job_queue_size = static_cast<size_t>(config_.job_queue_size);
+    mo.max_workers_per_model = config_.max_workers_per_model;  // 0: derived from the cores
+    mo.max_workers_total = config_.max_workers_total;
+    mo.default_response_timeout_s = config_.default_response_timeout;
+    mo.max_response_size = static_cast<size_t>(config_.max_response_size);
+    models_ = std::make_unique<serving::ModelManager>(mo, &handlers_, registry_.get());
+    LoadStartupModels();
+    return Status::Ok();
+  }
+
+  // The inference and management APIs on their routers, with the registration policy
+  // (serving::RegistrationSource) behind POST /models.
+  Status InitApis() {
+    inference_api_ = std::make_unique<api::InferenceApi>(models_.get());
+    serving::RegistrationSource::Options ro;
+    ro.model_store = config_.model_store;
+    ro.allowed_urls = config_.allowed_urls;
+    ro.max_download_bytes = config_.max_model_download_size;
+    ro.allow_loopback = config_.allow_loopback_model_urls;
+    ro.allow_private = config_.allow_private_model_urls;
+    ro.own_ports = {config_.inference_address.port, config_.management_address.port,
+                    config_.metrics_address.port};
+    auto source = serving::RegistrationSource::Create(std::move(ro));
+    if (!source.ok()) return source.status();
+    registration_source_ = std::make_unique<serving::RegistrationSource>(std::move(*source));
+    api::ManagementApi::Options mgmt;
+    mgmt.enable_model_api = config_.enable_model_api;
+    mgmt.fetch = [source = registration_source_.get()](const std::string& url,
+                                                       const std::atomic<bool>& cancel) {
+      return source->Fetch(url, cancel);
+    };
+    management_api_ = std::make_unique<api::ManagementApi>(models_.get(), std::move(mgmt));
+    inference_router_ = std::make_unique<http::Router>(&api::ErrorForStatus);
+    inference_api_->RegisterRoutes(inference_router_.get());
+    management_router_ = std::make_unique<http::Router>(&api::ErrorForStatus);
+    management_api_->RegisterRoutes(management_router_.get());
+    AddOpenApiRoute(inference_router_.get(), "inference");
+    AddOpenApiRoute(management_router_.get(), "management");
+    inference_handler_ = inference_router_.get();
+    management_handler_ = management_router_.get();
+    return Status::Ok();
+  }
+
+  // Token authorization: when keys are needed, GET /token and a gate in front of each
+  // router (inference_handler_, management_handler_).
+  Status InitAuth() {
+    for (const std::string& w : api::StartupSecurityWarnings(config_)) spdlog::warn("{}", w);
+    const api::AuthPolicy auth_policy = api::DecideAuth(config_);
+    if (!auth_policy.NeedsKeys()) {
+      spdlog::info("Token authorization disabled: no key file, no key checked");
+      return Status::Ok();
+    }
+    api::TokenAuth::Options ao;
+    ao.key_file = config_.key_file;
+    ao.expiration_minutes = config_.token_expiration_min;
+    auto auth = api::TokenAuth::Create(ao);
+    if (auth.ok()) {
+      token_auth_ = std::move(*auth);
+      management_router_->Add(http::Method::kGet, "/token",
+                              [a = token_auth_.get()](http::Request& req, http::Responder r) {
+                                api::HandleTokenRequest(*a, req, std::move(r));
+                              });
+    } else if (auth_policy.inference || auth_policy.management ||
+               auth.status().code() != StatusCode::kInternal) {
+      return auth.status();
+    } else {
+      // No listener requires a key: serve on, but no presented key can be valid.
+      spdlog::warn("No key file, so every request that presents a token is refused: {}",
+                   auth.status().message());
+    }
+    // Both listeners check a presented key; a listener that requires none lets requests
+    // without one through (issue 8 #9).
+    using Presence = api::AuthGate::Presence;
+    inference_gate_ = std::make_unique<api::AuthGate>(
+        token_auth_.get(), api::TokenType::kInference, inference_router_.get(),
+        api::DefaultExemptPaths(api::TokenType::kInference), &api::AuthClock::now,
+        auth_policy.inference ? Presence::kRequired : Presence::kIfPresented);
+    inference_handler_ = inference_gate_.get();
+    management_gate_ = std::make_unique<api::AuthGate>(
+        token_auth_.get(), api::TokenType::kManagement, management_router_.get(),
+        api::DefaultExemptPaths(api::TokenType::kManagement), &api::AuthClock::now,
+        auth_policy.management ? Presence::kRequired : Presence::kIfPresented);
+    management_handler_ = management_gate_.get();
+    if (token_auth_ != nullptr) {
+      const bool any = auth_policy.inference || auth_policy.management;
+      spdlog::info("Token authorization: keys in {}; required on{}{}{} (docs/security.md)",
+                   token_auth_->key_file(), auth_policy.inference ? " inference" : "",
+                   auth_policy.management ? " management" : "",
+                   any ? "" : " neither listener (loopback), but a key sent must be valid");
+    }
+    return Status::Ok();
+  }
+
+  // The listeners, each with its connection cap, so idle sockets on one listener cannot
+  // take every descriptor (issue 7 #4): counted now that the models and log files are open.
+  Status InitListeners() {
+    int64_t fd_limit = 0;
+    const http::ConnectionCaps caps = http::DefaultConnectionCaps(&fd_limit);
+    const int64_t inference_cap =
+        config_.max_connections > 0 ? config_.max_connections : caps.inference;
+    if (inference_cap > caps.inference) {
+      spdlog::warn(
+          "max_connections={} is more than the file-descriptor limit ({}) leaves for the "
+          "inference API ({}): idle connections can use every descriptor (docs/security.md)",
+          inference_cap, fd_limit, caps.inference);
+    }
+    spdlog::info("Connection caps: inference {}, management {}, metrics {} (RLIMIT_NOFILE {})",
+                 inference_cap, caps.management, caps.metrics, fd_limit);
+    Status s = Listen("Inference", config_.inference_address, inference_handler_, inference_cap);
+    if (!s.ok()) return s;
+    s = Listen("Management", config_.management_address, management_handler_, caps.management);
+    if (!s.ok()) return s;
+    if (!config_.enable_metrics_api) {
+      spdlog::info("Metrics API disabled (enable_metrics_api=false): no metrics listener");
+      return Status::Ok();
+    }
+    metrics_api_ = std::make_unique<api::MetricsApi>(
+        registry_.get(), api::MetricsApi::Options{config_.metrics_mode, config_.metrics_token});
+    metrics_router_ = std::make_unique<http::Router>(&api::ErrorForStatus);
+    metrics_api_->RegisterRoutes(metrics_router_.get());
+    AddOpenApiRoute(metrics_router_.get(), "metrics");
+    return Listen("Metrics", config_.metrics_address, metrics_router_.get(), caps.metrics);
+  }
+
+  // The system gauges (CPU, memory, disk, GPU) and the sampler that publishes them.
+  Status InitSystemMetrics() {
+    if (config_.disable_system_metrics) return Status::Ok();
+    auto gauges = sysmetrics::SystemGauges::Create(registry_.get(), hostname_);
+    if (!gauges.ok()) return gauges.status();
+    gauges_ = std::move(*gauges);
+    sysmetrics::SystemSampler::Options so;
+    so.interval = std::chrono::seconds(config_.metric_time_interval);
+    so.disk_path = config_.model_store;
+    sampler_ = std::make_unique<sysmetrics::SystemSampler>(
+        so, [g = gauges_.get()](const sysmetrics::SystemSample& sample) {
+          for (const auto& e : sample.errors) spdlog::warn("system metrics: {}", e);
+          g->Publish(sample);
+        });
+    return Status::Ok();
+  }
+
   static void AddOpenApiRoute(http::Router* router, const std::string& listener) {
     // OPTIONS / and TorchServe's older GET /api-description.
     for (const char* path : {"/", "/api-description"}) {
@@ -423,35 +465,6 @@ class App {
         r.Send(std::move(resp));
       });
     }
-  }
-
-  // POST /models?url=...: a path inside the model store, a file:// URL resolving there, or
-  // an http(s) URL matching allowed_urls, downloaded into the store (size-capped).
-  StatusOr<std::string> FetchForRegistration(const std::string& url,
-                                             const std::atomic<bool>& cancel) {
-    if (config_.model_store.empty()) {
-      return Status::InvalidArgument("no model_store is configured to register models into");
-    }
-    serving::FetchRequest req;
-    req.url = url;
-    req.model_store = config_.model_store;
-    req.policy = &url_policy_;
-    req.max_bytes = config_.max_model_download_size;
-    req.allow_loopback = config_.allow_loopback_model_urls;
-    req.allow_private = config_.allow_private_model_urls;
-    req.own_ports = {config_.inference_address.port, config_.management_address.port,
-                     config_.metrics_address.port};
-    req.cancel = &cancel;
-    auto path = serving::FetchModelArchive(req);
-    // Local paths that do not resolve inside the store: TorchServe's 404, without telling
-    // the caller where the store or the target lie on this host.
-    if (!path.ok() && !serving::IsDownloadUrl(url) &&
-        path.status().message().find("does not match any allowed URL") == std::string::npos &&
-        path.status().code() != StatusCode::kAlreadyExists) {
-      spdlog::warn("Refused to register {}: {}", url, path.status().message());
-      return Status::NotFound("Model not found in model store: " + url);
-    }
-    return path;
   }
 
   // --models / load_models: a model that cannot load is logged with its file and cause;
@@ -534,7 +547,7 @@ class App {
   std::unique_ptr<http::Server> server_;
   backend::HandlerFactory handlers_;
   std::string extract_root_;
-  serving::UrlPolicy url_policy_;
+  std::unique_ptr<serving::RegistrationSource> registration_source_;
   std::unique_ptr<serving::ModelManager> models_;
   std::unique_ptr<api::InferenceApi> inference_api_;
   std::unique_ptr<api::ManagementApi> management_api_;
@@ -545,6 +558,9 @@ class App {
   std::unique_ptr<api::TokenAuth> token_auth_;
   std::unique_ptr<api::AuthGate> inference_gate_;
   std::unique_ptr<api::AuthGate> management_gate_;
+  // What each API listener serves: its router, or the auth gate in front of it.
+  http::RequestHandler* inference_handler_ = nullptr;
+  http::RequestHandler* management_handler_ = nullptr;
   std::unique_ptr<sysmetrics::SystemGauges> gauges_;
   std::unique_ptr<sysmetrics::SystemSampler> sampler_;
 };
@@ -632,8 +648,7 @@ int Serve(const CliArgs& cli) {
   App app(std::move(loaded->config));
   Status s = app.Init();
   if (!s.ok()) {
-    const bool config_error =
-        s.code() == StatusCode::kInvalidArgument || s.code() == StatusCode::kNotFound;
+    const bool config_error = s.IsInvalidArgument() || s.IsNotFound();
     fprintf(stderr, "tserve: %s\n", s.message().c_str());
     return config_error ? kExitConfig : 1;
   }

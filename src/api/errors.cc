@@ -66,40 +66,46 @@ http::Response ErrorForStatus(int code, std::string_view message) {
   return JsonError(code, ErrorTypeFor(code), message);
 }
 
-int HttpStatusFor(StatusCode code) {
+ErrorKind ErrorKindFor(StatusCode code) {
   switch (code) {
     case StatusCode::kOk:
-      return 200;
+      return {200, ""};
     case StatusCode::kInvalidArgument:
-      return 400;
-    case StatusCode::kNotFound:
-    case StatusCode::kModelNotFound:
-    case StatusCode::kVersionNotFound:
-      return 404;
-    case StatusCode::kAlreadyExists:
-      return 409;
-    case StatusCode::kPermissionDenied:
-      return 403;
     case StatusCode::kFailedPrecondition:
-      return 400;
-    case StatusCode::kResourceExhausted:
-      return 503;
-    case StatusCode::kUnavailable:
-      return 503;
-    case StatusCode::kDeadlineExceeded:
-      return 408;
+      return {400, "BadRequestException"};
     case StatusCode::kDownloadFailed:
-      return 400;
+      return {400, "DownloadArchiveException"};
+    case StatusCode::kPermissionDenied:
+      return {403, "InvalidModelVersionException"};
+    case StatusCode::kNotFound:
+      return {404, "ResourceNotFoundException"};
+    case StatusCode::kModelNotFound:
+      return {404, "ModelNotFoundException"};
+    case StatusCode::kVersionNotFound:
+      return {404, "ModelVersionNotFoundException"};
+    case StatusCode::kDeadlineExceeded:
+      return {408, "RequestTimeoutException"};
+    case StatusCode::kAlreadyExists:
+      return {409, "ConflictStatusException"};
     case StatusCode::kUnimplemented:
-      return 501;
+      return {501, "InternalServerException"};
+    case StatusCode::kResourceExhausted:
+    case StatusCode::kUnavailable:
+      return {503, "ServiceUnavailableException"};
     case StatusCode::kInternal:
-      return 500;
+      return {500, "InternalServerException"};
   }
-  return 500;
+  return {500, "InternalServerException"};
 }
 
+int HttpStatusFor(StatusCode code) { return ErrorKindFor(code).code; }
+
 http::Response ErrorFromStatus(const Status& status) {
-  return ErrorForStatus(HttpStatusFor(status.code()), status.message());
+  if (status.ok()) {
+    return JsonError(500, "InternalServerException", "an OK status was reported as an error");
+  }
+  const ErrorKind kind = ErrorKindFor(status.code());
+  return JsonError(kind.code, kind.type, status.message());
 }
 
 http::Response JsonStatus(int code, std::string_view message) {

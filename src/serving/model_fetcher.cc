@@ -671,7 +671,7 @@ StatusOr<std::string> Download(const FetchRequest& req) {
         return Status(s.code(), failed + "redirected to a refused URL: " + s.message());
       }
       if (req.policy == nullptr || !req.policy->Allows(target)) {
-        return Status::NotFound(NotAllowed(target) + " (redirected from " + current + ")");
+        return Status::ModelNotFound(NotAllowed(target) + " (redirected from " + current + ")");
       }
       current = std::move(target);
       continue;
@@ -707,7 +707,7 @@ StatusOr<std::string> FetchModelArchive(const FetchRequest& request) {
   std::optional<std::string> scheme = SchemeOf(url);
   if (!scheme) return ResolveLocal(request.model_store, url, url);
   if (request.policy == nullptr || !request.policy->Allows(url)) {
-    return Status::NotFound(NotAllowed(url));
+    return Status::ModelNotFound(NotAllowed(url));
   }
   if (*scheme == "file") return ResolveFileUrl(request.model_store, url);
   if (*scheme == "http" || *scheme == "https") return Download(request);

@@ -103,7 +103,7 @@ bool IsDownloadUrl(std::string_view url);
 // first, whatever it is.
 //  - a plain path ("resnet18.mar", "sub/x.mar", or an absolute path) is resolved inside the
 //    store. As in TorchServe, allowed_urls does not apply to plain paths.
-//  - anything with "scheme://" must match the policy first; otherwise NotFound with
+//  - anything with "scheme://" must match the policy first; otherwise ModelNotFound with
 //    TorchServe's message "Given URL <url> does not match any allowed URL(s)".
 //  - file://<path> (percent-decoded; file:///abs and file://localhost/abs are absolute,
 //    file://rel is relative to the store) resolves inside the store like a plain path.

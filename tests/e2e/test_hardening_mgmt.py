@@ -317,6 +317,22 @@ def test_bad_archive_errors_name_the_archive_not_the_store(tserve, tmp_path, sit
     assert sorted(p.name for p in store.iterdir()) == ["slip.mar"]
 
 
+def test_a_missing_path_is_a_404_naming_only_the_url_whatever_it_says(tserve, tmp_path):
+    # The refusal's kind, not its wording, decides the answer (issue 9 §2): a path whose name
+    # reads like the allowed_urls refusal once passed through with the store's location.
+    server, store = start(tserve, tmp_path)
+    for url in ("missing.mar", "does not match any allowed URL.mar"):
+        r = register(server, url=url)
+        body = assert_error(r, 404)
+        assert body == {"code": 404, "type": "ModelNotFoundException",
+                        "message": f"Model not found in model store: {url}"}, body
+        assert str(store) not in r.text and str(tmp_path) not in r.text, body
+    # A URL allowed_urls refuses keeps TorchServe's message.
+    r = register(server, url="ftp://h/a.mar")
+    assert r.json() == {"code": 404, "type": "ModelNotFoundException",
+                        "message": "Given URL ftp://h/a.mar does not match any allowed URL(s)"}
+
+
 # ---------------------------------------------------------------------------------------
 # #16 loopback, link-local, private addresses and tserve's own listeners
 

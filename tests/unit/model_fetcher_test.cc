@@ -385,7 +385,7 @@ TEST_F(FetchLocalTest, UrlNotAllowedIsNotFoundWithTorchServesMessage) {
   const std::string url = "file://" + store_ / "a.mar";
   StatusOr<std::string> p = Fetch(url, &http_only);
   ASSERT_FALSE(p.ok());
-  EXPECT_EQ(p.status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(p.status().code(), StatusCode::kModelNotFound);
   EXPECT_EQ(p.status().message(), "Given URL " + url + " does not match any allowed URL(s)");
 }
 
@@ -395,13 +395,13 @@ TEST_F(FetchLocalTest, NullPolicyAllowsNoUrl) {
   r.model_store = store_.path();
   StatusOr<std::string> p = FetchModelArchive(r);
   ASSERT_FALSE(p.ok());
-  EXPECT_EQ(p.status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(p.status().code(), StatusCode::kModelNotFound);
 }
 
 TEST_F(FetchLocalTest, OtherSchemesAreRefused) {
   StatusOr<std::string> p = Fetch("ftp://127.0.0.1/a.mar");
   ASSERT_FALSE(p.ok());
-  EXPECT_EQ(p.status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(p.status().code(), StatusCode::kModelNotFound);
   EXPECT_EQ(p.status().message(),
             "Given URL ftp://127.0.0.1/a.mar does not match any allowed URL(s)");
   // Even when allowed_urls lets them through, tserve does not speak them.
@@ -732,7 +732,7 @@ TEST_F(FetchDownloadTest, RedirectToAnAllowedUrlIsFollowed) {
 }
 
 TEST_F(FetchDownloadTest, RedirectToADisallowedUrlIsNotFollowed) {
-  ExpectRefused(Request("/redirect-bad.mar"), StatusCode::kNotFound,
+  ExpectRefused(Request("/redirect-bad.mar"), StatusCode::kModelNotFound,
                 "Given URL " + server_.Url("/secret.mar") + " does not match any allowed URL(s)");
   EXPECT_FALSE(server_.Saw("/secret.mar"));
 }
@@ -774,7 +774,7 @@ TEST_F(FetchDownloadTest, UrlNotAllowedIsNeverContacted) {
   FetchRequest r = Request(other.Url("/small.mar"));
   StatusOr<std::string> p = FetchModelArchive(r);
   ASSERT_FALSE(p.ok());
-  EXPECT_EQ(p.status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(p.status().code(), StatusCode::kModelNotFound);
   EXPECT_EQ(p.status().message(),
             "Given URL " + other.Url("/small.mar") + " does not match any allowed URL(s)");
   EXPECT_TRUE(other.requests().empty());
