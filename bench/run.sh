@@ -3,14 +3,16 @@
 # with the ratios, then runs the scrape load test (bench/scrape_load.sh), then the serving
 # benchmarks: noop under wrk against a minimal Beast server (bench/serving_load.sh), the
 # per-request recording cost against that peak (serving_bench, bench/serving_report.py),
-# and resnet18 through tserve against a raw LibTorch loop (bench/resnet_load.sh).
+# and resnet18 through tserve against a raw LibTorch loop (bench/resnet_load.sh); last, the
+# start-up cost with an empty model store (bench/startup.py).
 #
 # Usage: bash bench/run.sh BUILD_DIR      (`make bench` does this with build-bench)
 # Environment: BENCH_MIN_TIME (seconds per repetition, default 0.1), BENCH_REPETITIONS
 # (default 5; the table shows the median), BENCH_FILTER (regex of the metrics benchmarks'
 # names). Parts can be skipped: SKIP_METRICS_BENCH=1 (the metrics micro benchmarks),
 # SKIP_SCRAPE_LOAD=1, SKIP_SERVING_LOAD=1, SKIP_SERVING_BENCH=1, SKIP_RESNET=1; SKIP_SERVING=1
-# skips the last three. A failed check in a load test does not stop the later parts; the
+# skips those three; SKIP_STARTUP=1 skips the start-up cost (bench/startup.py;
+# STARTUP_BASELINE=BIN measures another tserve beside it). A failed check in a load test does not stop the later parts; the
 # exit status is then 1.
 #
 # Each benchmark runs in its own process: glibc's malloc adapts its mmap threshold to the
@@ -38,6 +40,8 @@ SKIP_SCRAPE_LOAD=${SKIP_SCRAPE_LOAD:-0}
 SKIP_SERVING_LOAD=${SKIP_SERVING_LOAD:-$SKIP_SERVING}
 SKIP_SERVING_BENCH=${SKIP_SERVING_BENCH:-$SKIP_SERVING}
 SKIP_RESNET=${SKIP_RESNET:-$SKIP_SERVING}
+SKIP_STARTUP=${SKIP_STARTUP:-0}
+STARTUP_BASELINE=${STARTUP_BASELINE:-}
 
 TSERVE_BENCH="$BUILD_DIR/bench/metrics_bench"
 PROM_BENCH="$BUILD_DIR/bench/prometheus_cpp_bench"
@@ -125,6 +129,14 @@ fi
 if [[ "$SKIP_RESNET" != 1 ]]; then
   echo
   RESNET_RESULTS="$OUT/resnet.json" bash "$HERE/resnet_load.sh" "$BUILD_DIR" || status=1
+fi
+
+if [[ "$SKIP_STARTUP" != 1 ]]; then
+  echo
+  echo "== start-up with an empty model store (bench/startup.py${STARTUP_BASELINE:+, against $STARTUP_BASELINE})"
+  "$PYTHON" "$HERE/startup.py" --binary "$BUILD_DIR/tserve" \
+    ${STARTUP_BASELINE:+--baseline "$STARTUP_BASELINE"} --runs 15 --resnet-seconds 0 \
+    --json "$OUT/startup.json" || status=1
 fi
 
 echo
