@@ -47,29 +47,49 @@ void InferenceApi::RegisterRoutes(http::Router* router) {
   });
 }
 
-std::shared_ptr<serving::LoadedModel> InferenceApi::FindOr404(std::string_view name,
-                                                              std::string_view version,
-                                                              http::Responder* responder) const {
-  serving::ModelManager::FindError why;
-  std::shared_ptr<serving::LoadedModel> model = models_->Find(name, version, &why);
-  if (model != nullptr) return model;
-  if (why == serving::ModelManager::FindError::kNoVersion) {
-    responder->Send(JsonError(404, "ModelVersionNotFoundException",
-                              "Model version: " + std::string(version) +
-                                  " does not exist for model: " + std::string(name)));
-  } else {
-    responder->Send(
-        JsonError(404, "ModelNotFoundException", "Model not found: " + std::string(name)));
+namespace {
+
+// A prediction's answer, over HTTP: TorchServe's error JSON for an error, the handler's
+// bytes and content type otherwise. Owns the request's Responder (no make_shared).
+class HttpSink final : public serving::ResponseSink::Target {
+ public:
+  explicit HttpSink(http::Responder responder)
+      : responder_(std::move(responder)), gone_(responder_.GoneProbe()) {}
+  void Finish(serving::JobResult result) override {
+    if (!result.error_type.empty()) {
+      responder_.Send(JsonError(result.status, result.error_type, result.body));
+      return;
+    }
+    http::Response r;
+    r.status = result.status;
+    r.content_type = std::move(result.content_type);
+    r.body = std::move(result.body);
+    responder_.Send(std::move(r));
   }
+  bool client_gone() const override { return gone_(); }
+
+ private:
+  http::Responder responder_;
+  const std::function<bool()> gone_;  // shares the target: safe while Finish runs
+};
+
+}  // namespace
+
+std::shared_ptr<serving::ModelVersion> InferenceApi::FindOr404(std::string_view name,
+                                                               std::string_view version,
+                                                               http::Responder* responder) const {
+  auto model = models_->Find(name, version);
+  if (model.ok()) return std::move(*model);
+  responder->Send(ErrorFromStatus(model.status()));
   return nullptr;
 }
 
 void InferenceApi::DescribeApi(std::string_view name, std::string_view version,
                                http::Responder responder) const {
-  std::shared_ptr<serving::LoadedModel> model = FindOr404(name, version, &responder);
+  std::shared_ptr<serving::ModelVersion> model = FindOr404(name, version, &responder);
   if (model == nullptr) return;
   http::Response r;
-  r.body = ModelOpenApi(model->name);
+  r.body = ModelOpenApi(model->name());
   r.body.push_back('\n');
   responder.Send(std::move(r));
 }
@@ -83,9 +103,9 @@ std::string InferenceApi::InvocationModel(const http::Request& request) const {
   std::string only;
   int startup = 0;
   for (const auto& m : models_->List()) {
-    if (m->loaded_at_startup) {
+    if (m->loaded_at_startup()) {
       ++startup;
-      only = m->name;
+      only = m->name();
     }
   }
   if (startup == 1) return only;
@@ -128,22 +148,18 @@ void InferenceApi::Ping(http::Responder responder) const {
 
 void InferenceApi::Predict(http::Request& request, http::Responder responder, std::string_view name,
                            std::string_view version) {
-  std::shared_ptr<serving::LoadedModel> model = FindOr404(name, version, &responder);
+  std::shared_ptr<serving::ModelVersion> model = FindOr404(name, version, &responder);
   if (model == nullptr) return;
-  const bool explicit_version = !version.empty();
-  // TorchServe counts an inference request on arrival, before it is queued.
-  (explicit_version ? model->metrics.by_explicit : model->metrics.by_default).requests->Inc();
-  const auto arrival = serving::Clock::now();
+  serving::Payload payload;
+  payload.explicit_version = !version.empty();
 
   // The payload: a multipart form's `data` (else `body`, else first) field, or the body.
-  std::string payload;
-  std::string content_type;
   const std::string_view request_type = request.Header("Content-Type");
   const std::string_view boundary = MultipartBoundary(request_type);
   if (!boundary.empty()) {
     auto parts = ParseMultipart(request.body, boundary);
     if (!parts.ok() || parts->empty()) {
-      model->metrics.fail_bad_input->Inc();
+      model->RecordBadInput(payload.explicit_version);
       responder.Send(
           JsonError(400, "BadRequestException",
                     parts.ok() ? "multipart request without any part" : parts.status().message()));
@@ -155,47 +171,25 @@ void InferenceApi::Predict(http::Request& request, http::Responder responder, st
         if (p.name == field) chosen = &p;
       }
     }
-    payload.assign(chosen->data);
-    content_type.assign(chosen->content_type);
+    payload.body.assign(chosen->data);
+    payload.content_type.assign(chosen->content_type);
   } else {
-    payload = std::move(request.body);
-    content_type.assign(request_type);
+    payload.body = std::move(request.body);
+    payload.content_type.assign(request_type);
   }
 
   // The server's id (the response's x-request-id), so the handler's logs, the access log
   // and the client all name the request alike.
-  std::string id(request.request_id);
-  if (id.empty()) {
+  payload.request_id.assign(request.request_id);
+  if (payload.request_id.empty()) {
     char buf[32];
     snprintf(buf, sizeof(buf), "%016llx",
              static_cast<unsigned long long>(next_request_id_.fetch_add(1)));
-    id = buf;
+    payload.request_id = buf;
   }
-  // Lets the queue drop the job if the client goes away before a worker takes it.
-  serving::Job::GoneProbe gone = responder.GoneProbe();
-  auto shared = std::make_shared<http::Responder>(std::move(responder));
-  auto job = std::make_shared<serving::Job>(
-      std::move(id), std::move(payload), std::move(content_type), explicit_version, arrival,
-      arrival + std::chrono::seconds(model->response_timeout_s),
-      [shared](serving::JobResult result) {
-        if (!result.error_type.empty()) {
-          shared->Send(JsonError(result.status, result.error_type, result.body));
-          return;
-        }
-        http::Response r;
-        r.status = result.status;
-        r.content_type = std::move(result.content_type);
-        r.body = std::move(result.body);
-        shared->Send(std::move(r));
-      });
-  job->set_gone_probe(std::move(gone));
-  if (model->pool->Submit(job) != serving::WorkerPool::SubmitResult::kAccepted) {
-    job->Complete({503, "application/json",
-                   "Model \"" + model->name +
-                       "\" has no worker to serve inference request. Please use scale workers "
-                       "API to add workers.",
-                   "ServiceUnavailableException"});
-  }
+  // Every outcome, a refusal included, is answered through the sink.
+  (void)model->Submit(std::move(payload),
+                      serving::ResponseSink(std::make_unique<HttpSink>(std::move(responder))));
 }
 
 }  // namespace tserve::api

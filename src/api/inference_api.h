@@ -17,7 +17,9 @@ namespace tserve::api {
 //       `model_name` query parameter, else the one model loaded at startup when there is
 //       exactly one, else a `model_name` header, form field or multipart field; none: 400
 //   OPTIONS on each of those                           the model's OpenAPI (404 unknown)
-// Every request's id (http::Request::request_id) is its job's id.
+// Every request's id (http::Request::request_id) is its job's id. This class only
+// translates: HTTP to a Payload for ModelVersion::Submit (the multipart field choice), and
+// results (JobResult, Status) to HTTP; counting, deadlines and queueing are the version's.
 // Thread safety: handlers run on many I/O threads; state is the manager's.
 class InferenceApi {
  public:
@@ -34,9 +36,9 @@ class InferenceApi {
                    http::Responder responder) const;
   // The model_name of an /invocations request; "" when none.
   std::string InvocationModel(const http::Request& request) const;
-  // The model, or the 404 TorchServe answers (sent) and null.
-  std::shared_ptr<serving::LoadedModel> FindOr404(std::string_view name, std::string_view version,
-                                                  http::Responder* responder) const;
+  // The model version, or the 404 TorchServe answers (sent, via ErrorFromStatus) and null.
+  std::shared_ptr<serving::ModelVersion> FindOr404(std::string_view name, std::string_view version,
+                                                   http::Responder* responder) const;
 
   serving::ModelManager* models_;
   std::atomic<uint64_t> next_request_id_{1};  // ids of requests made without a server (tests)

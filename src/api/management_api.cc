@@ -91,6 +91,10 @@ http::Response ManagementError(const Status& s) {
                        s.message().rfind("Model version", 0) == 0 ? "ModelVersionNotFoundException"
                                                                   : "ModelNotFoundException",
                        s.message());
+    case StatusCode::kModelNotFound:
+      return JsonError(404, "ModelNotFoundException", s.message());
+    case StatusCode::kVersionNotFound:
+      return JsonError(404, "ModelVersionNotFoundException", s.message());
     case StatusCode::kAlreadyExists:
       return JsonError(409, "ConflictStatusException", s.message());
     case StatusCode::kPermissionDenied:
@@ -151,15 +155,6 @@ Status NameArchiveAsGiven(const Status& s, const std::string& path, const std::s
   return Status(s.code(), std::move(message));
 }
 
-http::Response NotFound(serving::ModelManager::FindError why, const std::string& name,
-                        const std::string& version) {
-  if (why == serving::ModelManager::FindError::kNoVersion) {
-    return JsonError(404, "ModelVersionNotFoundException",
-                     "Model version: " + version + " does not exist for model: " + name);
-  }
-  return JsonError(404, "ModelNotFoundException", "Model not found: " + name);
-}
-
 http::Response MethodNotAllowed() {
   return ErrorForStatus(405, "Requested method is not allowed, please refer to API document.");
 }
@@ -176,24 +171,25 @@ std::string Iso8601(std::chrono::system_clock::time_point t) {
   return buf;
 }
 
-Json DescribeModel(const serving::LoadedModel& m) {
+Json DescribeModel(const serving::ModelVersion& version) {
+  const serving::ModelDescription m = version.Describe();
   Json j;
   j["modelName"] = m.name;
   j["modelVersion"] = m.version;
   j["modelUrl"] = m.url;
-  j["runtime"] = m.archive.manifest.runtime.empty() ? "python" : m.archive.manifest.runtime;
-  j["minWorkers"] = m.min_workers.load();
-  j["maxWorkers"] = m.max_workers.load();
+  j["runtime"] = m.runtime;
+  j["minWorkers"] = m.min_workers;
+  j["maxWorkers"] = m.max_workers;
   j["batchSize"] = m.batch_size;
   j["maxBatchDelay"] = m.max_batch_delay_ms;
   j["responseTimeout"] = m.response_timeout_s;
   j["loadedAtStartup"] = m.loaded_at_startup;
   j["workers"] = Json::array();
-  for (const auto& w : m.pool->Workers()) {
+  for (const auto& w : m.workers) {
     Json wj;
     wj["id"] = std::to_string(w.id);
     wj["startTime"] = Iso8601(w.start_time);
-    wj["status"] = w.status;
+    wj["status"] = serving::WorkerStateName(w.state);
     // Workers are threads of this process: per-worker memory and pid are not separate.
     wj["memoryUsage"] = 0;
     wj["pid"] = static_cast<int>(getpid());
@@ -202,8 +198,8 @@ Json DescribeModel(const serving::LoadedModel& m) {
     j["workers"].push_back(std::move(wj));
   }
   Json q;
-  const size_t depth = m.pool->queue_depth();
-  q["remainingCapacity"] = m.pool->queue_capacity() - std::min(depth, m.pool->queue_capacity());
+  const size_t depth = m.queue_depth;
+  q["remainingCapacity"] = m.queue_capacity - std::min(depth, m.queue_capacity);
   q["pendingRequests"] = depth;
   j["jobQueueStatus"] = std::move(q);
   return j;
@@ -230,17 +226,10 @@ void ManagementApi::RegisterRoutes(http::Router* router) {
     router->Add(M::kOptions, path, [this](http::Request& req, http::Responder r) {
       const std::string name(req.path_params[0]);
       const std::string version = req.path_params.size() > 1 ? std::string(req.path_params[1]) : "";
-      serving::ModelManager::FindError why;
-      auto model = models_->Find(name, version, &why);
-      if (model == nullptr) {
-        return r.Send(
-            why == serving::ModelManager::FindError::kNoVersion
-                ? JsonError(404, "ModelVersionNotFoundException",
-                            "Model version: " + version + " does not exist for model: " + name)
-                : JsonError(404, "ModelNotFoundException", "Model not found: " + name));
-      }
+      auto model = models_->Find(name, version);
+      if (!model.ok()) return r.Send(ManagementError(model.status()));
       http::Response resp;
-      resp.body = ModelManagementOpenApi(model->name) + "\n";
+      resp.body = ModelManagementOpenApi((*model)->name()) + "\n";
       r.Send(std::move(resp));
     });
   }
@@ -267,8 +256,8 @@ void ManagementApi::List(http::Request& request, http::Responder responder) {
   j["models"] = Json::array();
   for (size_t i = offset; i < all.size() && i < offset + static_cast<size_t>(n); ++i) {
     Json m;
-    m["modelName"] = all[i]->name;
-    m["modelUrl"] = all[i]->url;
+    m["modelName"] = all[i]->name();
+    m["modelUrl"] = all[i]->url();
     j["models"].push_back(std::move(m));
   }
   responder.Send(JsonResponse(200, j));
@@ -286,12 +275,9 @@ void ManagementApi::Describe(http::Request& request, http::Responder responder) 
     }
     for (const auto& m : versions) out.push_back(DescribeModel(*m));
   } else {
-    serving::ModelManager::FindError why;
-    auto m = models_->Find(name, version, &why);
-    if (m == nullptr) {
-      return responder.Send(NotFound(why, name, version));
-    }
-    out.push_back(DescribeModel(*m));
+    auto m = models_->Find(name, version);
+    if (!m.ok()) return responder.Send(ManagementError(m.status()));
+    out.push_back(DescribeModel(**m));
   }
   responder.Send(JsonResponse(200, out));
 }
@@ -308,11 +294,9 @@ void ManagementApi::Scale(http::Request& request, http::Responder responder) {
   if (!max.ok()) return responder.Send(ManagementError(max.status()));
   auto sync = p.Bool("synchronous");
   if (!sync.ok()) return responder.Send(ManagementError(sync.status()));
-  serving::ModelManager::FindError why;
-  auto model = models_->Find(name, version, &why);
-  if (model == nullptr) {
-    return responder.Send(NotFound(why, name, version));
-  }
+  auto found = models_->Find(name, version);
+  if (!found.ok()) return responder.Send(ManagementError(found.status()));
+  std::shared_ptr<serving::ModelVersion> model = std::move(*found);
   const int min_workers = min->value_or(1);
   const int max_workers = max->value_or(min_workers);
   if (max_workers < min_workers) {
@@ -320,7 +304,7 @@ void ManagementApi::Scale(http::Request& request, http::Responder responder) {
         JsonError(400, "BadRequestException", "max_worker cannot be less than min_worker."));
   }
   if (!sync->value_or(false)) {
-    Status s = models_->ScaleAsync(model, min_workers, max_workers, false, nullptr);
+    Status s = model->Scale(min_workers, max_workers, false, nullptr);
     if (!s.ok()) return responder.Send(ManagementError(s));  // over a worker limit
     return responder.Send(JsonStatus(202, "Processing worker updates..."));
   }
@@ -336,7 +320,7 @@ void ManagementApi::Scale(http::Request& request, http::Responder responder) {
     if (!version.empty()) msg += ", version: " + version;
     shared->Send(JsonStatus(200, msg));
   };
-  Status s = models_->ScaleAsync(model, min_workers, max_workers, true, std::move(done));
+  Status s = model->Scale(min_workers, max_workers, true, std::move(done));
   if (!s.ok()) shared->Send(ManagementError(s));
 }
 
@@ -418,7 +402,7 @@ void ManagementApi::Register(http::Request& request, http::Responder responder) 
       return shared->Send(ManagementError(NameArchiveAsGiven(model.status(), *path, u)));
     }
     const std::string head =
-        "Model \"" + (*model)->name + "\" Version: " + (*model)->version + " registered with ";
+        "Model \"" + (*model)->name() + "\" Version: " + (*model)->version() + " registered with ";
     if (workers == 0) {
       return shared->Send(JsonStatus(200, head + "0 initial workers. Use scale workers API to "
                                                  "add workers for the model."));
@@ -432,12 +416,12 @@ void ManagementApi::Register(http::Request& request, http::Responder responder) 
         shared->Send(std::move(response));
       });
     };
-    Status s = models_->ScaleAsync(
-        m, workers, std::max(workers, m->max_workers.load()), true,
+    Status s = m->Scale(
+        workers, std::max(workers, m->max_workers()), true,
         [shared, head, m, workers, fail](const Status& status, int /*ready*/) {
           if (status.code() == StatusCode::kUnavailable)
             return shared->Send(ManagementError(status));
-          if (!status.ok()) return fail(WorkersFailed(m->name, m->version));
+          if (!status.ok()) return fail(WorkersFailed(m->name(), m->version()));
           shared->Send(JsonStatus(200, head + std::to_string(workers) + " initial workers"));
         });
     if (!s.ok()) fail(ManagementError(s));

@@ -40,15 +40,7 @@ const char* MethodName(Method m) {
 }
 
 Responder::~Responder() {
-  if (target_ != nullptr) {
-    Response r;
-    r.status = 500;
-    // TorchServe's error shape, pretty-printed like every other error body.
-    r.body =
-        "{\n  \"code\": 500,\n  \"type\": \"InternalServerException\",\n  \"message\": \"no "
-        "response\"\n}\n";
-    target_->Deliver(std::move(r));
-  }
+  if (target_ != nullptr) target_->Deliver(target_->Error(500, "no response"));
 }
 
 Responder& Responder::operator=(Responder&& other) noexcept {

@@ -55,21 +55,34 @@ struct Response {
   bool close = false;                                        // close the connection after sending
 };
 
+// Builds the body of an error the HTTP layer itself produces (400 malformed, 413, 431,
+// 404/405 from the router, the 500 of a Responder dropped unsent); the API layer supplies
+// TorchServe's JSON shape (api::ErrorForStatus).
+using ErrorFactory = Response (*)(int status, std::string_view message);
+
 // Delivers the one response of a request, from any thread, at most once. If dropped
-// without Send, the request is answered 500 (a handler bug must not hang a client).
+// without Send, the request is answered 500 (a handler bug must not hang a client), its
+// body made by `errors` (text/plain when there is none).
 class ResponseTarget {
  public:
+  explicit ResponseTarget(ErrorFactory errors = nullptr) : errors_(errors) {}
   virtual ~ResponseTarget() = default;
   virtual void Deliver(Response response) = 0;
   // True once the client has closed its connection (or the connection broke) before the
   // answer was sent: the answer would be lost. Any thread; only ever goes false -> true.
   bool client_gone() const { return client_gone_.load(std::memory_order_acquire); }
+  // The error body for `status`, as this target's transport writes errors.
+  Response Error(int status, std::string_view message) const {
+    if (errors_ != nullptr) return errors_(status, message);
+    return Response{status, "text/plain", std::string(message), {}, false};
+  }
 
  protected:
   // Called by the transport when it sees the client go away.
   void MarkClientGone() { client_gone_.store(true, std::memory_order_release); }
 
  private:
+  const ErrorFactory errors_;
   std::atomic<bool> client_gone_{false};
 };
 
@@ -104,10 +117,6 @@ class RequestHandler {
   virtual ~RequestHandler() = default;
   virtual void Handle(Request& request, Responder responder) = 0;
 };
-
-// Builds the body of an error the HTTP layer itself produces (400 malformed, 413, 431,
-// 404/405 from the router); the API layer supplies TorchServe's JSON shape.
-using ErrorFactory = Response (*)(int status, std::string_view message);
 
 // The response header field that carries the request id, and the longest client-sent id
 // echoed back (longer, or with other characters than [A-Za-z0-9._-], gets a fresh id: a

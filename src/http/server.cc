@@ -15,12 +15,13 @@
 #include <boost/asio.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http.hpp>
-#include <condition_variable>
 #include <cstring>
 #include <mutex>
 #include <optional>
 #include <thread>
 #include <vector>
+
+#include "common/mutex.h"
 
 namespace tserve::http {
 
@@ -307,7 +308,8 @@ class Worker {
 
 Connection::Connection(Worker* worker, tcp::socket socket, RequestHandler* handler, Slot slot,
                        const std::string* listener)
-    : worker_(worker),
+    : ResponseTarget(worker->options.errors),
+      worker_(worker),
       socket_(std::move(socket)),
       handler_(handler),
       slot_(std::move(slot)),
@@ -697,10 +699,21 @@ class Server::Impl {
     // The spare descriptor of ShedOne: held so that one is free when accept hits the limit.
     spare_fd_ = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
     for (auto& l : listeners_) Accept(l.get());
+    {
+      MutexLock lock(&exit_mu_);
+      running_ = static_cast<int>(workers_.size());
+    }
     for (auto& w : workers_) {
       w->ArmSweep();
       Worker* raw = w.get();
-      w->thread = std::thread([raw] { raw->io.run(); });
+      w->thread = std::thread([this, raw] {
+        raw->io.run();
+        {
+          MutexLock lock(&exit_mu_);
+          --running_;
+        }
+        exit_cv_.SignalAll();
+      });
     }
   }
 
@@ -718,11 +731,10 @@ class Server::Impl {
       asio::post(w->io, [raw] { raw->BeginShutdown(); });
     }
     // Wait for the workers to run out of work, then force the stragglers.
-    const auto until = Clock::now() + grace;
-    for (auto& w : workers_) {
-      while (!w->io.stopped() && Clock::now() < until) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(20));
-      }
+    {
+      MutexLock lock(&exit_mu_);
+      (void)exit_cv_.WaitUntil(&exit_mu_, Clock::now() + grace,
+                               [this]() REQUIRES(exit_mu_) { return running_ == 0; });
     }
     for (auto& w : workers_) w->io.stop();
     for (auto& w : workers_) {
@@ -851,6 +863,10 @@ class Server::Impl {
   size_t next_worker_ = 0;
   int spare_fd_ = -1;  // touched only by workers_[0]'s thread once started
   std::atomic<bool> shut_down_{false};
+  // I/O threads still running (their io_context not out of work): Shutdown waits for 0.
+  Mutex exit_mu_;
+  CondVar exit_cv_;
+  int running_ GUARDED_BY(exit_mu_) = 0;
 };
 
 ConnectionCaps ConnectionCapsFor(int64_t fd_limit, int64_t fds_in_use) {

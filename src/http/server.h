@@ -69,9 +69,11 @@ ConnectionCaps ConnectionCapsFor(int64_t fd_limit, int64_t fds_in_use);
 // it used. Call once the listeners' own sockets and the model files are open.
 ConnectionCaps DefaultConnectionCaps(int64_t* fd_limit = nullptr);
 
-// An HTTP/1.1 server (Boost.Beast parsing, Asio I/O): one io_context per thread, one
-// SO_REUSEPORT acceptor per listener per thread, keep-alive, pipelining, request size
-// and time limits, graceful shutdown. Beast appears only in server.cc.
+// An HTTP/1.1 server (Boost.Beast parsing, Asio I/O): one io_context per thread; one
+// acceptor per listener (on the first thread, without SO_REUSEPORT, so a second server
+// cannot bind the same port silently) handing accepted connections to the threads in
+// turn; keep-alive, pipelining, request size and time limits, graceful shutdown. Beast
+// appears only in server.cc.
 // Thread safety: configure (AddListener) before Start; Shutdown may be called from any
 // thread, once.
 class Server {

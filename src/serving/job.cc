@@ -2,9 +2,6 @@
 
 namespace tserve::serving {
 
-void Job::Deliver(JobResult result) {
-  Done done = std::move(done_);
-  if (done) done(std::move(result));
-}
+void Job::Deliver(JobResult result) { sink_.Finish(std::move(result)); }
 
 }  // namespace tserve::serving

@@ -2,40 +2,29 @@
 
 #include <atomic>
 #include <chrono>
-#include <functional>
 #include <string>
+
+#include "serving/response_sink.h"
 
 namespace tserve::serving {
 
 using Clock = std::chrono::steady_clock;
 
-// The outcome of one inference request.
-struct JobResult {
-  int status = 200;
-  std::string content_type = "application/json";
-  std::string body;
-  std::string error_type;  // TorchServe's error class when status is not 2xx
-};
-
-// One inference request on its way through a model's queue and a worker. Created by the
-// inference API, shared by the queue, the worker and the timeout reaper; completed exactly
-// once (the first of worker and reaper wins), from any thread.
+// One inference request on its way through a model's queue and a worker. Created by
+// ModelVersion::Submit, shared by the queue, the worker and the timeout reaper; completed
+// exactly once (the first of worker, reaper and refusal wins), from any thread, through its
+// ResponseSink.
 class Job {
  public:
-  using Done = std::function<void(JobResult)>;
-  // Answers, from any thread, whether the client that sent the request has gone (its
-  // answer would be lost). Must be cheap: the queue asks it of every job it hands out.
-  using GoneProbe = std::function<bool()>;
-
   Job(std::string request_id, std::string body, std::string content_type, bool explicit_version,
-      Clock::time_point arrival, Clock::time_point deadline, Done done)
+      Clock::time_point arrival, Clock::time_point deadline, ResponseSink sink)
       : request_id_(std::move(request_id)),
         body_(std::move(body)),
         content_type_(std::move(content_type)),
         explicit_version_(explicit_version),
         arrival_(arrival),
         deadline_(deadline),
-        done_(std::move(done)) {}
+        sink_(std::move(sink)) {}
 
   // Delivers the result if the job is not complete yet; returns whether this call did.
   bool Complete(JobResult result) {
@@ -50,9 +39,9 @@ class Job {
   void Deliver(JobResult result);
   bool completed() const { return completed_.load(std::memory_order_acquire); }
 
-  // Set once, before the job is submitted; without a probe the client is never gone.
-  void set_gone_probe(GoneProbe probe) { gone_probe_ = std::move(probe); }
-  bool client_gone() const { return gone_probe_ && gone_probe_(); }
+  // Whether the client that sent the request has gone (its answer would be lost): asked
+  // of the sink, from any thread.
+  bool client_gone() const { return sink_.client_gone(); }
 
   const std::string& request_id() const { return request_id_; }
   const std::string& body() const { return body_; }
@@ -74,8 +63,7 @@ class Job {
   const Clock::time_point deadline_;
   Clock::time_point enqueued_{};
   Clock::time_point started_{};
-  Done done_;
-  GoneProbe gone_probe_;
+  ResponseSink sink_;  // Finish only by the claimer (Deliver); client_gone by anyone
   std::atomic<bool> completed_{false};
 };
 

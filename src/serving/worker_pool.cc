@@ -11,8 +11,6 @@ namespace tserve::serving {
 
 namespace {
 
-enum WorkerState { kLoading = 0, kReady = 1, kFailed = 2, kStopped = 3 };
-
 double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
 double Millis(Clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); }
 double Micros(Clock::duration d) { return std::chrono::duration<double, std::micro>(d).count(); }
@@ -27,20 +25,39 @@ JobResult Error(int status, const char* type, std::string message) {
 
 }  // namespace
 
+const char* WorkerStateName(WorkerState state) {
+  switch (state) {
+    case WorkerState::kLoading:
+      return "LOADING";
+    case WorkerState::kReady:
+      return "READY";
+    case WorkerState::kFailed:
+      return "FAILED";
+    case WorkerState::kStopped:
+      return "STOPPED";
+  }
+  return "LOADING";
+}
+
 JobQueue::JobQueue(size_t capacity, metrics::Gauge* depth, Now now)
     : capacity_(capacity), depth_(depth), now_(std::move(now)) {}
 
+void JobQueue::SizeChanged() {
+  if (depth_ != nullptr) depth_->Set(static_cast<double>(jobs_.size()));
+  if (jobs_.empty()) empty_cv_.SignalAll();
+}
+
 bool JobQueue::Push(std::shared_ptr<Job> job, std::vector<std::shared_ptr<Job>>* gone) {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     if (closed_) return false;
     if (jobs_.size() >= capacity_ && gone != nullptr) TakeGoneLocked(gone);
     if (jobs_.size() >= capacity_) return false;
     job->set_enqueued(now_());
     jobs_.push_back(std::move(job));
-    if (depth_ != nullptr) depth_->Set(static_cast<double>(jobs_.size()));
+    SizeChanged();
   }
-  cv_.notify_one();
+  cv_.Signal();
   return true;
 }
 
@@ -49,9 +66,9 @@ std::vector<std::shared_ptr<Job>> JobQueue::PopBatch(size_t max_jobs,
                                                      const std::atomic<bool>& stop,
                                                      std::vector<std::shared_ptr<Job>>* gone) {
   std::vector<std::shared_ptr<Job>> batch;
-  std::unique_lock<std::mutex> lock(mu_);
-  auto wake = [&] { return !jobs_.empty() || closed_ || stop.load(); };
-  auto take = [&] {
+  MutexLock lock(&mu_);
+  auto wake = [&]() REQUIRES(mu_) { return !jobs_.empty() || closed_ || stop.load(); };
+  auto take = [&]() REQUIRES(mu_) {
     while (!jobs_.empty() && batch.size() < max_jobs) {
       std::shared_ptr<Job> job = std::move(jobs_.front());
       jobs_.pop_front();
@@ -65,20 +82,20 @@ std::vector<std::shared_ptr<Job>> JobQueue::PopBatch(size_t max_jobs,
   };
   auto found_gone = [&] { return gone != nullptr && !gone->empty(); };
   while (batch.empty() && !found_gone()) {
-    cv_.wait(lock, wake);
+    cv_.Wait(&mu_, wake);
     if (stop.load() || jobs_.empty()) break;  // stopping, or closed and drained
     take();
     if (batch.empty()) continue;  // only timed-out or abandoned jobs were there
     // Dynamic batching: wait up to max_delay after the first job for the batch to fill.
     const auto deadline = Clock::now() + max_delay;
     while (batch.size() < max_jobs) {
-      if (!cv_.wait_until(lock, deadline, wake)) break;
+      if (!cv_.WaitUntil(&mu_, deadline, wake)) break;
       if (stop.load() || (closed_ && jobs_.empty())) break;
       take();
     }
   }
-  if (depth_ != nullptr) depth_->Set(static_cast<double>(jobs_.size()));
-  lock.unlock();
+  SizeChanged();
+  lock.Unlock();
   if (gone != nullptr) {
     // Clients may have left while the batch filled: ask once more before it runs.
     auto left = std::stable_partition(batch.begin(), batch.end(),
@@ -92,7 +109,7 @@ std::vector<std::shared_ptr<Job>> JobQueue::PopBatch(size_t max_jobs,
 void JobQueue::ExpireOverdue(Clock::time_point now, const std::function<void(Job&)>& expire) {
   std::vector<std::shared_ptr<Job>> overdue;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     for (auto it = jobs_.begin(); it != jobs_.end();) {
       if ((*it)->deadline() <= now) {
         overdue.push_back(std::move(*it));
@@ -101,17 +118,23 @@ void JobQueue::ExpireOverdue(Clock::time_point now, const std::function<void(Job
         ++it;
       }
     }
-    if (!overdue.empty() && depth_ != nullptr) depth_->Set(static_cast<double>(jobs_.size()));
+    if (!overdue.empty()) SizeChanged();
   }
   for (auto& job : overdue) expire(*job);
 }
 
+bool JobQueue::WaitEmpty(Clock::time_point until, const std::function<bool()>& give_up) {
+  MutexLock lock(&mu_);
+  empty_cv_.WaitUntil(&mu_, until, [&]() REQUIRES(mu_) { return jobs_.empty() || give_up(); });
+  return jobs_.empty();
+}
+
 void JobQueue::Close() {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     closed_ = true;
   }
-  cv_.notify_all();
+  cv_.SignalAll();
 }
 
 void JobQueue::TakeGoneLocked(std::vector<std::shared_ptr<Job>>* gone) {
@@ -124,42 +147,45 @@ void JobQueue::TakeGoneLocked(std::vector<std::shared_ptr<Job>>* gone) {
       ++it;
     }
   }
-  if (jobs_.size() != before && depth_ != nullptr) depth_->Set(static_cast<double>(jobs_.size()));
+  if (jobs_.size() != before) SizeChanged();
 }
 
 std::vector<std::shared_ptr<Job>> JobQueue::TakeGone() {
   std::vector<std::shared_ptr<Job>> gone;
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   TakeGoneLocked(&gone);
   return gone;
 }
 
 std::vector<std::shared_ptr<Job>> JobQueue::Drain() {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   std::vector<std::shared_ptr<Job>> out(std::make_move_iterator(jobs_.begin()),
                                         std::make_move_iterator(jobs_.end()));
   jobs_.clear();
-  if (depth_ != nullptr) depth_->Set(0.0);
+  SizeChanged();
   return out;
 }
 
 void JobQueue::WakeAll() {
-  { std::lock_guard<std::mutex> lock(mu_); }
-  cv_.notify_all();
+  // Taking the lock orders the caller's change (a stop flag, a worker count) before the
+  // waiters' next look at it, so no wake-up is lost.
+  { MutexLock lock(&mu_); }
+  cv_.SignalAll();
+  empty_cv_.SignalAll();
 }
 
 size_t JobQueue::size() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   return jobs_.size();
 }
 
 WorkerPool::WorkerPool(PoolOptions options, const backend::HandlerFactory* factory,
-                       metrics::Registry* registry, ModelMetrics metrics,
+                       metrics::Registry* registry, const ModelMetrics* metrics,
                        tserve::Metrics* handler_metrics, std::function<int()> next_worker_port)
     : options_(std::move(options)),
       factory_(factory),
       registry_(registry),
-      metrics_(metrics),
+      metrics_(*metrics),
       handler_metrics_(handler_metrics),
       next_worker_port_(std::move(next_worker_port)),
       queue_(options_.queue_capacity, metrics_.queue_depth) {
@@ -172,7 +198,7 @@ WorkerPool::WorkerPool(PoolOptions options, const backend::HandlerFactory* facto
 
 WorkerPool::~WorkerPool() { Shutdown(); }
 
-WorkerPool::SubmitResult WorkerPool::Submit(std::shared_ptr<Job> job) {
+SubmitResult WorkerPool::Submit(std::shared_ptr<Job> job) {
   // No worker at all, or every one failed to load (none ready or starting): 503 at once.
   if (worker_count() == 0 || (ready_.load() == 0 && starting_.load() == 0)) {
     metrics_.fail_no_worker->Inc();
@@ -189,28 +215,43 @@ WorkerPool::SubmitResult WorkerPool::Submit(std::shared_ptr<Job> job) {
 }
 
 int WorkerPool::worker_count() const {
-  std::lock_guard<std::mutex> lock(workers_mu_);
+  MutexLock lock(&workers_mu_);
   return static_cast<int>(workers_.size());
 }
 
-void WorkerPool::SetState(Worker* w, int state) {
-  int old = w->state.exchange(state);
+void WorkerPool::SetState(Worker* w, WorkerState state) {
+  const WorkerState old = w->state.exchange(state);
   if (old == state) return;
-  auto counter = [this](int s) -> std::atomic<int>* {
+  auto counter = [this](WorkerState s) -> std::atomic<int>* {
     switch (s) {
-      case kLoading:
+      case WorkerState::kLoading:
         return &starting_;
-      case kReady:
+      case WorkerState::kReady:
         return &ready_;
-      case kFailed:
+      case WorkerState::kFailed:
         return &failed_;
-      default:
+      case WorkerState::kStopped:
         return nullptr;
     }
+    return nullptr;
   };
   if (auto* c = counter(old)) c->fetch_sub(1);
   if (auto* c = counter(state)) c->fetch_add(1);
   PublishWorkerStates();
+  queue_.WakeAll();  // WaitDrained gives up once no worker is ready
+}
+
+void WorkerPool::StopWorkers(const std::vector<std::unique_ptr<Worker>>& workers) {
+  {
+    MutexLock lock(&stop_mu_);
+    for (const auto& w : workers) w->stop = true;
+  }
+  stop_cv_.SignalAll();
+  queue_.WakeAll();
+}
+
+void WorkerPool::WaitDrained(Clock::time_point until) {
+  (void)queue_.WaitEmpty(until, [this] { return ready_.load() == 0; });
 }
 
 void WorkerPool::PublishWorkerStates() {
@@ -223,7 +264,7 @@ Status WorkerPool::SetWorkerCount(int count) {
   std::vector<std::unique_ptr<Worker>> stopping;
   Status status;
   {
-    std::lock_guard<std::mutex> lock(workers_mu_);
+    MutexLock lock(&workers_mu_);
     if (shut_down_) return Status::Ok();
     start_failed_ = 0;  // this call's target replaces the last one's
     while (static_cast<int>(workers_.size()) < count) {
@@ -256,14 +297,13 @@ Status WorkerPool::SetWorkerCount(int count) {
       }
     }
     while (static_cast<int>(workers_.size()) > count) {
-      workers_.back()->stop = true;
       stopping.push_back(std::move(workers_.back()));
       workers_.pop_back();
     }
   }
   PublishWorkerStates();
   if (stopping.empty()) return status;
-  queue_.WakeAll();
+  StopWorkers(stopping);
   for (auto& w : stopping) {
     if (w->thread.joinable()) w->thread.join();
     RemoveWorkerLoadTime(registry_, w->name, options_.hostname);
@@ -276,13 +316,12 @@ void WorkerPool::Shutdown() {
   if (shut_down_.exchange(true)) return;
   std::vector<std::unique_ptr<Worker>> all;
   {
-    std::lock_guard<std::mutex> lock(workers_mu_);
+    MutexLock lock(&workers_mu_);
     all = std::move(workers_);
     workers_.clear();
   }
   queue_.Close();
-  for (auto& w : all) w->stop = true;
-  queue_.WakeAll();
+  StopWorkers(all);
   for (auto& w : all) {
     if (w->thread.joinable()) w->thread.join();
     RemoveWorkerLoadTime(registry_, w->name, options_.hostname);
@@ -331,8 +370,8 @@ void WorkerPool::ExpireOverdue(Clock::time_point now) {
   queue_.ExpireOverdue(now, expire);
   auto gone = queue_.TakeGone();
   DropGone(gone);
-  std::lock_guard<std::mutex> lock(running_mu_);
-  std::lock_guard<std::mutex> wlock(workers_mu_);
+  MutexLock lock(&running_mu_);
+  MutexLock wlock(&workers_mu_);
   for (auto& w : workers_) {
     for (auto& job : w->running) {
       if (job->deadline() <= now) expire(*job);
@@ -341,16 +380,9 @@ void WorkerPool::ExpireOverdue(Clock::time_point now) {
 }
 
 std::vector<WorkerPool::WorkerInfo> WorkerPool::Workers() const {
-  std::lock_guard<std::mutex> lock(workers_mu_);
+  MutexLock lock(&workers_mu_);
   std::vector<WorkerInfo> out;
-  for (const auto& w : workers_) {
-    int s = w->state.load();
-    out.push_back({w->port, w->name,
-                   s == kReady    ? "READY"
-                   : s == kFailed ? "FAILED"
-                                  : "LOADING",
-                   w->start_time});
-  }
+  for (const auto& w : workers_) out.push_back({w->port, w->name, w->state.load(), w->start_time});
   return out;
 }
 
@@ -399,18 +431,18 @@ void WorkerPool::Run(Worker* w) {
   while (!w->stop) {
     handler = LoadHandler(w);
     if (handler != nullptr) break;
-    SetState(w, kFailed);
+    SetState(w, WorkerState::kFailed);
     FailQueuedIfNoWorker();
     spdlog::warn("{}: retrying in {} ms", w->name, backoff.count());
-    const auto until = Clock::now() + backoff;
-    while (!w->stop && Clock::now() < until) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    {
+      MutexLock lock(&stop_mu_);
+      (void)stop_cv_.WaitFor(&stop_mu_, backoff, [w] { return w->stop.load(); });
     }
     backoff = std::min(backoff * 2, std::chrono::milliseconds(30000));
-    if (!w->stop) SetState(w, kLoading);
+    if (!w->stop) SetState(w, WorkerState::kLoading);
   }
   if (handler != nullptr) {
-    SetState(w, kReady);
+    SetState(w, WorkerState::kReady);
     std::vector<std::shared_ptr<Job>> gone;
     while (!w->stop) {
       auto jobs = queue_.PopBatch(static_cast<size_t>(std::max(1, options_.batch_size)),
@@ -423,14 +455,14 @@ void WorkerPool::Run(Worker* w) {
       RunBatch(w, handler.get(), jobs);
     }
   }
-  SetState(w, kStopped);
+  SetState(w, WorkerState::kStopped);
 }
 
 void WorkerPool::RunBatch(Worker* w, Handler* handler, std::vector<std::shared_ptr<Job>>& jobs) {
   const auto picked = Clock::now();
   for (auto& job : jobs) job->set_started(picked);
   {
-    std::lock_guard<std::mutex> lock(running_mu_);
+    MutexLock lock(&running_mu_);
     w->running = jobs;
   }
   tserve::Batch batch;
@@ -489,7 +521,7 @@ void WorkerPool::RunBatch(Worker* w, Handler* handler, std::vector<std::shared_p
       Finish(*job, Error(500, "InternalServerException", "Prediction failed: " + error), end);
     }
   }
-  std::lock_guard<std::mutex> lock(running_mu_);
+  MutexLock lock(&running_mu_);
   w->running.clear();
 }
 

@@ -249,10 +249,33 @@ TEST(ResponderTest, DroppedWithoutSendDelivers500) {
   { Responder responder(target); }
   ASSERT_EQ(target->deliveries, 1);
   EXPECT_EQ(target->last.status, 500);
-  EXPECT_EQ(target->last.content_type, "application/json");
-  EXPECT_EQ(target->last.body,
-            "{\n  \"code\": 500,\n  \"type\": \"InternalServerException\",\n  \"message\": "
-            "\"no response\"\n}\n");
+  EXPECT_EQ(target->last.body, "no response");  // no error factory: plain text
+}
+
+// A made-up error shape, to see that the factory (not a hard-coded body) made it.
+Response TestErrors(int status, std::string_view message) {
+  return Response{status,
+                  "application/x-test",
+                  "E" + std::to_string(status) + ":" + std::string(message),
+                  {},
+                  false};
+}
+
+class FactoryTarget final : public ResponseTarget {
+ public:
+  FactoryTarget() : ResponseTarget(&TestErrors) {}
+  void Deliver(Response response) override { last = std::move(response); }
+  Response last;
+};
+
+// Issue 9 §4: the 500 of a Responder dropped unsent is built by the error factory the
+// server is given (TorchServe's JSON in tserve), like every other error of the HTTP layer.
+TEST(ResponderTest, DroppedWithoutSendUsesTheTargetsErrorFactory) {
+  auto target = std::make_shared<FactoryTarget>();
+  { Responder responder(target); }
+  EXPECT_EQ(target->last.status, 500);
+  EXPECT_EQ(target->last.content_type, "application/x-test");
+  EXPECT_EQ(target->last.body, "E500:no response");
 }
 
 TEST(ResponderTest, KeepsTargetAlive) {

@@ -250,6 +250,76 @@ class ServerTest : public ::testing::Test {
   std::unique_ptr<Server> server_;
 };
 
+// ---- issue 9: request/response, keep-alive, client close, errors from the factory ----
+
+// Drops every Responder without answering (a handler bug).
+class DroppingHandler final : public RequestHandler {
+ public:
+  void Handle(Request&, Responder) override {}
+};
+
+TEST_F(ServerTest, KeepAliveServesSeveralRequestsOnOneConnection) {
+  EchoPathHandler handler;
+  uint16_t port = StartServer(&handler);
+  Client client(port);
+  for (const char* path : {"/one", "/two", "/three"}) {
+    ASSERT_TRUE(client.Send(Get(path)));
+    std::string resp = client.ReadResponse();
+    EXPECT_NE(resp.find("HTTP/1.1 200 OK"), std::string::npos) << resp;
+    EXPECT_NE(resp.find(std::string("\r\n\r\n") + path), std::string::npos) << resp;
+    EXPECT_EQ(resp.find("Connection: close"), std::string::npos) << resp;
+  }
+}
+
+TEST_F(ServerTest, ConnectionCloseRequestIsAnsweredThenClosed) {
+  EchoPathHandler handler;
+  uint16_t port = StartServer(&handler);
+  Client client(port);
+  ASSERT_TRUE(client.Send("GET /bye HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"));
+  std::string resp = client.ReadResponse();
+  EXPECT_NE(resp.find("/bye"), std::string::npos) << resp;
+  EXPECT_TRUE(client.ReadsEof());
+}
+
+// Issue 9 §4: the 500 for a request whose handler dropped its Responder is made by the
+// server's error factory (options.errors), not a body hard-coded in the HTTP layer.
+TEST_F(ServerTest, ADroppedResponderIsAnswered500ByTheErrorFactory) {
+  DroppingHandler handler;
+  uint16_t port = StartServer(&handler);
+  Client client(port);
+  ASSERT_TRUE(client.Send(Get("/dropped")));
+  std::string resp = client.ReadResponse();
+  EXPECT_NE(resp.find("HTTP/1.1 500"), std::string::npos) << resp;
+  EXPECT_NE(resp.find("{\"code\": 500, \"message\": \"no response\"}"), std::string::npos) << resp;
+  // The connection is still usable.
+  ASSERT_TRUE(client.Send(Get("/again")));
+  EXPECT_NE(client.ReadResponse().find("HTTP/1.1 500"), std::string::npos);
+}
+
+TEST_F(ServerTest, ClientClosingAfterItsAnswerLeavesTheServerServing) {
+  EchoPathHandler handler;
+  uint16_t port = StartServer(&handler);
+  for (int i = 0; i < 20; ++i) {
+    Client client(port);
+    ASSERT_TRUE(client.Send(Get("/short")));
+    ASSERT_NE(client.ReadResponse().find("/short"), std::string::npos);
+  }  // each closes at once
+  Client last(port);
+  ASSERT_TRUE(last.Send(Get("/still")));
+  EXPECT_NE(last.ReadResponse().find("/still"), std::string::npos);
+}
+
+TEST_F(ServerTest, ShutdownWithIdleConnectionsReturnsAndClosesThem) {
+  EchoPathHandler handler;
+  uint16_t port = StartServer(&handler);
+  Client idle(port);
+  ASSERT_TRUE(idle.Send(Get("/x")));
+  ASSERT_NE(idle.ReadResponse().find("/x"), std::string::npos);
+  server_->Shutdown(std::chrono::milliseconds(5000));  // must not wait for the idle one
+  server_.reset();
+  EXPECT_TRUE(idle.ReadsEof());
+}
+
 // ---- issue 7 #13: a dispatched request notices that its client left ----
 
 TEST_F(ServerTest, ClientCloseWhileDispatchedMarksClientGone) {

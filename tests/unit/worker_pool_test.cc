@@ -84,18 +84,23 @@ class WorkerPoolTest : public ::testing::Test {
     o.max_batch_delay = delay;
     o.queue_capacity = capacity;
     o.hostname = "h";
-    return std::make_unique<WorkerPool>(o, &factory_, &registry_, metrics_, nullptr,
+    return std::make_unique<WorkerPool>(o, &factory_, &registry_, &metrics_, nullptr,
                                         [this] { return port_++; });
   }
 
   // A job whose result lands in the returned future.
+  // `gone` answers whether its client has left (empty: never).
   std::pair<std::shared_ptr<Job>, std::future<JobResult>> MakeJob(
-      std::string body, std::chrono::milliseconds timeout = 10s) {
-    auto promise = std::make_shared<std::promise<JobResult>>();
-    auto future = promise->get_future();
+      std::string body, std::chrono::milliseconds timeout = 10s,
+      std::function<bool()> gone = nullptr) {
+    std::promise<JobResult> promise;
+    auto future = promise.get_future();
     auto now = Clock::now();
-    auto job = std::make_shared<Job>("id", std::move(body), "text/plain", false, now, now + timeout,
-                                     [promise](JobResult r) { promise->set_value(std::move(r)); });
+    auto job = std::make_shared<Job>(
+        "id", std::move(body), "text/plain", false, now, now + timeout,
+        ResponseSink::Of(
+            [p = std::move(promise)](JobResult r) mutable { p.set_value(std::move(r)); },
+            std::move(gone)));
     return {job, std::move(future)};
   }
 
@@ -118,7 +123,7 @@ TEST_F(WorkerPoolTest, AnswersEveryJobAndRecordsMetricsExactly) {
   std::vector<std::future<JobResult>> results;
   for (int i = 0; i < 50; ++i) {
     auto [job, fut] = MakeJob("req" + std::to_string(i));
-    ASSERT_EQ(pool->Submit(job), WorkerPool::SubmitResult::kAccepted);
+    ASSERT_EQ(pool->Submit(job), SubmitResult::kAccepted);
     results.push_back(std::move(fut));
   }
   for (int i = 0; i < 50; ++i) {
@@ -142,7 +147,7 @@ TEST_F(WorkerPoolTest, BatchesUpToBatchSizeWithinTheDelay) {
   std::vector<std::future<JobResult>> results;
   for (int i = 0; i < 4; ++i) {
     auto [job, fut] = MakeJob("x");
-    ASSERT_EQ(pool->Submit(job), WorkerPool::SubmitResult::kAccepted);
+    ASSERT_EQ(pool->Submit(job), SubmitResult::kAccepted);
     results.push_back(std::move(fut));
   }
   for (auto& f : results) EXPECT_EQ(f.get().status, 200);
@@ -158,7 +163,7 @@ TEST_F(WorkerPoolTest, PartialBatchLeavesAfterTheDelay) {
   WaitReady(*pool, 1);
   auto t0 = Clock::now();
   auto [job, fut] = MakeJob("alone");
-  ASSERT_EQ(pool->Submit(job), WorkerPool::SubmitResult::kAccepted);
+  ASSERT_EQ(pool->Submit(job), SubmitResult::kAccepted);
   EXPECT_EQ(fut.get().status, 200);
   auto waited = Clock::now() - t0;
   EXPECT_GE(waited, 90ms);  // it waited for company...
@@ -175,7 +180,7 @@ TEST_F(WorkerPoolTest, FullQueueRefusesAtOnce) {
   int refused = 0;
   for (int i = 0; i < 6; ++i) {
     auto [job, fut] = MakeJob("x");
-    if (pool->Submit(job) == WorkerPool::SubmitResult::kAccepted) {
+    if (pool->Submit(job) == SubmitResult::kAccepted) {
       accepted.push_back(std::move(fut));
     } else {
       ++refused;
@@ -191,7 +196,7 @@ TEST_F(WorkerPoolTest, FullQueueRefusesAtOnce) {
 TEST_F(WorkerPoolTest, NoWorkersRefuses) {
   auto pool = MakePool(1, 0ms);
   auto [job, fut] = MakeJob("x");
-  EXPECT_EQ(pool->Submit(job), WorkerPool::SubmitResult::kNoWorker);
+  EXPECT_EQ(pool->Submit(job), SubmitResult::kNoWorker);
   EXPECT_EQ(metrics_.fail_no_worker->Value(), 1.0);
 }
 
@@ -297,7 +302,7 @@ TEST_F(WorkerPoolTest, ThreadStartFailureIsAnErrorNotACrash) {
   EXPECT_EQ(metrics_.workers_failed->Value(), 3.0);
   EXPECT_EQ(registry_.Find("WorkerLoadTime")->SeriesCount(), 2u);  // none for the missing
   auto [job, fut] = MakeJob("still serving");
-  ASSERT_EQ(pool->Submit(job), WorkerPool::SubmitResult::kAccepted);
+  ASSERT_EQ(pool->Submit(job), SubmitResult::kAccepted);
   EXPECT_EQ(fut.get().status, 200);
   // The next change replaces the shortfall.
   EXPECT_TRUE(pool->SetWorkerCount(1).ok());
@@ -328,19 +333,17 @@ TEST_F(WorkerPoolTest, JobsWhoseClientWentAreDroppedBeforeTheHandler) {
   auto pool = MakePool(1, 0ms);
   ASSERT_TRUE(pool->SetWorkerCount(1).ok());
   WaitReady(*pool, 1);
-  auto [running, running_f] = MakeJob("running");
   std::atomic<bool> running_gone{false};
-  running->set_gone_probe([&running_gone] { return running_gone.load(); });
-  ASSERT_EQ(pool->Submit(running), WorkerPool::SubmitResult::kAccepted);
+  auto [running, running_f] =
+      MakeJob("running", 10s, [&running_gone] { return running_gone.load(); });
+  ASSERT_EQ(pool->Submit(running), SubmitResult::kAccepted);
   for (int i = 0; i < 200 && script_.batches.load() < 1; ++i) std::this_thread::sleep_for(5ms);
   ASSERT_EQ(script_.batches.load(), 1);
-  auto [gone, gone_f] = MakeJob("gone");
   std::atomic<bool> left{false};
-  gone->set_gone_probe([&left] { return left.load(); });
-  auto [stays, stays_f] = MakeJob("stays");
-  stays->set_gone_probe([] { return false; });
-  ASSERT_EQ(pool->Submit(gone), WorkerPool::SubmitResult::kAccepted);
-  ASSERT_EQ(pool->Submit(stays), WorkerPool::SubmitResult::kAccepted);
+  auto [gone, gone_f] = MakeJob("gone", 10s, [&left] { return left.load(); });
+  auto [stays, stays_f] = MakeJob("stays", 10s, [] { return false; });
+  ASSERT_EQ(pool->Submit(gone), SubmitResult::kAccepted);
+  ASSERT_EQ(pool->Submit(stays), SubmitResult::kAccepted);
   left = true;          // its client leaves while it waits in the queue
   running_gone = true;  // and so does the running one's: it finishes anyway
   EXPECT_EQ(running_f.get().status, 200);
@@ -365,30 +368,28 @@ TEST_F(WorkerPoolTest, GoneJobsGiveWayInAFullQueueAndTheReaperDropsThem) {
   ASSERT_TRUE(pool->SetWorkerCount(1).ok());
   WaitReady(*pool, 1);
   auto [running, running_f] = MakeJob("running");
-  ASSERT_EQ(pool->Submit(running), WorkerPool::SubmitResult::kAccepted);
+  ASSERT_EQ(pool->Submit(running), SubmitResult::kAccepted);
   for (int i = 0; i < 200 && script_.batches.load() < 1; ++i) std::this_thread::sleep_for(5ms);
   ASSERT_EQ(script_.batches.load(), 1);
   std::atomic<bool> left{false};
-  auto [a, a_f] = MakeJob("a");
-  auto [b, b_f] = MakeJob("b");
+  auto [a, a_f] = MakeJob("a", 10s, [&left] { return left.load(); });
+  auto [b, b_f] = MakeJob("b", 10s, [&left] { return left.load(); });
   for (auto* j : {&a, &b}) {
-    (*j)->set_gone_probe([&left] { return left.load(); });
-    ASSERT_EQ(pool->Submit(*j), WorkerPool::SubmitResult::kAccepted);
+    ASSERT_EQ(pool->Submit(*j), SubmitResult::kAccepted);
   }
   auto [refused, refused_f] = MakeJob("refused");  // the queue is full of live clients
-  EXPECT_EQ(pool->Submit(refused), WorkerPool::SubmitResult::kQueueFull);
+  EXPECT_EQ(pool->Submit(refused), SubmitResult::kQueueFull);
   left = true;  // a's and b's clients go
   auto [live, live_f] = MakeJob("live");
-  EXPECT_EQ(pool->Submit(live), WorkerPool::SubmitResult::kAccepted);
+  EXPECT_EQ(pool->Submit(live), SubmitResult::kAccepted);
   EXPECT_EQ(a_f.wait_for(0s), std::future_status::ready);  // answered within Submit
   EXPECT_EQ(b_f.wait_for(0s), std::future_status::ready);
   EXPECT_EQ(metrics_.fail_client_disconnected->Value(), 2.0);
   EXPECT_EQ(metrics_.fail_queue_full->Value(), 1.0);
   // The reaper's pass drops a queued job whose client went, without waiting for a worker.
   std::atomic<bool> c_left{false};
-  auto [c, c_f] = MakeJob("c");
-  c->set_gone_probe([&c_left] { return c_left.load(); });
-  ASSERT_EQ(pool->Submit(c), WorkerPool::SubmitResult::kAccepted);
+  auto [c, c_f] = MakeJob("c", 10s, [&c_left] { return c_left.load(); });
+  ASSERT_EQ(pool->Submit(c), SubmitResult::kAccepted);
   c_left = true;
   pool->ExpireOverdue(Clock::now());
   EXPECT_EQ(c_f.wait_for(0s), std::future_status::ready);
@@ -413,7 +414,7 @@ TEST_F(WorkerPoolTest, EveryJobEndsInExactlyOneCountedOutcome) {
   std::vector<std::future<JobResult>> results;
   auto submit = [&](std::shared_ptr<Job> job, std::future<JobResult> f) {
     ++submitted;
-    if (pool->Submit(job) != WorkerPool::SubmitResult::kAccepted) {
+    if (pool->Submit(job) != SubmitResult::kAccepted) {
       job->Complete({503, "application/json", "refused", "ServiceUnavailableException"});
     }
     results.push_back(std::move(f));
@@ -435,8 +436,7 @@ TEST_F(WorkerPoolTest, EveryJobEndsInExactlyOneCountedOutcome) {
     submit(j, std::move(f));
   }
   {
-    auto [j, f] = MakeJob("gone");
-    j->set_gone_probe([] { return true; });
+    auto [j, f] = MakeJob("gone", 10s, [] { return true; });
     submit(j, std::move(f));
   }
   {

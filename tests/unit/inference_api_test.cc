@@ -1,0 +1,196 @@
+// The inference API against a fake handler: what a TorchServe client sees for a
+// prediction (200 with the handler's bytes), the 404 kinds, the 503 of no worker, and which
+// multipart field becomes the payload.
+#include "api/inference_api.h"
+
+#include <gtest/gtest.h>
+#include <stdlib.h>
+
+#include <filesystem>
+#include <fstream>
+#include <future>
+#include <map>
+#include <string>
+
+#include "api/errors.h"
+#include "common/strings.h"
+#include "metrics/metrics_yaml.h"
+
+namespace tserve::api {
+namespace {
+
+namespace fs = std::filesystem;
+using Headers = std::map<std::string, std::string>;
+
+// Answers each request with "<content type>|<body>".
+class EchoHandler final : public Handler {
+ public:
+  void Initialize(const ModelContext&) override {}
+  void Preprocess(Batch&) override {}
+  void Inference(Batch&) override {}
+  void Postprocess(Batch& b) override {
+    for (const auto& r : b.requests) {
+      b.responses.push_back(
+          {200, "text/plain", std::string(r.content_type) + "|" + std::string(r.body)});
+    }
+  }
+};
+
+// Delivers the response into a future (answers come from worker threads).
+class FutureTarget final : public http::ResponseTarget {
+ public:
+  void Deliver(http::Response response) override { promise_.set_value(std::move(response)); }
+  std::future<http::Response> future() { return promise_.get_future(); }
+
+ private:
+  std::promise<http::Response> promise_;
+};
+
+std::string_view LookupHeader(const void* native, std::string_view name) {
+  for (const auto& [key, value] : *static_cast<const Headers*>(native)) {
+    if (EqualsIgnoreCase(key, name)) return value;
+  }
+  return {};
+}
+
+class InferenceApiTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/tserve_inf_XXXXXX";
+    ASSERT_NE(::mkdtemp(tmpl), nullptr);
+    root_ = tmpl;
+    auto fams = metrics::ParseMetricsYaml(metrics::DefaultMetricsYaml(), "metrics.yaml");
+    ASSERT_TRUE(fams.ok());
+    ASSERT_TRUE(metrics::AddFamilies(*fams, &registry_).ok());
+    factory_.RegisterBuiltin("echo", [] { return std::make_unique<EchoHandler>(); });
+    serving::ModelManager::Options o;
+    o.model_store = root_;
+    o.extract_root = root_ + "/extract";
+    o.hostname = "h";
+    manager_ = std::make_unique<serving::ModelManager>(o, &factory_, &registry_);
+    api_ = std::make_unique<InferenceApi>(manager_.get());
+    api_->RegisterRoutes(&router_);
+  }
+  void TearDown() override {
+    manager_.reset();
+    fs::remove_all(root_);
+  }
+
+  // Registers model `name` version 1.0 with `workers` workers, ready when it returns.
+  void AddModel(const std::string& name, int workers) {
+    const std::string dir = root_ + "/" + name;
+    fs::create_directories(dir + "/MAR-INF");
+    std::ofstream(dir + "/MAR-INF/MANIFEST.json")
+        << R"({"model": {"modelName": ")" << name
+        << R"(", "modelVersion": "1.0", "handler": "echo"}})";
+    serving::LoadOverrides o;
+    o.initial_workers = workers;
+    auto v = manager_->LoadAndGet({"", dir}, false, o);
+    ASSERT_TRUE(v.ok()) << v.status().ToString();
+    if (workers == 0) return;
+    std::promise<Status> ready;
+    ASSERT_TRUE(
+        (*v)->Scale(workers, workers, true, [&ready](const Status& s, int) { ready.set_value(s); })
+            .ok());
+    ASSERT_TRUE(ready.get_future().get().ok());
+  }
+
+  http::Response Call(http::Method method, std::string path, std::string body = "",
+                      Headers headers = {}) {
+    path_ = std::move(path);
+    headers_ = std::move(headers);
+    http::Request request;
+    request.method = method;
+    request.method_text = http::MethodName(method);
+    request.target = path_;
+    const size_t q = path_.find('?');
+    request.path = std::string_view(path_).substr(0, q);
+    request.query = q == std::string::npos ? "" : std::string_view(path_).substr(q + 1);
+    request.body = std::move(body);
+    request.BindHeaders(&LookupHeader, &headers_);
+    auto target = std::make_shared<FutureTarget>();
+    auto answer = target->future();
+    router_.Handle(request, http::Responder(target));
+    return answer.get();
+  }
+  http::Response Post(std::string path, std::string body = "", Headers headers = {}) {
+    return Call(http::Method::kPost, std::move(path), std::move(body), std::move(headers));
+  }
+
+  std::string root_;
+  metrics::Registry registry_;
+  backend::HandlerFactory factory_;
+  std::unique_ptr<serving::ModelManager> manager_;
+  std::unique_ptr<InferenceApi> api_;
+  http::Router router_{&ErrorForStatus};
+  std::string path_;
+  Headers headers_;
+};
+
+TEST_F(InferenceApiTest, APredictionAnswers200WithTheHandlersBytes) {
+  AddModel("m", 1);
+  http::Response r = Post("/predictions/m", "hello", {{"Content-Type", "text/x-in"}});
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.content_type, "text/plain");
+  EXPECT_EQ(r.body, "text/x-in|hello");
+  EXPECT_EQ(Post("/predictions/m/1.0", "v").body, "|v");
+  EXPECT_EQ(Call(http::Method::kPut, "/models/m/invoke", "put").body, "|put");
+  EXPECT_EQ(Post("/invocations?model_name=m", "inv").body, "|inv");
+}
+
+TEST_F(InferenceApiTest, UnknownModelAndUnknownVersionAre404sOfTheirOwnKind) {
+  AddModel("m", 1);
+  http::Response no_model = Post("/predictions/nope", "x");
+  EXPECT_EQ(no_model.status, 404);
+  EXPECT_EQ(no_model.body,
+            "{\n  \"code\": 404,\n  \"type\": \"ModelNotFoundException\",\n  \"message\": "
+            "\"Model not found: nope\"\n}\n");
+  http::Response no_version = Post("/predictions/m/2.0", "x");
+  EXPECT_EQ(no_version.status, 404);
+  EXPECT_EQ(no_version.body,
+            "{\n  \"code\": 404,\n  \"type\": \"ModelVersionNotFoundException\",\n  "
+            "\"message\": \"Model version: 2.0 does not exist for model: m\"\n}\n");
+  EXPECT_EQ(Call(http::Method::kOptions, "/predictions/nope").status, 404);
+}
+
+TEST_F(InferenceApiTest, AModelWithoutWorkersAnswersTorchServes503) {
+  AddModel("m", 0);
+  http::Response r = Post("/predictions/m", "x");
+  EXPECT_EQ(r.status, 503);
+  EXPECT_EQ(r.body,
+            "{\n  \"code\": 503,\n  \"type\": \"ServiceUnavailableException\",\n  \"message\": "
+            "\"Model \\\"m\\\" has no worker to serve inference request. Please use scale "
+            "workers API to add workers.\"\n}\n");
+}
+
+std::string Form(const std::vector<std::pair<std::string, std::string>>& fields) {
+  std::string body;
+  for (const auto& [name, value] : fields) {
+    body += "--XyZ\r\nContent-Disposition: form-data; name=\"" + name +
+            "\"\r\nContent-Type: text/x-" + name + "\r\n\r\n" + value + "\r\n";
+  }
+  return body + "--XyZ--\r\n";
+}
+
+TEST_F(InferenceApiTest, AMultipartPayloadIsItsDataFieldElseBodyElseTheFirst) {
+  AddModel("m", 1);
+  const Headers form = {{"Content-Type", "multipart/form-data; boundary=XyZ"}};
+  EXPECT_EQ(Post("/predictions/m", Form({{"a", "1"}, {"data", "2"}, {"body", "3"}}), form).body,
+            "text/x-data|2");
+  EXPECT_EQ(Post("/predictions/m", Form({{"a", "1"}, {"body", "3"}}), form).body, "text/x-body|3");
+  EXPECT_EQ(Post("/predictions/m", Form({{"a", "1"}, {"b", "2"}}), form).body, "text/x-a|1");
+  http::Response bad = Post("/predictions/m", "not a form", form);
+  EXPECT_EQ(bad.status, 400);
+  EXPECT_NE(bad.body.find("BadRequestException"), std::string::npos);
+}
+
+TEST_F(InferenceApiTest, PingIsHealthyOnlyWhenEveryModelHasItsMinimumReady) {
+  EXPECT_EQ(Call(http::Method::kGet, "/ping").status, 200);
+  AddModel("m", 1);
+  http::Response r = Call(http::Method::kGet, "/ping");
+  EXPECT_EQ(r.status, 200);
+  EXPECT_NE(r.body.find("Healthy"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace tserve::api
