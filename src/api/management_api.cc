@@ -84,45 +84,19 @@ class Params {
   std::multimap<std::string, std::string> values_;
 };
 
-http::Response ManagementError(const Status& s) {
-  switch (s.code()) {
-    case StatusCode::kNotFound:
-      return JsonError(404,
-                       s.message().rfind("Model version", 0) == 0 ? "ModelVersionNotFoundException"
-                                                                  : "ModelNotFoundException",
-                       s.message());
-    case StatusCode::kModelNotFound:
-      return JsonError(404, "ModelNotFoundException", s.message());
-    case StatusCode::kVersionNotFound:
-      return JsonError(404, "ModelVersionNotFoundException", s.message());
-    case StatusCode::kAlreadyExists:
-      return JsonError(409, "ConflictStatusException", s.message());
-    case StatusCode::kPermissionDenied:
-      return JsonError(403, "InvalidModelVersionException", s.message());
-    case StatusCode::kInvalidArgument:
-      return JsonError(400, "BadRequestException", s.message());
-    default:
-      return ErrorFromStatus(s);
-  }
-}
-
-// A registration's fetch failed: TorchServe's answers for a failed download (400
-// DownloadArchiveException) and for a URL whose file is already in the store (500
-// InternalServerException "Model file already exists <name>").
-http::Response FetchError(const Status& s) {
-  if (serving::IsDownloadFailure(s)) return JsonError(400, "DownloadArchiveException", s.message());
-  if (s.code() == StatusCode::kAlreadyExists) {
-    return JsonError(500, "InternalServerException", s.message());
-  }
-  return ManagementError(s);
-}
-
 // TorchServe's answer when workers did not come up for a synchronous register or scale; the
 // version reads "null" when the request named none (TorchServe prints its null reference).
 http::Response WorkersFailed(const std::string& name, const std::string& version) {
-  return JsonError(500, "InternalServerException",
-                   "Failed to start workers for model " + name +
-                       " version: " + (version.empty() ? "null" : version));
+  return ErrorFromStatus(Status::Internal("Failed to start workers for model " + name +
+                                          " version: " + (version.empty() ? "null" : version)));
+}
+
+// A registered archive that does not load: a part of it that is missing (a plugin file, a
+// model file) means, for the client, that the model is not found (TorchServe's 404
+// ModelNotFoundException); every other kind is reported as it is.
+Status LoadError(const Status& s) {
+  if (s.code() == StatusCode::kNotFound) return Status::ModelNotFound(s.message());
+  return s;
 }
 
 // TorchServe's Manifest.RuntimeType values.
@@ -227,7 +201,7 @@ void ManagementApi::RegisterRoutes(http::Router* router) {
       const std::string name(req.path_params[0]);
       const std::string version = req.path_params.size() > 1 ? std::string(req.path_params[1]) : "";
       auto model = models_->Find(name, version);
-      if (!model.ok()) return r.Send(ManagementError(model.status()));
+      if (!model.ok()) return r.Send(ErrorFromStatus(model.status()));
       http::Response resp;
       resp.body = ModelManagementOpenApi((*model)->name()) + "\n";
       r.Send(std::move(resp));
@@ -237,11 +211,11 @@ void ManagementApi::RegisterRoutes(http::Router* router) {
 
 void ManagementApi::List(http::Request& request, http::Responder responder) {
   Params p(request);
-  if (!p.status().ok()) return responder.Send(ManagementError(p.status()));
+  if (!p.status().ok()) return responder.Send(ErrorFromStatus(p.status()));
   auto limit = p.Int("limit", -Params::kMaxParam);
-  if (!limit.ok()) return responder.Send(ManagementError(limit.status()));
+  if (!limit.ok()) return responder.Send(ErrorFromStatus(limit.status()));
   auto token = p.Int("next_page_token", -Params::kMaxParam);
-  if (!token.ok()) return responder.Send(ManagementError(token.status()));
+  if (!token.ok()) return responder.Send(ErrorFromStatus(token.status()));
   // TorchServe (ApiUtils.getModelList): limit defaults to 100, and one over 100 or below 0
   // is 100; a negative token is 0. The token is an offset, and a page that ends at or
   // before the last model names the next offset (even when nothing follows).
@@ -271,12 +245,12 @@ void ManagementApi::Describe(http::Request& request, http::Responder responder) 
   if (version == "all") {
     auto versions = models_->Versions(name);
     if (versions.empty()) {
-      return responder.Send(JsonError(404, "ModelNotFoundException", "Model not found: " + name));
+      return responder.Send(ErrorFromStatus(Status::ModelNotFound("Model not found: " + name)));
     }
     for (const auto& m : versions) out.push_back(DescribeModel(*m));
   } else {
     auto m = models_->Find(name, version);
-    if (!m.ok()) return responder.Send(ManagementError(m.status()));
+    if (!m.ok()) return responder.Send(ErrorFromStatus(m.status()));
     out.push_back(DescribeModel(**m));
   }
   responder.Send(JsonResponse(200, out));
@@ -287,31 +261,30 @@ void ManagementApi::Scale(http::Request& request, http::Responder responder) {
   const std::string version =
       request.path_params.size() > 1 ? std::string(request.path_params[1]) : "";
   Params p(request);
-  if (!p.status().ok()) return responder.Send(ManagementError(p.status()));
+  if (!p.status().ok()) return responder.Send(ErrorFromStatus(p.status()));
   auto min = p.Int("min_worker");
-  if (!min.ok()) return responder.Send(ManagementError(min.status()));
+  if (!min.ok()) return responder.Send(ErrorFromStatus(min.status()));
   auto max = p.Int("max_worker");
-  if (!max.ok()) return responder.Send(ManagementError(max.status()));
+  if (!max.ok()) return responder.Send(ErrorFromStatus(max.status()));
   auto sync = p.Bool("synchronous");
-  if (!sync.ok()) return responder.Send(ManagementError(sync.status()));
+  if (!sync.ok()) return responder.Send(ErrorFromStatus(sync.status()));
   auto found = models_->Find(name, version);
-  if (!found.ok()) return responder.Send(ManagementError(found.status()));
+  if (!found.ok()) return responder.Send(ErrorFromStatus(found.status()));
   std::shared_ptr<serving::ModelVersion> model = std::move(*found);
   const int min_workers = min->value_or(1);
   const int max_workers = max->value_or(min_workers);
   if (max_workers < min_workers) {
     return responder.Send(
-        JsonError(400, "BadRequestException", "max_worker cannot be less than min_worker."));
+        ErrorFromStatus(Status::InvalidArgument("max_worker cannot be less than min_worker.")));
   }
   if (!sync->value_or(false)) {
     Status s = model->Scale(min_workers, max_workers, false, nullptr);
-    if (!s.ok()) return responder.Send(ManagementError(s));  // over a worker limit
+    if (!s.ok()) return responder.Send(ErrorFromStatus(s));  // over a worker limit
     return responder.Send(JsonStatus(202, "Processing worker updates..."));
   }
   auto shared = std::make_shared<http::Responder>(std::move(responder));
   auto done = [shared, name, version, min_workers](const Status& status, int /*workers*/) {
-    if (status.code() == StatusCode::kUnavailable)
-      return shared->Send(ManagementError(status));  // shutting down
+    if (status.IsUnavailable()) return shared->Send(ErrorFromStatus(status));  // shutting down
     // A worker thread that could not start, or a worker that failed to load or was not
     // ready within the model's startup timeout: TorchServe's 500.
     if (!status.ok()) return shared->Send(WorkersFailed(name, version));
@@ -321,29 +294,28 @@ void ManagementApi::Scale(http::Request& request, http::Responder responder) {
     shared->Send(JsonStatus(200, msg));
   };
   Status s = model->Scale(min_workers, max_workers, true, std::move(done));
-  if (!s.ok()) shared->Send(ManagementError(s));
+  if (!s.ok()) shared->Send(ErrorFromStatus(s));
 }
 
 void ManagementApi::Register(http::Request& request, http::Responder responder) {
   if (!options_.enable_model_api) return responder.Send(MethodNotAllowed());
   Params p(request);
-  if (!p.status().ok()) return responder.Send(ManagementError(p.status()));
+  if (!p.status().ok()) return responder.Send(ErrorFromStatus(p.status()));
   auto url = p.Get("url");
   if (!url || url->empty()) {
-    return responder.Send(JsonError(400, "BadRequestException", "Parameter url is required."));
+    return responder.Send(ErrorFromStatus(Status::InvalidArgument("Parameter url is required.")));
   }
   if (url->size() > serving::kMaxUrlLength) {
-    return responder.Send(JsonError(400, "BadRequestException",
-                                    "Parameter url is " + std::to_string(url->size()) +
-                                        " characters long; at most " +
-                                        std::to_string(serving::kMaxUrlLength) + " are accepted."));
+    return responder.Send(ErrorFromStatus(Status::InvalidArgument(
+        "Parameter url is " + std::to_string(url->size()) + " characters long; at most " +
+        std::to_string(serving::kMaxUrlLength) + " are accepted.")));
   }
   serving::ModelManager::LoadOverrides o;
   // TorchServe checks the runtime before it looks at the URL.
   if (auto runtime = p.Get("runtime"); runtime && !runtime->empty()) {
     if (!IsKnownRuntime(*runtime)) {
       return responder.Send(
-          JsonError(400, "BadRequestException", "Invalid RuntimeType value: " + *runtime));
+          ErrorFromStatus(Status::InvalidArgument("Invalid RuntimeType value: " + *runtime)));
     }
     o.runtime = *runtime;
   }
@@ -354,29 +326,29 @@ void ManagementApi::Register(http::Request& request, http::Responder responder) 
         std::pair{"response_timeout", &o.response_timeout_s},
         std::pair{"startup_timeout", &o.startup_timeout_s}}) {
     auto v = p.Int(key);
-    if (!v.ok()) return responder.Send(ManagementError(v.status()));
+    if (!v.ok()) return responder.Send(ErrorFromStatus(v.status()));
     *field = *v;
   }
   for (auto [key, field] : {std::pair{"batch_size", &o.batch_size},
                             std::pair{"response_timeout", &o.response_timeout_s},
                             std::pair{"startup_timeout", &o.startup_timeout_s}}) {
     if (*field && **field < 1) {
-      return responder.Send(JsonError(
-          400, "BadRequestException",
-          std::string("Invalid value for parameter ") + key + ": " + std::to_string(**field)));
+      return responder.Send(ErrorFromStatus(Status::InvalidArgument(
+          std::string("Invalid value for parameter ") + key + ": " + std::to_string(**field))));
     }
   }
   auto sync = p.Bool("synchronous");
-  if (!sync.ok()) return responder.Send(ManagementError(sync.status()));
+  if (!sync.ok()) return responder.Send(ErrorFromStatus(sync.status()));
   const int workers = o.initial_workers.value_or(0);  // TorchServe: 0 unless asked
   o.initial_workers = workers;
   if (HasRelativePart(*url)) {
     return responder.Send(
-        JsonError(404, "ModelNotFoundException", "Relative path is not allowed in url: " + *url));
+        ErrorFromStatus(Status::ModelNotFound("Relative path is not allowed in url: " + *url)));
   }
 
   if (!options_.fetch) {
-    return responder.Send(ErrorForStatus(500, "model registration is not configured"));
+    return responder.Send(
+        ErrorFromStatus(Status::Internal("model registration is not configured")));
   }
   // Fetching (a download) and loading (unzipping) are slow: on a registration thread.
   auto shared = std::make_shared<http::Responder>(std::move(responder));
@@ -386,7 +358,7 @@ void ManagementApi::Register(http::Request& request, http::Responder responder) 
   const bool synchronous = sync->value_or(true);
   Status queued = RunRegistration([this, shared, u = *url, name, o, workers, synchronous] {
     auto path = options_.fetch(u, cancel_);
-    if (!path.ok()) return shared->Send(FetchError(path.status()));
+    if (!path.ok()) return shared->Send(ErrorFromStatus(path.status()));
     const bool downloaded = serving::IsDownloadUrl(u);
     serving::ModelManager::LoadOverrides overrides = o;
     // Deleted when the model is unregistered, as TorchServe deletes what it downloaded.
@@ -399,7 +371,7 @@ void ManagementApi::Register(http::Request& request, http::Responder responder) 
       // A download is this registration's own copy (never an existing file): a failed
       // registration leaves nothing behind, so a retry behaves as the first try.
       if (downloaded) ::unlink(path->c_str());
-      return shared->Send(ManagementError(NameArchiveAsGiven(model.status(), *path, u)));
+      return shared->Send(ErrorFromStatus(LoadError(NameArchiveAsGiven(model.status(), *path, u))));
     }
     const std::string head =
         "Model \"" + (*model)->name() + "\" Version: " + (*model)->version() + " registered with ";
@@ -419,14 +391,13 @@ void ManagementApi::Register(http::Request& request, http::Responder responder) 
     Status s = m->Scale(
         workers, std::max(workers, m->max_workers()), true,
         [shared, head, m, workers, fail](const Status& status, int /*ready*/) {
-          if (status.code() == StatusCode::kUnavailable)
-            return shared->Send(ManagementError(status));
+          if (status.IsUnavailable()) return shared->Send(ErrorFromStatus(status));
           if (!status.ok()) return fail(WorkersFailed(m->name(), m->version()));
           shared->Send(JsonStatus(200, head + std::to_string(workers) + " initial workers"));
         });
-    if (!s.ok()) fail(ManagementError(s));
+    if (!s.ok()) fail(ErrorFromStatus(s));
   });
-  if (!queued.ok()) shared->Send(ManagementError(queued));
+  if (!queued.ok()) shared->Send(ErrorFromStatus(queued));
 }
 
 ManagementApi::~ManagementApi() { Shutdown(); }
@@ -486,14 +457,14 @@ void ManagementApi::Unregister(http::Request& request, http::Responder responder
       name, version,
       [shared, name] { shared->Send(JsonStatus(200, "Model \"" + name + "\" unregistered")); },
       &removed);
-  if (!s.ok()) shared->Send(ManagementError(s));
+  if (!s.ok()) shared->Send(ErrorFromStatus(s));
 }
 
 void ManagementApi::SetDefault(http::Request& request, http::Responder responder) {
   const std::string name(request.path_params[0]);
   const std::string version(request.path_params[1]);
   Status s = models_->SetDefault(name, version);
-  if (!s.ok()) return responder.Send(ManagementError(s));
+  if (!s.ok()) return responder.Send(ErrorFromStatus(s));
   responder.Send(JsonStatus(200, "Default version successfully updated for model \"" + name +
                                      "\" to \"" + version + "\""));
 }

@@ -32,8 +32,10 @@ namespace tserve::api {
 class ManagementApi {
  public:
   // Resolves a registration URL to a local archive path inside the model store (allowed
-  // URLs, downloads): the URL-fetching policy lives outside the API. A download must stop
-  // soon after `cancel` becomes true.
+  // URLs, downloads): the URL-fetching policy lives outside the API
+  // (serving::RegistrationSource). A download must stop soon after `cancel` becomes true.
+  // A failure's kind is what the client is told, through ErrorFromStatus: ModelNotFound
+  // (404), DownloadFailed (400 DownloadArchiveException), Internal (500), ...
   using Fetcher =
       std::function<StatusOr<std::string>(const std::string& url, const std::atomic<bool>& cancel)>;
 
