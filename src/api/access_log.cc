@@ -5,13 +5,16 @@
 
 #include <filesystem>
 
+#include "common/file.h"
+
 namespace tserve::api {
 
 StatusOr<std::unique_ptr<AccessLog>> AccessLog::Open(const std::string& dir) {
   if (dir.empty()) return std::unique_ptr<AccessLog>(new AccessLog(nullptr, ""));
-  std::error_code ec;
-  std::filesystem::create_directories(dir, ec);
   const std::string path = (std::filesystem::path(dir) / "access_log.log").string();
+  if (Status s = MakeDirectories(dir); !s.ok()) {
+    return Status::Unavailable("cannot open the access log " + path + ": " + s.message());
+  }
   try {
     auto sink = std::make_shared<spdlog::sinks::basic_file_sink_mt>(path);
     auto logger = std::make_shared<spdlog::logger>("ACCESS_LOG", std::move(sink));
@@ -32,20 +35,20 @@ AccessLog::AccessLog(std::shared_ptr<spdlog::logger> logger, std::string path)
 
 AccessLog::~AccessLog() {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     stop_ = true;
   }
-  cv_.notify_all();
+  cv_.SignalAll();
   if (flusher_.joinable()) flusher_.join();
   Flush();
 }
 
 void AccessLog::FlushLoop() {
-  std::unique_lock<std::mutex> lock(mu_);
-  while (!cv_.wait_for(lock, kFlushPeriod, [this] { return stop_; })) {
-    lock.unlock();
+  MutexLock lock(&mu_);
+  while (!cv_.WaitFor(&mu_, kFlushPeriod, [this]() REQUIRES(mu_) { return stop_; })) {
+    lock.Unlock();
     Flush();
-    lock.lock();
+    lock.Lock();
   }
 }
 

@@ -1,13 +1,13 @@
 #pragma once
 
 #include <chrono>
-#include <condition_variable>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <thread>
 
+#include "common/mutex.h"
 #include "common/status.h"
+#include "common/thread_annotations.h"
 #include "http/server.h"
 
 namespace spdlog {
@@ -37,13 +37,13 @@ class AccessLog final : public http::AccessLogger {
 
  private:
   AccessLog(std::shared_ptr<spdlog::logger> logger, std::string path);
-  void FlushLoop();
+  void FlushLoop() EXCLUDES(mu_);
 
   std::shared_ptr<spdlog::logger> logger_;
   std::string path_;
-  std::mutex mu_;
-  std::condition_variable cv_;
-  bool stop_ = false;  // guarded by mu_
+  Mutex mu_;
+  CondVar cv_;  // signalled when stop_ is set
+  bool stop_ GUARDED_BY(mu_) = false;
   std::thread flusher_;
 };
 

@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include "api/errors.h"
+#include "common/file.h"
 #include "common/strings.h"
 
 namespace tserve::api {
@@ -27,6 +28,8 @@ constexpr char kExpiration[] = "expiration time";  // TorchServe's member name, 
 constexpr char kDefaultAllowedUrls[] = "file://.*|http(s)?://.*";
 constexpr size_t kMaxKeyBytes = 256;  // getrandom() never returns short below this
 constexpr off_t kMaxKeyFileSize = off_t{64} * 1024;
+// The key file holds secrets: readable and writable by this user only.
+constexpr mode_t kKeyFileMode = S_IRUSR | S_IWUSR;
 
 std::string ErrnoText(int err) { return std::strerror(err); }
 
@@ -90,44 +93,6 @@ std::string AbsolutePath(const std::string& path) {
   std::error_code ec;
   std::filesystem::path abs = std::filesystem::absolute(path, ec);
   return ec ? path : abs.lexically_normal().string();
-}
-
-// Writes `text` to `path` with mode 0600: a mkstemp file (created 0600, O_EXCL) in the
-// same directory, fsynced, then renamed over `path`. rename() replaces a symlink at `path`
-// instead of writing through it, and a reader never sees a half-written file.
-Status WriteFileAtomically(const std::string& path, const std::string& text) {
-  std::filesystem::path p(path);
-  std::string tmpl = (p.parent_path() / ("." + p.filename().string() + ".XXXXXX")).string();
-  std::vector<char> name(tmpl.begin(), tmpl.end());
-  name.push_back('\0');
-  int fd = mkstemp(name.data());
-  if (fd < 0) return Status::Internal("cannot create key file " + path + ": " + ErrnoText(errno));
-  auto fail = [&](const std::string& what) {
-    int err = errno;
-    close(fd);
-    unlink(name.data());
-    return Status::Internal("cannot write key file " + path + ": " + what + ": " + ErrnoText(err));
-  };
-  if (fchmod(fd, S_IRUSR | S_IWUSR) != 0) return fail("chmod");
-  size_t done = 0;
-  while (done < text.size()) {
-    ssize_t w = write(fd, text.data() + done, text.size() - done);
-    if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) return fail("write");
-    done += static_cast<size_t>(w);
-  }
-  if (fsync(fd) != 0) return fail("fsync");
-  if (close(fd) != 0) {
-    int err = errno;
-    unlink(name.data());
-    return Status::Internal("cannot write key file " + path + ": close: " + ErrnoText(err));
-  }
-  if (rename(name.data(), path.c_str()) != 0) {
-    int err = errno;
-    unlink(name.data());
-    return Status::Internal("cannot write key file " + path + ": rename: " + ErrnoText(err));
-  }
-  return Status::Ok();
 }
 
 // An existing key file we may trust: a regular file (lstat: a symlink does not count)
@@ -375,6 +340,10 @@ std::string_view BearerToken(std::string_view authorization) {
   return v;
 }
 
+bool BearerTokenMatches(std::string_view authorization, std::string_view expected) {
+  return ConstantTimeEquals(BearerToken(authorization), expected);
+}
+
 // ---- TokenAuth ------------------------------------------------------------------------
 
 StatusOr<std::unique_ptr<TokenAuth>> TokenAuth::Create(Options options, AuthClock::time_point now) {
@@ -415,23 +384,24 @@ StatusOr<std::unique_ptr<TokenAuth>> TokenAuth::Create(Options options, AuthCloc
   if (!reused) {
     if (Status s = fresh(&keys.api_key, nullptr); !s.ok()) return s;
   }
-  if (Status s = WriteFileAtomically(path, FormatKeyFile(keys)); !s.ok()) return s;
+  if (Status s = WriteFileAtomically(path, FormatKeyFile(keys), kKeyFileMode); !s.ok()) return s;
   return std::unique_ptr<TokenAuth>(
       new TokenAuth(std::move(options), std::move(path), std::move(keys), reused));
 }
 
 bool TokenAuth::Check(TokenType type, std::string_view authorization,
                       AuthClock::time_point now) const {
-  const std::string_view token = BearerToken(authorization);
-  std::shared_lock lock(mu_);
+  ReaderMutexLock lock(&mu_);
   switch (type) {
     case TokenType::kInference:
       // Both halves are always evaluated (no short circuit on a wrong key).
-      return ConstantTimeEquals(token, keys_.inference_key) & (now < keys_.inference_expires);
+      return BearerTokenMatches(authorization, keys_.inference_key) &
+             (now < keys_.inference_expires);
     case TokenType::kManagement:
-      return ConstantTimeEquals(token, keys_.management_key) & (now < keys_.management_expires);
+      return BearerTokenMatches(authorization, keys_.management_key) &
+             (now < keys_.management_expires);
     case TokenType::kApi:
-      return ConstantTimeEquals(token, keys_.api_key);
+      return BearerTokenMatches(authorization, keys_.api_key);
   }
   return false;
 }
@@ -440,7 +410,7 @@ Status TokenAuth::Rotate(TokenType type, AuthClock::time_point now) {
   if (type == TokenType::kApi) {
     return Status::InvalidArgument("the API key cannot be rotated; restart to replace it");
   }
-  std::lock_guard rotating(rotate_mu_);
+  MutexLock rotating(&rotate_mu_);
   KeySet next = keys();
   auto key = GenerateKey(options_.key_bytes);
   if (!key.ok()) return key.status();
@@ -451,14 +421,14 @@ Status TokenAuth::Rotate(TokenType type, AuthClock::time_point now) {
     next.management_key = std::move(key).value();
     next.management_expires = ExpiryAfter(options_.expiration_minutes, now);
   }
-  if (Status s = WriteFileAtomically(path_, FormatKeyFile(next)); !s.ok()) return s;
-  std::unique_lock lock(mu_);
+  if (Status s = WriteFileAtomically(path_, FormatKeyFile(next), kKeyFileMode); !s.ok()) return s;
+  WriterMutexLock lock(&mu_);
   keys_ = std::move(next);
   return Status::Ok();
 }
 
 KeySet TokenAuth::keys() const {
-  std::shared_lock lock(mu_);
+  ReaderMutexLock lock(&mu_);
   return keys_;
 }
 

@@ -3,14 +3,14 @@
 #include <chrono>
 #include <cstddef>
 #include <memory>
-#include <mutex>
 #include <optional>
-#include <shared_mutex>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "common/mutex.h"
 #include "common/status.h"
+#include "common/thread_annotations.h"
 #include "config/server_config.h"
 #include "http/request.h"
 
@@ -86,6 +86,12 @@ StatusOr<std::string> GenerateKey(size_t bytes);
 // accepts the same values plus other casings of the scheme (RFC 9110 §11.1). Pure.
 std::string_view BearerToken(std::string_view authorization);
 
+// The one bearer-token check of every listener (the inference and management gates, /token
+// and /metrics): whether `authorization` (the raw header value, "" when absent) carries
+// `expected` as BearerToken reads it. The comparison takes the same time wherever the
+// first differing byte is. False when `expected` is empty. Pure.
+bool BearerTokenMatches(std::string_view authorization, std::string_view expected);
+
 // Holds the three keys, writes key_file.json and answers whether a request's
 // Authorization header carries the right, unexpired key. Created once at startup (only when
 // some listener needs tokens) and shared by the listeners' AuthGates and the /token handler.
@@ -118,15 +124,16 @@ class TokenAuth {
   // the current key of `type`, and that key has not expired at `now` (expired when
   // now >= expiry, as TorchServe's !now.isBefore(expiry)). The comparison takes the same
   // time wherever the first differing byte is.
-  bool Check(TokenType type, std::string_view authorization, AuthClock::time_point now) const;
+  bool Check(TokenType type, std::string_view authorization, AuthClock::time_point now) const
+      EXCLUDES(mu_);
 
   // Replaces the inference or management key with a new one expiring token_expiration_min
   // from `now`, and rewrites the key file. The in-memory key changes only once the file is
   // written, so a failure leaves both as they were. InvalidArgument for kApi (TorchServe
   // cannot rotate the API key either); Internal for I/O.
-  Status Rotate(TokenType type, AuthClock::time_point now);
+  Status Rotate(TokenType type, AuthClock::time_point now) EXCLUDES(rotate_mu_, mu_);
 
-  KeySet keys() const;                                   // a copy, for tests and diagnostics
+  KeySet keys() const EXCLUDES(mu_);                     // a copy, for tests and diagnostics
   const std::string& key_file() const { return path_; }  // absolute
   bool reused() const { return reused_; }                // Create started from an existing file
 
@@ -138,9 +145,10 @@ class TokenAuth {
         reused_(reused) {}
   const Options options_;
   const std::string path_;
-  mutable std::shared_mutex mu_;  // guards keys_
-  KeySet keys_;
-  std::mutex rotate_mu_;  // serializes Rotate: file writes happen in rotation order
+  mutable SharedMutex mu_;
+  KeySet keys_ GUARDED_BY(mu_);
+  // Serializes Rotate, so that file writes happen in rotation order. Taken before mu_.
+  Mutex rotate_mu_ ACQUIRED_BEFORE(mu_);
   const bool reused_;
 };
 

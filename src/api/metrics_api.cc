@@ -1,8 +1,8 @@
 #include "api/metrics_api.h"
 
+#include "api/auth.h"
 #include "api/errors.h"
 #include "api/gzip.h"
-#include "common/strings.h"
 #include "metrics/text_format.h"
 
 namespace tserve::api {
@@ -24,22 +24,6 @@ const std::set<std::string, std::less<>>& MetricsApi::LegacyFamilies() {
 void MetricsApi::RegisterRoutes(http::Router* router) {
   router->Add(http::Method::kGet, "/metrics",
               [this](http::Request& req, http::Responder r) { HandleMetrics(req, std::move(r)); });
-}
-
-bool BearerTokenMatches(std::string_view authorization, std::string_view token) {
-  authorization = TrimWhitespace(authorization);
-  if (authorization.size() < 7 || !EqualsIgnoreCase(authorization.substr(0, 7), "Bearer ")) {
-    return false;
-  }
-  std::string_view given = TrimWhitespace(authorization.substr(7));
-  // Compare every byte whatever the lengths, so timing tells nothing about the token.
-  unsigned diff = given.size() == token.size() ? 0u : 1u;
-  for (size_t i = 0; i < token.size(); ++i) {
-    char g = i < given.size() ? given[i] : '\0';
-    diff |=
-        static_cast<unsigned>(static_cast<unsigned char>(g) ^ static_cast<unsigned char>(token[i]));
-  }
-  return diff == 0;
 }
 
 void MetricsApi::HandleMetrics(const http::Request& request, http::Responder responder) const {

@@ -20,7 +20,9 @@ class MetricsApi {
  public:
   struct Options {
     MetricsMode mode = MetricsMode::kPrometheus;
-    std::string token;  // non-empty: require "Authorization: Bearer <token>"
+    // Non-empty: require "Authorization: Bearer <token>", checked by BearerTokenMatches
+    // (api/auth.h) like every other listener's key.
+    std::string token;
   };
   MetricsApi(const metrics::Registry* registry, Options options);
 
@@ -50,8 +52,5 @@ class ResponseCounters final : public http::ResponseObserver {
   metrics::Counter* c4xx_ = nullptr;
   metrics::Counter* c5xx_ = nullptr;
 };
-
-// Constant-time comparison of an Authorization header against "Bearer <token>".
-bool BearerTokenMatches(std::string_view authorization, std::string_view token);
 
 }  // namespace tserve::api

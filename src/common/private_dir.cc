@@ -65,41 +65,6 @@ Status EnsurePrivateDir(const std::string& path) {
   return CheckPrivateDir(path);
 }
 
-Status WriteFileReplacing(const std::string& path, std::string_view contents, mode_t mode) {
-  const size_t slash = path.rfind('/');
-  const std::string dir = slash == std::string::npos ? "." : path.substr(0, slash + 1);
-  const std::string base = slash == std::string::npos ? path : path.substr(slash + 1);
-  // mkstemp's random suffix and O_EXCL: a name no one could have prepared as a link.
-  std::string tmp = dir + (dir.back() == '/' ? "" : "/") + "." + base + ".XXXXXX";
-  int fd = ::mkostemp(tmp.data(), O_CLOEXEC);
-  if (fd < 0) return Status::Internal("cannot write " + path + ": " + Errno(errno));
-  auto fail = [&](const char* what) {
-    int err = errno;
-    ::close(fd);
-    ::unlink(tmp.c_str());
-    return Status::Internal(std::string("cannot ") + what + " " + path + ": " + Errno(err));
-  };
-  if (::fchmod(fd, mode) != 0) return fail("set permissions of");
-  while (!contents.empty()) {
-    ssize_t n = ::write(fd, contents.data(), contents.size());
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return fail("write");
-    contents.remove_prefix(static_cast<size_t>(n));
-  }
-  if (::close(fd) != 0) {
-    int err = errno;
-    ::unlink(tmp.c_str());
-    return Status::Internal("cannot write " + path + ": " + Errno(err));
-  }
-  // rename(2) replaces a symbolic link at `path` itself; it never follows it.
-  if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    int err = errno;
-    ::unlink(tmp.c_str());
-    return Status::Internal("cannot write " + path + ": " + Errno(err));
-  }
-  return Status::Ok();
-}
-
 StatusOr<std::string> ReadFileNoFollow(const std::string& path, size_t max_bytes) {
   int fd = ::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) {

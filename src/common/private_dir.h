@@ -5,6 +5,7 @@
 #include <string>
 #include <string_view>
 
+#include "common/file.h"
 #include "common/status.h"
 
 // Directories and files that no other local user can change or redirect: the extraction
@@ -30,12 +31,11 @@ Status CheckPrivateDir(const std::string& path);
 // exist. A directory someone else made in the meantime is checked like any other.
 Status EnsurePrivateDir(const std::string& path);
 
-// Replaces `path` with a regular file holding `contents` (permissions `mode`), never writing
-// through a symbolic link: the data goes to a new, randomly named file in the same
-// directory (mkostemp: O_CREAT | O_EXCL, which never follows a link), then renamed over
-// `path` atomically — a link there is replaced, its target left alone. Internal on
-// failure, naming the path.
-Status WriteFileReplacing(const std::string& path, std::string_view contents, mode_t mode);
+// The same as WriteFileAtomically (common/file.h), under its former name; kept until the
+// last caller (main.cc's pid file) calls WriteFileAtomically itself.
+inline Status WriteFileReplacing(const std::string& path, std::string_view contents, mode_t mode) {
+  return WriteFileAtomically(path, contents, mode);
+}
 
 // Reads a small regular file without following a symbolic link at `path`. NotFound when
 // missing; FailedPrecondition for a link or a non-regular file; at most `max_bytes` read.

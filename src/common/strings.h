@@ -14,6 +14,13 @@ std::string_view TrimWhitespace(std::string_view s);
 std::vector<std::string_view> SplitString(std::string_view s, char sep);
 bool EqualsIgnoreCase(std::string_view a, std::string_view b);
 std::string ToLower(std::string_view s);
+// True when s ends with suffix (byte for byte).
+bool EndsWith(std::string_view s, std::string_view suffix);
+// s in double quotes, as messages show a name or value: Quoted("my model") == "\"my model\"".
+// The result stays on one line and its end is unambiguous: '"' and '\\' are escaped with a
+// backslash, \n \r \t as such, other control bytes (and DEL) as \xHH. Other bytes (UTF-8
+// included) are kept.
+std::string Quoted(std::string_view s);
 
 // Strict parsers: the whole text must be the number (surrounding whitespace allowed).
 std::optional<int64_t> ParseInt64(std::string_view s);

@@ -127,46 +127,12 @@ struct Source {
   }
 };
 
-// Quotes a value for a one-line message: control characters and '"' are escaped.
-std::string Quote(std::string_view v) {
-  std::string out = "\"";
-  for (char c : v) {
-    switch (c) {
-      case '"':
-        out += "\\\"";
-        break;
-      case '\\':
-        out += "\\\\";
-        break;
-      case '\n':
-        out += "\\n";
-        break;
-      case '\r':
-        out += "\\r";
-        break;
-      case '\t':
-        out += "\\t";
-        break;
-      default:
-        if (static_cast<unsigned char>(c) < 0x20 || c == 0x7F) {
-          char buf[8];
-          std::snprintf(buf, sizeof(buf), "\\x%02X", static_cast<unsigned char>(c));
-          out += buf;
-        } else {
-          out.push_back(c);
-        }
-    }
-  }
-  out.push_back('"');
-  return out;
-}
-
 // Values never echoed in messages (they end up in logs).
 bool IsSecretKey(std::string_view key) { return key == "metrics_token"; }
 
 std::string InvalidValueMessage(std::string_view key, std::string_view value,
                                 std::string_view reason, const Source& source) {
-  std::string shown = IsSecretKey(key) ? std::string("(hidden)") : Quote(value);
+  std::string shown = IsSecretKey(key) ? std::string("(hidden)") : Quoted(value);
   std::string m = "invalid value " + shown + " for " + std::string(key) + ": ";
   m.append(reason);
   m += source.Suffix();
@@ -266,7 +232,7 @@ std::optional<std::string> ApplyAllowedUrls(std::string_view v, ServerConfig& c)
   options.set_log_errors(false);
   for (const std::string& p : patterns) {
     RE2 re(p, options);
-    if (!re.ok()) return "regular expression " + Quote(p) + " does not compile: " + re.error();
+    if (!re.ok()) return "regular expression " + Quoted(p) + " does not compile: " + re.error();
   }
   c.allowed_urls = std::move(patterns);
   return std::nullopt;
@@ -278,7 +244,7 @@ std::optional<std::string> ApplyLoadModels(std::string_view v, ServerConfig& c) 
     size_t eq = e.find('=');
     if (eq != std::string::npos && (TrimWhitespace(std::string_view(e).substr(0, eq)).empty() ||
                                     TrimWhitespace(std::string_view(e).substr(eq + 1)).empty())) {
-      return "entry " + Quote(e) + " needs a model name before '=' and a file after it";
+      return "entry " + Quoted(e) + " needs a model name before '=' and a file after it";
     }
   }
   c.load_models = std::move(entries);
@@ -390,7 +356,7 @@ std::optional<std::string> ListenAddressProblem(std::string_view text, ListenAdd
   if (scheme_end != std::string_view::npos) {
     std::string scheme = ToLower(text.substr(0, scheme_end));
     if (scheme != "http" && scheme != "https") {
-      return "unsupported scheme " + Quote(scheme) + " (expected http or https)";
+      return "unsupported scheme " + Quoted(scheme) + " (expected http or https)";
     }
     out.scheme = scheme;
     rest = text.substr(scheme_end + 3);
@@ -401,7 +367,7 @@ std::optional<std::string> ListenAddressProblem(std::string_view text, ListenAdd
     out.scheme = "http";
   }
   if (size_t slash = rest.find('/'); slash != std::string_view::npos) {
-    return "unexpected path " + Quote(rest.substr(slash)) + std::string(kExpected);
+    return "unexpected path " + Quoted(rest.substr(slash)) + std::string(kExpected);
   }
   if (rest.empty()) return "missing host" + std::string(kExpected);
 
@@ -414,7 +380,7 @@ std::optional<std::string> ListenAddressProblem(std::string_view text, ListenAdd
     after = rest.substr(close + 1);
     in6_addr a6;
     if (std::string h(host); inet_pton(AF_INET6, h.c_str(), &a6) != 1) {
-      return "invalid IPv6 address " + Quote(host);
+      return "invalid IPv6 address " + Quoted(host);
     }
   } else {
     size_t colon = rest.find(':');
@@ -429,21 +395,21 @@ std::optional<std::string> ListenAddressProblem(std::string_view text, ListenAdd
     if (dotted_digits) {
       in_addr a4;
       if (std::string h(host); inet_pton(AF_INET, h.c_str(), &a4) != 1) {
-        return "invalid IPv4 address " + Quote(host);
+        return "invalid IPv4 address " + Quoted(host);
       }
     } else if (!std::all_of(host.begin(), host.end(), IsHostNameChar)) {
-      return "invalid host name " + Quote(host);
+      return "invalid host name " + Quoted(host);
     }
   }
   if (after.empty()) return "missing port" + std::string(kExpected);
-  if (after.front() != ':') return "unexpected text " + Quote(after) + " after the host";
+  if (after.front() != ':') return "unexpected text " + Quoted(after) + " after the host";
   std::string_view port_text = after.substr(1);
   bool digits =
       !port_text.empty() && port_text.size() <= 5 &&
       std::all_of(port_text.begin(), port_text.end(), [](char c) { return c >= '0' && c <= '9'; });
   std::optional<int64_t> port = digits ? ParseInt64(port_text) : std::nullopt;
   if (!port || *port < 1 || *port > 65535) {
-    return "invalid port " + Quote(port_text) + " (expected 1 to 65535)";
+    return "invalid port " + Quoted(port_text) + " (expected 1 to 65535)";
   }
   out.host = std::string(host);
   out.port = static_cast<uint16_t>(*port);
@@ -503,7 +469,7 @@ std::optional<int> ModelInt(const nlohmann::json& v, int64_t min, int64_t max,
   }
   if (!n || *n < min || *n > max) {
     *problem = "must be an integer from " + std::to_string(min) + " to " + std::to_string(max) +
-               ", not " + (v.is_string() ? Quote(v.get_ref<const std::string&>()) : v.dump());
+               ", not " + (v.is_string() ? Quoted(v.get_ref<const std::string&>()) : v.dump());
     return std::nullopt;
   }
   return static_cast<int>(*n);
@@ -527,7 +493,7 @@ StatusOr<ModelSettings> ParseModelSettings(std::string_view json,
       R"(expected a JSON object {"model": {"version": {"minWorkers": 1, ...}}})";
   if (!doc->is_object()) return Status::InvalidArgument(std::string(kShape));
   for (const auto& [name, versions] : doc->items()) {
-    const std::string model = "model " + Quote(name);
+    const std::string model = "model " + Quoted(name);
     if (name.empty()) return Status::InvalidArgument("a model name is empty");
     if (!versions.is_object()) {
       return Status::InvalidArgument(model + ": expected an object of versions, e.g. " +
@@ -535,7 +501,7 @@ StatusOr<ModelSettings> ParseModelSettings(std::string_view json,
     }
     std::string default_version;
     for (const auto& [version, fields] : versions.items()) {
-      const std::string where = model + " version " + Quote(version);
+      const std::string where = model + " version " + Quoted(version);
       if (version.empty()) return Status::InvalidArgument(model + ": a version is empty");
       if (!fields.is_object()) {
         return Status::InvalidArgument(where + ": expected an object of settings, e.g. " +
@@ -575,7 +541,7 @@ StatusOr<ModelSettings> ParseModelSettings(std::string_view json,
                    std::end(kUnusedModelFields)) {
           warnings->push_back(where + ": " + field + " is not used by tserve; ignored");
         } else {
-          warnings->push_back(where + ": unknown field " + Quote(field) + " ignored");
+          warnings->push_back(where + ": unknown field " + Quoted(field) + " ignored");
         }
         if (!problem.empty()) return Status::InvalidArgument(where + ": " + field + " " + problem);
       }
@@ -587,7 +553,7 @@ StatusOr<ModelSettings> ParseModelSettings(std::string_view json,
       if (s.default_version) {
         if (!default_version.empty()) {
           return Status::InvalidArgument(model + ": defaultVersion is true for versions " +
-                                         Quote(default_version) + " and " + Quote(version) +
+                                         Quoted(default_version) + " and " + Quoted(version) +
                                          "; at most one can be the default");
         }
         default_version = version;
@@ -601,175 +567,231 @@ StatusOr<ModelSettings> ParseModelSettings(std::string_view json,
 StatusOr<ListenAddress> ParseListenAddress(const std::string& text) {
   ListenAddress a;
   if (std::optional<std::string> problem = ListenAddressProblem(text, a)) {
-    return Status::InvalidArgument("invalid listen address " + Quote(TrimWhitespace(text)) + ": " +
+    return Status::InvalidArgument("invalid listen address " + Quoted(TrimWhitespace(text)) + ": " +
                                    *problem);
   }
   return a;
 }
 
-StatusOr<LoadedConfig> LoadServerConfig(const ConfigInputs& inputs) {
-  LoadedConfig result;
-  ServerConfig& config = result.config;
-  const std::string file_name =
-      inputs.properties_path.empty()
-          ? std::string(kDefaultConfigName)
-          : std::filesystem::path(inputs.properties_path).filename().string();
-  auto file_source = [&](int line) {
+namespace {
+
+// LoadServerConfig's steps, in order; each reads what the earlier ones decided. One use.
+class ConfigLoader {
+ public:
+  explicit ConfigLoader(const ConfigInputs& inputs)
+      : inputs_(inputs),
+        file_name_(inputs.properties_path.empty()
+                       ? std::string(kDefaultConfigName)
+                       : std::filesystem::path(inputs.properties_path).filename().string()) {}
+
+  // 1. The file: the last occurrence of a key wins. Warns of repeated and unknown keys
+  // (file and command line).
+  Status ParseFile();
+  // 2. Whether TS_* variables count (TS_ENABLE_ENVVARS_CONFIG when set, else the CLI/file),
+  // and whether TS_ALLOWED_URLS may (use_env_allowed_urls, CLI/file only).
+  Status ReadControlKeys();
+  // 3. Every other key: env (when enabled) > CLI > file > default.
+  Status ApplyKeys();
+  // 4. Locations: the key, else TorchServe's environment variables, else "logs".
+  void ApplyLocations();
+
+  LoadedConfig Take() && { return std::move(result_); }
+
+ private:
+  Source FileSource(int line) const {
     Source s;
     s.kind = Source::kFile;
-    s.file = file_name;
+    s.file = file_name_;
     s.line = line;
     return s;
-  };
+  }
+  // The value from the command line, else from the file ($$VAR$$ expanded), else none.
+  StatusOr<std::optional<Candidate>> CliOrFile(std::string_view key) const;
+  // TS_<KEY> from the environment (whether or not enabled), else none.
+  std::optional<Candidate> EnvCandidate(std::string_view key) const;
+  // The value a key gets (see ApplyKeys), with a warning for each TS_* variable ignored.
+  StatusOr<std::optional<Candidate>> Choose(const KeySpec& spec);
+  // The `models` key: JSON parsed here, with its notes as warnings.
+  Status ApplyModels(std::string_view value, const Source& source);
 
-  // 1. The file: the last occurrence of a key wins.
-  std::vector<Property> props;
-  if (!inputs.properties_text.empty()) {
-    StatusOr<std::vector<Property>> parsed = ParseProperties(inputs.properties_text);
+  const ConfigInputs& inputs_;
+  const std::string file_name_;
+  std::vector<Property> props_;
+  std::map<std::string, const Property*> file_values_;  // into props_: the last of each key
+  bool use_env_allowed_urls_ = false;
+  LoadedConfig result_;
+};
+
+// Parses a boolean control key; false when unset.
+StatusOr<bool> ControlBool(std::string_view key, const std::optional<Candidate>& c) {
+  if (!c) return false;
+  std::optional<bool> b = ParseBool(c->value);
+  if (!b) {
+    return Status::InvalidArgument(
+        InvalidValueMessage(key, TrimWhitespace(c->value), "expected true or false", c->source));
+  }
+  return *b;
+}
+
+Status ConfigLoader::ParseFile() {
+  if (!inputs_.properties_text.empty()) {
+    StatusOr<std::vector<Property>> parsed = ParseProperties(inputs_.properties_text);
     if (!parsed.ok()) {
-      return Status::InvalidArgument("cannot parse " + file_name + ": " +
+      return Status::InvalidArgument("cannot parse " + file_name_ + ": " +
                                      parsed.status().message());
     }
-    props = std::move(parsed).value();
+    props_ = std::move(parsed).value();
   }
-  std::map<std::string, const Property*> file_values;
-  for (const Property& p : props) {
-    auto [it, inserted] = file_values.try_emplace(p.key, &p);
+  for (const Property& p : props_) {
+    auto [it, inserted] = file_values_.try_emplace(p.key, &p);
     if (!inserted) {
-      result.warnings.push_back("configuration key " + Quote(p.key) + " is set more than once (" +
-                                file_name + " lines " + std::to_string(it->second->line) + " and " +
-                                std::to_string(p.line) + "); the last value is used");
+      result_.warnings.push_back("configuration key " + Quoted(p.key) + " is set more than once (" +
+                                 file_name_ + " lines " + std::to_string(it->second->line) +
+                                 " and " + std::to_string(p.line) + "); the last value is used");
       it->second = &p;
     }
   }
-  for (const Property& p : props) {
-    if (file_values[p.key] != &p) continue;  // report each key once, at its last line
+  for (const Property& p : props_) {
+    if (file_values_[p.key] != &p) continue;  // report each key once, at its last line
     if (IsKnownKey(p.key)) continue;
-    const std::string where = file_source(p.line).Suffix();
+    const std::string where = FileSource(p.line).Suffix();
     if (IsIgnoredTorchServeKey(p.key)) {
-      result.notes.push_back("TorchServe configuration key " + Quote(p.key) +
-                             " is not used by tserve; ignored" + where);
+      result_.notes.push_back("TorchServe configuration key " + Quoted(p.key) +
+                              " is not used by tserve; ignored" + where);
       continue;
     }
-    std::string w = "unknown configuration key " + Quote(p.key) + " ignored" + where;
+    std::string w = "unknown configuration key " + Quoted(p.key) + " ignored" + where;
     if (std::optional<std::string_view> similar = SimilarKey(p.key)) {
-      w += "; did you mean " + Quote(*similar) + "?";
+      w += "; did you mean " + Quoted(*similar) + "?";
     }
-    result.warnings.push_back(std::move(w));
+    result_.warnings.push_back(std::move(w));
   }
-  for (const auto& [key, value] : inputs.cli) {
+  for (const auto& [key, value] : inputs_.cli) {
     if (!IsKnownKey(key)) {
-      result.warnings.push_back("unknown configuration key " + Quote(key) +
-                                " ignored (command line)");
+      result_.warnings.push_back("unknown configuration key " + Quoted(key) +
+                                 " ignored (command line)");
     }
   }
+  return Status::Ok();
+}
 
-  // The value from the command line, else from the file ($$VAR$$ expanded), else none.
-  auto cli_or_file = [&](std::string_view key) -> StatusOr<std::optional<Candidate>> {
-    if (auto it = inputs.cli.find(std::string(key)); it != inputs.cli.end()) {
-      Source s;
-      s.kind = Source::kCli;
-      return std::optional<Candidate>(Candidate{it->second, s});
-    }
-    auto it = file_values.find(std::string(key));
-    if (it == file_values.end()) return std::optional<Candidate>();
-    const Property& p = *it->second;
-    StatusOr<std::string> expanded = ExpandEnvReferences(p.value, inputs.env);
-    if (!expanded.ok()) {
-      return Status::InvalidArgument(InvalidValueMessage(
-          key, TrimWhitespace(p.value), expanded.status().message(), file_source(p.line)));
-    }
-    return std::optional<Candidate>(Candidate{std::move(expanded).value(), file_source(p.line)});
-  };
-  auto env_candidate = [&](std::string_view key) -> std::optional<Candidate> {
-    std::string name = EnvNameFor(key);
-    auto it = inputs.env.find(name);
-    if (it == inputs.env.end()) return std::nullopt;
+StatusOr<std::optional<Candidate>> ConfigLoader::CliOrFile(std::string_view key) const {
+  if (auto it = inputs_.cli.find(std::string(key)); it != inputs_.cli.end()) {
     Source s;
-    s.kind = Source::kEnv;
-    s.env_name = std::move(name);
-    return Candidate{it->second, s};
-  };
-  // Parses a boolean control key; false when unset.
-  auto control_bool = [&](std::string_view key,
-                          const std::optional<Candidate>& c) -> StatusOr<bool> {
-    if (!c) return false;
-    std::optional<bool> b = ParseBool(c->value);
-    if (!b) {
-      return Status::InvalidArgument(
-          InvalidValueMessage(key, TrimWhitespace(c->value), "expected true or false", c->source));
-    }
-    return *b;
-  };
+    s.kind = Source::kCli;
+    return std::optional<Candidate>(Candidate{it->second, s});
+  }
+  auto it = file_values_.find(std::string(key));
+  if (it == file_values_.end()) return std::optional<Candidate>();
+  const Property& p = *it->second;
+  StatusOr<std::string> expanded = ExpandEnvReferences(p.value, inputs_.env);
+  if (!expanded.ok()) {
+    return Status::InvalidArgument(InvalidValueMessage(
+        key, TrimWhitespace(p.value), expanded.status().message(), FileSource(p.line)));
+  }
+  return std::optional<Candidate>(Candidate{std::move(expanded).value(), FileSource(p.line)});
+}
 
-  // 2. Whether TS_* variables count: TS_ENABLE_ENVVARS_CONFIG when set, else the CLI/file.
-  std::optional<Candidate> enable_candidate = env_candidate(kEnableEnvvarsConfig);
+std::optional<Candidate> ConfigLoader::EnvCandidate(std::string_view key) const {
+  std::string name = EnvNameFor(key);
+  auto it = inputs_.env.find(name);
+  if (it == inputs_.env.end()) return std::nullopt;
+  Source s;
+  s.kind = Source::kEnv;
+  s.env_name = std::move(name);
+  return Candidate{it->second, s};
+}
+
+Status ConfigLoader::ReadControlKeys() {
+  std::optional<Candidate> enable_candidate = EnvCandidate(kEnableEnvvarsConfig);
   if (!enable_candidate) {
-    StatusOr<std::optional<Candidate>> c = cli_or_file(kEnableEnvvarsConfig);
+    StatusOr<std::optional<Candidate>> c = CliOrFile(kEnableEnvvarsConfig);
     if (!c.ok()) return c.status();
     enable_candidate = std::move(c).value();
   }
-  StatusOr<bool> envvars_enabled = control_bool(kEnableEnvvarsConfig, enable_candidate);
+  StatusOr<bool> envvars_enabled = ControlBool(kEnableEnvvarsConfig, enable_candidate);
   if (!envvars_enabled.ok()) return envvars_enabled.status();
-  config.enable_envvars_config = *envvars_enabled;
+  result_.config.enable_envvars_config = *envvars_enabled;
 
-  StatusOr<std::optional<Candidate>> use_env_urls_candidate = cli_or_file(kUseEnvAllowedUrls);
+  StatusOr<std::optional<Candidate>> use_env_urls_candidate = CliOrFile(kUseEnvAllowedUrls);
   if (!use_env_urls_candidate.ok()) return use_env_urls_candidate.status();
-  StatusOr<bool> use_env_allowed_urls = control_bool(kUseEnvAllowedUrls, *use_env_urls_candidate);
+  StatusOr<bool> use_env_allowed_urls = ControlBool(kUseEnvAllowedUrls, *use_env_urls_candidate);
   if (!use_env_allowed_urls.ok()) return use_env_allowed_urls.status();
+  use_env_allowed_urls_ = *use_env_allowed_urls;
+  return Status::Ok();
+}
 
-  // 3. Every other key: env (when enabled) > CLI > file > default.
+StatusOr<std::optional<Candidate>> ConfigLoader::Choose(const KeySpec& spec) {
+  std::optional<Candidate> chosen = EnvCandidate(spec.name);
+  if (chosen && !result_.config.enable_envvars_config) {
+    result_.warnings.push_back("environment " + chosen->source.env_name +
+                               " ignored: set enable_envvars_config=true to use TS_* variables");
+    chosen.reset();
+  } else if (chosen && spec.name == kAllowedUrls && !use_env_allowed_urls_) {
+    result_.warnings.push_back("environment " + chosen->source.env_name +
+                               " ignored: set use_env_allowed_urls=true in " + file_name_ +
+                               " to allow it");
+    chosen.reset();
+  }
+  if (chosen) return chosen;
+  return CliOrFile(spec.name);
+}
+
+Status ConfigLoader::ApplyModels(std::string_view value, const Source& source) {
+  std::vector<std::string> notes;
+  StatusOr<ModelSettings> models = ParseModelSettings(value, &notes);
+  if (!models.ok()) {
+    return Status::InvalidArgument("invalid value for models: " + models.status().message() +
+                                   source.Suffix());
+  }
+  result_.config.models = std::move(models).value();
+  for (const std::string& n : notes) {
+    result_.warnings.push_back("models: " + n + source.Suffix());
+  }
+  return Status::Ok();
+}
+
+Status ConfigLoader::ApplyKeys() {
   for (const KeySpec& spec : KnownKeys()) {
     if (spec.name == kEnableEnvvarsConfig) continue;
-    std::optional<Candidate> chosen = env_candidate(spec.name);
-    if (chosen && !config.enable_envvars_config) {
-      result.warnings.push_back("environment " + chosen->source.env_name +
-                                " ignored: set enable_envvars_config=true to use TS_* variables");
-      chosen.reset();
-    } else if (chosen && spec.name == kAllowedUrls && !*use_env_allowed_urls) {
-      result.warnings.push_back("environment " + chosen->source.env_name +
-                                " ignored: set use_env_allowed_urls=true in " + file_name +
-                                " to allow it");
-      chosen.reset();
-    }
-    if (!chosen) {
-      StatusOr<std::optional<Candidate>> c = cli_or_file(spec.name);
-      if (!c.ok()) return c.status();
-      chosen = std::move(c).value();
-    }
-    if (!chosen) continue;  // the default stays
+    StatusOr<std::optional<Candidate>> chosen = Choose(spec);
+    if (!chosen.ok()) return chosen.status();
+    if (!chosen->has_value()) continue;  // the default stays
+    const Candidate& c = **chosen;
     // Java keeps a value's trailing blanks; "8080 " failing is never what the user meant.
-    std::string_view value = TrimWhitespace(chosen->value);
+    std::string_view value = TrimWhitespace(c.value);
     if (spec.name == kModels) {
-      std::vector<std::string> notes;
-      StatusOr<ModelSettings> models = ParseModelSettings(value, &notes);
-      if (!models.ok()) {
-        return Status::InvalidArgument("invalid value for models: " + models.status().message() +
-                                       chosen->source.Suffix());
-      }
-      config.models = std::move(models).value();
-      for (const std::string& n : notes) {
-        result.warnings.push_back("models: " + n + chosen->source.Suffix());
-      }
+      if (Status s = ApplyModels(value, c.source); !s.ok()) return s;
       continue;
     }
-    if (std::optional<std::string> problem = spec.apply(value, config)) {
-      return Status::InvalidArgument(
-          InvalidValueMessage(spec.name, value, *problem, chosen->source));
+    if (std::optional<std::string> problem = spec.apply(value, result_.config)) {
+      return Status::InvalidArgument(InvalidValueMessage(spec.name, value, *problem, c.source));
     }
   }
+  return Status::Ok();
+}
 
-  // 4. Locations: the key, else TorchServe's environment variables, else "logs".
+void ConfigLoader::ApplyLocations() {
   auto env_value = [&](const char* name) -> std::string {
-    auto it = inputs.env.find(name);
-    return it == inputs.env.end() ? std::string() : it->second;
+    auto it = inputs_.env.find(name);
+    return it == inputs_.env.end() ? std::string() : it->second;
   };
+  ServerConfig& config = result_.config;
   if (config.log_location.empty()) config.log_location = env_value("LOG_LOCATION");
   if (config.log_location.empty()) config.log_location = "logs";
   if (config.metrics_location.empty()) config.metrics_location = env_value("METRICS_LOCATION");
   if (config.metrics_location.empty()) config.metrics_location = config.log_location;
+}
 
-  return result;
+}  // namespace
+
+StatusOr<LoadedConfig> LoadServerConfig(const ConfigInputs& inputs) {
+  ConfigLoader loader(inputs);
+  if (Status s = loader.ParseFile(); !s.ok()) return s;
+  if (Status s = loader.ReadControlKeys(); !s.ok()) return s;
+  if (Status s = loader.ApplyKeys(); !s.ok()) return s;
+  loader.ApplyLocations();
+  return std::move(loader).Take();
 }
 
 }  // namespace tserve

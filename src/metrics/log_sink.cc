@@ -7,6 +7,7 @@
 #include <cstring>
 #include <ctime>
 
+#include "common/file.h"
 #include "common/strings.h"
 #include "metrics/java_double.h"
 
@@ -26,19 +27,6 @@ void AppendTimestamp(int64_t now_ms, std::string* out) {
   char ms[8];
   snprintf(ms, sizeof(ms), ",%03d", static_cast<int>(now_ms % 1000));
   out->append(ms);
-}
-
-Status MakeDirs(const std::string& dir) {
-  std::string path;
-  for (size_t i = 0; i <= dir.size(); ++i) {
-    if (i == dir.size() || dir[i] == '/') {
-      if (!path.empty() && mkdir(path.c_str(), 0755) != 0 && errno != EEXIST) {
-        return Status::Internal("cannot create directory " + path + ": " + strerror(errno));
-      }
-    }
-    if (i < dir.size()) path.push_back(dir[i]);
-  }
-  return Status::Ok();
 }
 
 }  // namespace
@@ -79,7 +67,7 @@ std::string FormatLogLine(const Series& series, double value, const std::string&
 StatusOr<std::unique_ptr<LogFileSink>> LogFileSink::Open(const std::string& dir,
                                                          std::string hostname,
                                                          std::set<std::string> skip) {
-  Status s = MakeDirs(dir);
+  Status s = MakeDirectories(dir);
   if (!s.ok()) return s;
   std::unique_ptr<LogFileSink> sink(new LogFileSink());
   std::string ts_path = dir + "/ts_metrics.log";
@@ -112,14 +100,14 @@ void LogFileSink::Record(const Series& series, double value) {
   if (!skip_.empty() && skip_.count(d.name) != 0) return;
   std::string line = FormatLogLine(series, value, hostname_, now_ms_());
   line.push_back('\n');
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   FILE* f = d.section == MetricSection::kModel ? model_ : ts_;
   fwrite(line.data(), 1, line.size(), f);
   fflush(f);  // log shippers tail these files; a line must not wait in a buffer
 }
 
 void LogFileSink::Flush() {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   fflush(ts_);
   fflush(model_);
 }

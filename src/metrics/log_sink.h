@@ -3,11 +3,12 @@
 #include <cstdio>
 #include <functional>
 #include <memory>
-#include <mutex>
 #include <set>
 #include <string>
 
+#include "common/mutex.h"
 #include "common/status.h"
+#include "common/thread_annotations.h"
 #include "metrics/metric.h"
 
 namespace tserve::metrics {
@@ -29,17 +30,19 @@ class LogFileSink final : public EventSink {
   static StatusOr<std::unique_ptr<LogFileSink>> Open(const std::string& dir, std::string hostname,
                                                      std::set<std::string> skip = {});
   ~LogFileSink() override;
-  void Record(const Series& series, double value) override;
-  void Flush();
+  void Record(const Series& series, double value) override EXCLUDES(mu_);
+  void Flush() EXCLUDES(mu_);
 
   // For tests: replaces the wall clock.
   void SetClockForTest(std::function<int64_t()> now_ms) { now_ms_ = std::move(now_ms); }
 
  private:
   LogFileSink() = default;
-  std::mutex mu_;
-  FILE* ts_ = nullptr;
-  FILE* model_ = nullptr;
+  // Serializes writes, so that each line is written and flushed whole. The stream pointers
+  // are set once, by Open, before the sink is shared.
+  Mutex mu_;
+  FILE* ts_ PT_GUARDED_BY(mu_) = nullptr;
+  FILE* model_ PT_GUARDED_BY(mu_) = nullptr;
   std::string hostname_;
   std::set<std::string> skip_;
   std::function<int64_t()> now_ms_;

@@ -3,9 +3,9 @@
 #include <yaml-cpp/yaml.h>
 
 #include <cmath>
-#include <fstream>
 #include <set>
-#include <sstream>
+
+#include "common/file.h"
 
 namespace tserve::metrics {
 
@@ -209,11 +209,9 @@ StatusOr<std::vector<FamilyDesc>> ParseMetricsYaml(std::string_view text,
 }
 
 StatusOr<std::vector<FamilyDesc>> LoadMetricsYamlFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return Status::NotFound(path + ": cannot open metrics config file");
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ParseMetricsYaml(ss.str(), path);
+  StatusOr<std::string> text = ReadFile(path);
+  if (!text.ok()) return Status(text.status().code(), "metrics config: " + text.status().message());
+  return ParseMetricsYaml(*text, path);
 }
 
 Status AddFamilies(std::vector<FamilyDesc> families, Registry* registry) {

@@ -37,7 +37,7 @@ StatusOr<Series*> Family::GetSeries(const Labels& labels, bool strict, MetricTyp
       }
     }
   }
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   auto it = index_.find(values);
   if (it != index_.end()) {
     ++it->second.uses;
@@ -87,13 +87,13 @@ void Family::Remove(const Labels& labels) {
     if (it == labels.end()) return;
     values.emplace_back(it->second);
   }
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   if (index_.erase(values) != 0) list_dirty_ = true;
 }
 
 void Family::Release(const Series* series) {
   if (series == nullptr || &series->family() != &desc_) return;
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   auto it = index_.find(series->label_values());
   if (it == index_.end() || it->second.series.get() != series) return;
   if (it->second.uses > 0) --it->second.uses;
@@ -104,13 +104,13 @@ void Family::Release(const Series* series) {
 }
 
 void Family::Clear() {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   index_.clear();
   list_dirty_ = true;
 }
 
 size_t Family::SeriesCount() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   return index_.size();
 }
 
@@ -118,7 +118,7 @@ FamilySnapshot Family::Snapshot() const {
   FamilySnapshot snap;
   snap.desc = &desc_;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     if (list_dirty_) {
       auto list = std::make_shared<std::vector<std::shared_ptr<Series>>>();
       list->reserve(index_.size());
@@ -177,7 +177,7 @@ StatusOr<Family*> Registry::Add(FamilyDesc desc) {
       }
     }
   }
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   if (families_.count(desc.name) != 0) {
     return Status::AlreadyExists("metric \"" + desc.name + "\" is defined twice");
   }
@@ -200,13 +200,13 @@ StatusOr<Family*> Registry::GetOrAdd(FamilyDesc desc) {
 }
 
 Family* Registry::Find(std::string_view name) const {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   auto it = families_.find(name);
   return it == families_.end() ? nullptr : it->second.get();
 }
 
 Series* Registry::Detached(std::string_view name, MetricType type) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   auto key = std::make_pair(std::string(name), type);
   auto it = detached_.find(key);
   if (it != detached_.end()) return it->second.series.get();
@@ -232,7 +232,7 @@ Series* Registry::Detached(std::string_view name, MetricType type) {
 }
 
 size_t Registry::DetachedCount() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   return detached_.size();
 }
 
@@ -259,18 +259,18 @@ StatusOr<Histogram*> Registry::HistogramFor(std::string_view name, const Labels&
 }
 
 void Registry::AddCollectHook(std::function<void()> hook) {
-  std::lock_guard<std::mutex> lock(collect_mu_);
+  MutexLock lock(&collect_mu_);
   hooks_.push_back(std::move(hook));
 }
 
 Snapshot Registry::Collect(const FamilyPredicate& want) const {
   {
-    std::lock_guard<std::mutex> lock(collect_mu_);
+    MutexLock lock(&collect_mu_);
     for (const auto& hook : hooks_) hook();
   }
   std::vector<const Family*> families;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     families.reserve(families_.size());
     for (const auto& [name, f] : families_) {
       if (!want || want(f->desc())) families.push_back(f.get());

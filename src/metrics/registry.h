@@ -3,14 +3,15 @@
 #include <functional>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <span>
 #include <string>
 #include <string_view>
 #include <utility>
 #include <vector>
 
+#include "common/mutex.h"
 #include "common/status.h"
+#include "common/thread_annotations.h"
 #include "metrics/metric.h"
 
 namespace tserve::metrics {
@@ -59,35 +60,35 @@ class Family {
 
   // Drops the series with these labels (e.g. a stopped worker's). Handles to it must no
   // longer be used by the caller; a scrape in progress keeps it alive until done.
-  void Remove(const Labels& labels);
+  void Remove(const Labels& labels) EXCLUDES(mu_);
   // Gives back one use of `series` (every Get* that returned it took one). The series is
   // dropped, as by Remove, when its last use is given back, so a series shared by several
   // owners (a model's versions share their model_version="default" series) lives until
   // the last one releases it. Series never released (most of them) are never dropped. A
   // series of another family, or one Remove/Clear dropped (while a scrape still holds it),
   // is ignored. A handle must not be used, nor released again, after its last release.
-  void Release(const Series* series);
+  void Release(const Series* series) EXCLUDES(mu_);
   // Drops every series.
-  void Clear();
-  size_t SeriesCount() const;
+  void Clear() EXCLUDES(mu_);
+  size_t SeriesCount() const EXCLUDES(mu_);
 
-  FamilySnapshot Snapshot() const;
+  FamilySnapshot Snapshot() const EXCLUDES(mu_);
 
  private:
-  StatusOr<Series*> GetSeries(const Labels& labels, bool strict, MetricType want);
+  StatusOr<Series*> GetSeries(const Labels& labels, bool strict, MetricType want) EXCLUDES(mu_);
 
   const FamilyDesc desc_;
   EventSink* const sink_;
-  mutable std::mutex mu_;
+  mutable Mutex mu_;
   struct Entry {
     std::shared_ptr<Series> series;
     uint64_t uses = 0;  // Get* calls that returned it, less Release calls
   };
-  std::map<std::vector<std::string>, Entry> index_;
+  std::map<std::vector<std::string>, Entry> index_ GUARDED_BY(mu_);
   // The series in index_ order, rebuilt by the first snapshot after a change; shared with
-  // snapshots in progress.
-  mutable std::shared_ptr<const std::vector<std::shared_ptr<Series>>> list_;
-  mutable bool list_dirty_ = true;
+  // snapshots in progress (which read the values in it without the lock).
+  mutable std::shared_ptr<const std::vector<std::shared_ptr<Series>>> list_ GUARDED_BY(mu_);
+  mutable bool list_dirty_ GUARDED_BY(mu_) = true;
 };
 
 // All metric families of one server. main owns it and passes it down (no singleton).
@@ -100,10 +101,10 @@ class Registry {
   Registry& operator=(const Registry&) = delete;
 
   // Adds a family. The same name twice is an AlreadyExists error.
-  StatusOr<Family*> Add(FamilyDesc desc);
+  StatusOr<Family*> Add(FamilyDesc desc) EXCLUDES(mu_);
   // Adds the family, or returns the existing one when its type and labels agree.
   StatusOr<Family*> GetOrAdd(FamilyDesc desc);
-  Family* Find(std::string_view name) const;
+  Family* Find(std::string_view name) const EXCLUDES(mu_);
 
   // Convenience for wiring: the series of a configured family, or a detached series that
   // records into nothing visible when the family is not in metrics.yaml (the user removed
@@ -116,34 +117,36 @@ class Registry {
   void Release(const Series* series);
   // How many detached series exist: at most one per (name, type), however often they are
   // asked for.
-  size_t DetachedCount() const;
+  size_t DetachedCount() const EXCLUDES(mu_);
 
   // Runs before every Collect (e.g. to refresh process metrics). Hooks run under the
   // collect lock, one scrape at a time.
-  void AddCollectHook(std::function<void()> hook);
+  void AddCollectHook(std::function<void()> hook) EXCLUDES(collect_mu_);
 
   // Reads every family (or those `want` accepts: a filtered scrape reads only what it
   // renders). Takes locks; allocation happens here, never on the record path.
   using FamilyPredicate = std::function<bool(const FamilyDesc&)>;
-  Snapshot Collect(const FamilyPredicate& want = nullptr) const;
+  Snapshot Collect(const FamilyPredicate& want = nullptr) const EXCLUDES(collect_mu_, mu_);
 
   EventSink* sink() const { return sink_; }
 
  private:
   // The series of `type` that no family lists, one per (name, type), shared by every
   // caller: recorded into, never rendered, never freed (the names are the code's).
-  Series* Detached(std::string_view name, MetricType type);
+  Series* Detached(std::string_view name, MetricType type) EXCLUDES(mu_);
 
   EventSink* const sink_;
-  mutable std::mutex mu_;          // guards families_ and detached_
-  mutable std::mutex collect_mu_;  // serializes hooks
-  std::map<std::string, std::unique_ptr<Family>, std::less<>> families_;
+  // Lock order: collect_mu_, then mu_, then a Family's mu_ (hooks look series up).
+  mutable Mutex collect_mu_ ACQUIRED_BEFORE(mu_);  // serializes hooks
+  mutable Mutex mu_;
+  std::map<std::string, std::unique_ptr<Family>, std::less<>> families_ GUARDED_BY(mu_);
   struct DetachedSeries {
     std::unique_ptr<FamilyDesc> desc;
     std::unique_ptr<Series> series;
   };
-  std::map<std::pair<std::string, MetricType>, DetachedSeries, std::less<>> detached_;
-  std::vector<std::function<void()>> hooks_;
+  std::map<std::pair<std::string, MetricType>, DetachedSeries, std::less<>> detached_
+      GUARDED_BY(mu_);
+  std::vector<std::function<void()>> hooks_ GUARDED_BY(collect_mu_);
 };
 
 }  // namespace tserve::metrics

@@ -4,38 +4,28 @@
 
 namespace tserve::metrics {
 
-void AppendEscapedLabelValue(std::string_view v, std::string* out) {
+namespace {
+
+// The text format's escapes: backslash and newline, and '"' in label values only.
+void AppendEscaped(std::string_view v, bool quotes, std::string* out) {
   for (char c : v) {
-    switch (c) {
-      case '\\':
-        out->append("\\\\");
-        break;
-      case '"':
-        out->append("\\\"");
-        break;
-      case '\n':
-        out->append("\\n");
-        break;
-      default:
-        out->push_back(c);
+    if (c == '\\') {
+      out->append("\\\\");
+    } else if (c == '\n') {
+      out->append("\\n");
+    } else if (c == '"' && quotes) {
+      out->append("\\\"");
+    } else {
+      out->push_back(c);
     }
   }
 }
 
-void AppendEscapedHelp(std::string_view v, std::string* out) {
-  for (char c : v) {
-    switch (c) {
-      case '\\':
-        out->append("\\\\");
-        break;
-      case '\n':
-        out->append("\\n");
-        break;
-      default:
-        out->push_back(c);
-    }
-  }
-}
+}  // namespace
+
+void AppendEscapedLabelValue(std::string_view v, std::string* out) { AppendEscaped(v, true, out); }
+
+void AppendEscapedHelp(std::string_view v, std::string* out) { AppendEscaped(v, false, out); }
 
 std::string RenderLabels(const std::vector<std::string>& names,
                          const std::vector<std::string>& values) {

@@ -7,6 +7,8 @@
 #include <utility>
 #include <vector>
 
+#include "common/strings.h"
+
 namespace tserve::serving {
 
 namespace {
@@ -18,15 +20,6 @@ using metrics::MetricType;
 // instead of cached: a handler putting request ids in a dimension must not grow memory here
 // (the registry's series grow anyway; that is the handler's choice).
 constexpr size_t kMaxCached = 1024;
-
-std::string Quoted(std::string_view s) {
-  std::string out;
-  out.reserve(s.size() + 2);
-  out += '"';
-  out += s;
-  out += '"';
-  return out;
-}
 
 std::string JoinNames(const std::vector<std::string>& names) {
   std::string out;
@@ -120,7 +113,7 @@ void HandlerMetrics::Record(Call call, std::string_view name, double value,
   BuildKey(&key, name, dimensions);
   Entry entry;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     auto it = cache_.find(std::string_view(key));
     if (it != cache_.end()) entry = it->second;
   }
@@ -128,7 +121,7 @@ void HandlerMetrics::Record(Call call, std::string_view name, double value,
     CheckCall(call, *entry.desc, value, unit);
   } else {
     entry = Resolve(call, name, value, dimensions, unit);
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     if (cache_.size() < kMaxCached) cache_.emplace(key, entry);
   }
   RecordInto(entry.series, entry.desc->type, value);

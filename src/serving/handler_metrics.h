@@ -1,10 +1,11 @@
 #pragma once
 
 #include <map>
-#include <mutex>
 #include <string>
 #include <string_view>
 
+#include "common/mutex.h"
+#include "common/thread_annotations.h"
 #include "metrics/metric.h"
 #include "metrics/registry.h"
 #include "tserve/handler.h"
@@ -60,7 +61,7 @@ class HandlerMetrics final : public tserve::Metrics {
   };
 
   void Record(Call call, std::string_view name, double value, const Dimensions& dimensions,
-              std::string_view unit);
+              std::string_view unit) EXCLUDES(mu_);
   // Finds the family, checks the call and binds the dimensions (the slow path).
   Entry Resolve(Call call, std::string_view name, double value, const Dimensions& dimensions,
                 std::string_view unit) const;
@@ -72,9 +73,9 @@ class HandlerMetrics final : public tserve::Metrics {
   const std::string model_name_;
   const std::string hostname_;
 
-  std::mutex mu_;
+  Mutex mu_;
   // Key: the name and the caller's dimensions, length-prefixed (see the .cc).
-  std::map<std::string, Entry, std::less<>> cache_;
+  std::map<std::string, Entry, std::less<>> cache_ GUARDED_BY(mu_);
 };
 
 }  // namespace tserve::serving

@@ -13,13 +13,13 @@
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <memory>
 #include <set>
-#include <sstream>
 #include <utility>
 
+#include "common/file.h"
 #include "common/private_dir.h"
+#include "common/strings.h"
 
 namespace tserve::serving {
 
@@ -36,8 +36,6 @@ Status Err(StatusCode code, const std::string& where, const std::string& what) {
 Status Invalid(const std::string& where, const std::string& what) {
   return Err(StatusCode::kInvalidArgument, where, what);
 }
-
-std::string Quote(std::string_view s) { return "\"" + std::string(s) + "\""; }
 
 // Splits an archive path into its components, or explains why it is unsafe. "." and empty
 // components are dropped; '\' counts as a separator too, since Windows tools write it.
@@ -78,16 +76,6 @@ std::string Join(const std::vector<std::string>& parts, size_t n) {
   return out;
 }
 
-Status ReadWholeFile(const std::string& path, std::string* out) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return Status::Internal(std::string("cannot read: ") + std::strerror(errno));
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  if (in.bad()) return Status::Internal(std::string("cannot read: ") + std::strerror(errno));
-  *out = std::move(ss).str();
-  return Status::Ok();
-}
-
 bool IsRegularFile(const std::string& path) {
   struct stat st;
   return ::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode);
@@ -111,35 +99,6 @@ using ZipPtr = std::unique_ptr<zip_t, ZipCloser>;
 struct ZipFileCloser {
   void operator()(zip_file_t* f) const { zip_fclose(f); }
 };
-
-// A file descriptor closed on scope exit.
-class Fd {
- public:
-  explicit Fd(int fd) : fd_(fd) {}
-  ~Fd() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  int get() const { return fd_; }
-  int Release() { return std::exchange(fd_, -1); }
-
- private:
-  int fd_;
-};
-
-Status WriteAll(int fd, const char* data, size_t n) {
-  while (n > 0) {
-    ssize_t w = ::write(fd, data, n);
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      return Status::Internal(std::strerror(errno));
-    }
-    data += w;
-    n -= static_cast<size_t>(w);
-  }
-  return Status::Ok();
-}
 
 // One zip entry, checked before anything is written.
 struct Entry {
@@ -168,7 +127,7 @@ Status ListEntries(zip_t* za, const std::string& where, const ExtractLimits& lim
     if (Status s = SplitSafePath(name, &e.parts); !s.ok()) {
       // "./" names the archive root itself: nothing to create.
       if (e.is_dir && name.front() == '.' && s.message() == "empty path") continue;
-      return Invalid(where, "unsafe entry " + Quote(name) + " (" + s.message() +
+      return Invalid(where, "unsafe entry " + Quoted(name) + " (" + s.message() +
                                 "): refusing to extract outside the model folder");
     }
     zip_uint8_t opsys = 0;
@@ -179,11 +138,11 @@ Status ListEntries(zip_t* za, const std::string& where, const ExtractLimits& lim
       mode_t type = mode & S_IFMT;
       if (type == S_IFLNK) {
         return Invalid(
-            where, "unsafe entry " + Quote(name) + " (symbolic link): refusing to extract links");
+            where, "unsafe entry " + Quoted(name) + " (symbolic link): refusing to extract links");
       }
       if (type == S_IFDIR) e.is_dir = true;
       if (type != 0 && type != S_IFREG && type != S_IFDIR) {
-        return Invalid(where, "entry " + Quote(name) + " is not a regular file or folder");
+        return Invalid(where, "entry " + Quoted(name) + " is not a regular file or folder");
       }
       if (mode & 0111) e.mode = 0755;
     }
@@ -191,7 +150,7 @@ Status ListEntries(zip_t* za, const std::string& where, const ExtractLimits& lim
       zip_stat_t sb;
       zip_stat_init(&sb);
       if (zip_stat_index(za, idx, 0, &sb) != 0 || !(sb.valid & ZIP_STAT_SIZE)) {
-        return Invalid(where, "cannot read the size of entry " + Quote(name));
+        return Invalid(where, "cannot read the size of entry " + Quoted(name));
       }
       auto size = static_cast<int64_t>(std::min<zip_uint64_t>(sb.size, INT64_MAX));
       if (size > limits.max_total_bytes - declared_total) {
@@ -201,7 +160,7 @@ Status ListEntries(zip_t* za, const std::string& where, const ExtractLimits& lim
       declared_total += size;
       if ((sb.valid & ZIP_STAT_COMP_SIZE) && size > (int64_t{1} << 20) &&
           size / static_cast<int64_t>(std::max<zip_uint64_t>(sb.comp_size, 1)) > limits.max_ratio) {
-        return Invalid(where, "entry " + Quote(name) + " inflates more than " +
+        return Invalid(where, "entry " + Quoted(name) + " inflates more than " +
                                   std::to_string(limits.max_ratio) + ":1");
       }
     }
@@ -239,7 +198,8 @@ Status ExtractEntry(zip_t* za, const Entry& e, const std::string& dir, const std
   if (!zf) return Invalid(where, "cannot read entry " + rel + ": " + zip_strerror(za));
   const std::string out_path = dir + "/" + rel;
   // O_EXCL: a second entry with the same name is an error, not a silent overwrite.
-  Fd fd(::open(out_path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, e.mode));
+  ScopedFd fd(
+      ::open(out_path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, e.mode));
   if (fd.get() < 0) {
     if (errno == EEXIST) return Invalid(where, "entry " + rel + " appears twice");
     return Err(StatusCode::kInternal, where, "cannot create " + rel + ": " + std::strerror(errno));
@@ -256,8 +216,9 @@ Status ExtractEntry(zip_t* za, const Entry& e, const std::string& dir, const std
                      "expands to more than " + std::to_string(limits.max_total_bytes) + " bytes");
     }
     *budget -= n;
-    if (Status s = WriteAll(fd.get(), buf.data(), static_cast<size_t>(n)); !s.ok()) {
-      return Err(StatusCode::kInternal, where, "cannot write " + rel + ": " + s.message());
+    if (const int err = WriteFully(fd.get(), std::string_view(buf.data(), static_cast<size_t>(n)));
+        err != 0) {
+      return Err(StatusCode::kInternal, where, "cannot write " + rel + ": " + std::strerror(err));
     }
   }
   if (::close(fd.Release()) != 0) {
@@ -299,10 +260,15 @@ StatusOr<std::string> Extract(const std::string& path, const std::string& extrac
 
   std::error_code ec;
   fs::path root = fs::absolute(extract_root.empty() ? fs::path(".") : fs::path(extract_root), ec);
-  if (!ec && root.has_parent_path()) fs::create_directories(root.parent_path(), ec);
   if (ec) {
     return Err(StatusCode::kInternal, path,
                "cannot create extraction folder " + extract_root + ": " + ec.message());
+  }
+  if (root.has_parent_path()) {
+    if (Status s = MakeDirectories(root.parent_path().string()); !s.ok()) {
+      return Err(StatusCode::kInternal, path,
+                 "cannot create extraction folder " + extract_root + ": " + s.message());
+    }
   }
   // Only this user may change the root (issue 7 #11): nobody else can then swap an
   // extracted folder or plant a link in it. Not a link itself, ours, not group/other
@@ -329,17 +295,15 @@ StatusOr<std::string> Extract(const std::string& path, const std::string& extrac
 Status LoadContents(const std::string& where, ModelArchive* a) {
   std::string manifest_path = a->dir + "/" + std::string(kManifestPath);
   if (!IsRegularFile(manifest_path)) return Invalid(where, std::string(kManifestPath) + " missing");
-  std::string text;
-  if (Status s = ReadWholeFile(manifest_path, &text); !s.ok()) {
-    return Err(StatusCode::kInternal, where, std::string(kManifestPath) + ": " + s.message());
-  }
-  StatusOr<Manifest> m = ParseManifest(text, kManifestPath);
+  StatusOr<std::string> text = ReadFile(manifest_path);
+  if (!text.ok()) return Err(StatusCode::kInternal, where, text.status().message());
+  StatusOr<Manifest> m = ParseManifest(*text, kManifestPath);
   if (!m.ok()) return Invalid(where, m.status().message());
   a->manifest = std::move(m).value();
   const Manifest& mf = a->manifest;
 
   if (!IsValidModelName(mf.model_name)) {
-    return Invalid(where, "invalid model name " + Quote(mf.model_name) + " in " +
+    return Invalid(where, "invalid model name " + Quoted(mf.model_name) + " in " +
                               std::string(kManifestPath) +
                               ": a letter, then letters, digits, '_', '.' or '-'");
   }
@@ -347,7 +311,7 @@ Status LoadContents(const std::string& where, ModelArchive* a) {
   std::vector<std::string> parts;
   if (!mf.serialized_file.empty()) {
     if (Status s = SplitSafePath(mf.serialized_file, &parts); !s.ok()) {
-      return Invalid(where, "serializedFile " + Quote(mf.serialized_file) +
+      return Invalid(where, "serializedFile " + Quoted(mf.serialized_file) +
                                 " must be a path inside the archive (" + s.message() + ")");
     }
     if (!IsRegularFile(a->dir + "/" + Join(parts, parts.size()))) {
@@ -358,7 +322,7 @@ Status LoadContents(const std::string& where, ModelArchive* a) {
 
   if (!mf.config_file.empty()) {
     if (Status s = SplitSafePath(mf.config_file, &parts); !s.ok()) {
-      return Invalid(where, "configFile " + Quote(mf.config_file) +
+      return Invalid(where, "configFile " + Quoted(mf.config_file) +
                                 " must be a path inside the archive (" + s.message() + ")");
     }
     std::string config_path = a->dir + "/" + Join(parts, parts.size());
@@ -366,10 +330,9 @@ Status LoadContents(const std::string& where, ModelArchive* a) {
       return Invalid(where, "configFile " + mf.config_file + " named in " +
                                 std::string(kManifestPath) + " is missing");
     }
-    if (Status s = ReadWholeFile(config_path, &text); !s.ok()) {
-      return Err(StatusCode::kInternal, where, mf.config_file + ": " + s.message());
-    }
-    StatusOr<ModelConfig> c = ParseModelConfig(text, mf.config_file);
+    text = ReadFile(config_path);
+    if (!text.ok()) return Err(StatusCode::kInternal, where, text.status().message());
+    StatusOr<ModelConfig> c = ParseModelConfig(*text, mf.config_file);
     if (!c.ok()) return Invalid(where, c.status().message());
     a->config = std::move(c).value();
   }
@@ -385,7 +348,7 @@ Status CheckArchivePaths(const std::vector<std::pair<std::string, std::string>>&
   std::vector<std::string> parts;
   for (const auto& [arc, disk] : files) {
     if (Status s = SplitSafePath(arc, &parts); !s.ok()) {
-      return Invalid(out_path, "cannot store " + disk + " as " + Quote(arc) + ": " + s.message());
+      return Invalid(out_path, "cannot store " + disk + " as " + Quoted(arc) + ": " + s.message());
     }
     std::string norm = Join(parts, parts.size());
     if (!file_set.insert(norm).second) {
@@ -490,19 +453,14 @@ Status WriteFolder(const std::string& out_path, const std::string& manifest_json
   };
   for (size_t i = 0; i < files.size(); ++i) {
     fs::path dst = fs::path(tmp) / names[i];
-    fs::create_directories(dst.parent_path(), ec);
-    if (ec) return fail("cannot create " + dst.parent_path().string() + ": " + ec.message());
+    if (Status s = MakeDirectories(dst.parent_path().string()); !s.ok()) return fail(s.message());
     fs::copy_file(files[i].second, dst, ec);
     if (ec) return fail("cannot copy " + files[i].second + ": " + ec.message());
   }
-  fs::path mdir = fs::path(tmp) / "MAR-INF";
-  fs::create_directories(mdir, ec);
-  if (ec) return fail("cannot create MAR-INF: " + ec.message());
-  {
-    std::ofstream out(mdir / "MANIFEST.json", std::ios::binary | std::ios::trunc);
-    out << manifest_json;
-    out.close();
-    if (!out) return fail("cannot write " + std::string(kManifestPath));
+  if (Status s = MakeDirectories(tmp + "/MAR-INF"); !s.ok()) return fail(s.message());
+  if (Status s = WriteFileAtomically(tmp + "/" + std::string(kManifestPath), manifest_json, 0644);
+      !s.ok()) {
+    return fail(s.message());
   }
   if (exists) {
     // Swap in the new folder in one step where the file system allows it, then drop the old.

@@ -32,7 +32,7 @@ class Parser {
     if (!value.IsScalar()) return Error(line0, rule + Describe(value));
     // A quoted "4" is accepted too: the intent is plain, and handlers see the same text.
     std::optional<int64_t> v = ParseInt64(value.Scalar());
-    if (!v || *v < min || *v > INT_MAX) return Error(line0, rule + Quote(value.Scalar()));
+    if (!v || *v < min || *v > INT_MAX) return Error(line0, rule + Quoted(value.Scalar()));
     *out = static_cast<int>(*v);
     return Status::Ok();
   }
@@ -48,12 +48,10 @@ class Parser {
     if (v == "neuron") {
       return Error(line0, "deviceType neuron is not supported by tserve (use cpu or gpu)");
     }
-    return Error(line0, "deviceType must be cpu or gpu, got " + Quote(value.Scalar()));
+    return Error(line0, "deviceType must be cpu or gpu, got " + Quoted(value.Scalar()));
   }
 
  private:
-  static std::string Quote(const std::string& s) { return "\"" + s + "\""; }
-
   static std::string Describe(const YAML::Node& n) {
     if (n.IsSequence()) return "a list";
     if (n.IsMap()) return "a map";

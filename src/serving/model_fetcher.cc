@@ -22,6 +22,7 @@
 #include <optional>
 #include <utility>
 
+#include "common/file.h"
 #include "common/strings.h"
 #include "serving/model_store.h"
 
@@ -492,16 +493,9 @@ size_t WriteBody(char* data, size_t size, size_t nmemb, void* user) {
     sink->too_big = true;
     return 0;
   }
-  size_t left = n;
-  while (left > 0) {
-    ssize_t w = ::write(sink->fd, data, left);
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      sink->write_errno = errno;
-      return 0;
-    }
-    data += w;
-    left -= static_cast<size_t>(w);
+  if (const int err = WriteFully(sink->fd, std::string_view(data, n)); err != 0) {
+    sink->write_errno = err;
+    return 0;
   }
   sink->written += static_cast<int64_t>(n);
   return n;
@@ -537,157 +531,213 @@ Status Publish(const TempFile& tmp, const std::string& dest, const std::string& 
                           " into place: " + std::strerror(err));
 }
 
-StatusOr<std::string> Download(const FetchRequest& req) {
-  const std::string& url = req.url;
-  if (Status s = CheckHttpUrl(url); !s.ok()) return s;
-  StatusOr<std::string> name = FileNameFromUrl(url);
+// Where a download goes in the store, checked before any byte is fetched.
+struct Destination {
+  std::string store;  // the store's real path
+  std::string name;   // the file name, from the URL
+  std::string path;   // store/name
+};
+
+// Checks the request (URL, size limit) and the target (not a folder; not an existing file
+// unless overwrite) and names the file.
+StatusOr<Destination> PrepareDestination(const FetchRequest& req) {
+  if (Status s = CheckHttpUrl(req.url); !s.ok()) return s;
+  StatusOr<std::string> name = FileNameFromUrl(req.url);
   if (!name.ok()) return name.status();
   if (req.max_bytes <= 0) {
     return Status::InvalidArgument("the maximum download size must be positive");
   }
   StatusOr<std::string> store = RealStoreDir(req.model_store);
   if (!store.ok()) return store.status();
-  const std::string dest = *store + "/" + *name;
-
+  Destination d{*store, *name, *store + "/" + *name};
   struct stat st;
-  if (::lstat(dest.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) {
-    return Status::AlreadyExists("a folder named " + *name +
+  if (::lstat(d.path.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) {
+    return Status::AlreadyExists("a folder named " + d.name +
                                  " exists in the model store; not replacing it with a download");
   }
-  if (!req.overwrite && ::lstat(dest.c_str(), &st) == 0) {
-    return Status::AlreadyExists("Model file already exists " + *name);
+  if (!req.overwrite && ::lstat(d.path.c_str(), &st) == 0) {
+    return Status::AlreadyExists("Model file already exists " + d.name);
+  }
+  return d;
+}
+
+// One download's libcurl transfer, hop by hop (redirects are followed by hand so that each
+// target meets the policy: SSRF, TorchServe's CVE-2023-43654). Holds the handle and what
+// its callbacks write; the body goes to `tmp`. One use, one thread.
+class Transfer {
+ public:
+  Transfer(const FetchRequest& req, TempFile* tmp)
+      : req_(req),
+        tmp_(tmp),
+        aborted_("Download from " + req.url + " aborted: the server is shutting down"),
+        failed_(std::string(kDownloadFailedPrefix) + req.url + ": ") {}
+
+  // Creates and configures the handle.
+  Status Init();
+  // Fetches req.url, following redirects, until the archive's body is in the temporary
+  // file or the deadline passes.
+  Status Run();
+
+ private:
+  // One GET of `url` with `left` to go. OK "" when the archive's body was written, OK
+  // <target> for a redirect to follow (checked against the policy), else the error.
+  StatusOr<std::string> Hop(const std::string& url, int hop, std::chrono::milliseconds left);
+  // The checked target of the redirect response just received from `current`.
+  StatusOr<std::string> RedirectTarget(const std::string& current, long code, int hop);
+  // TorchServe's words for every failed download (DownloadArchiveException); the cause
+  // goes to the log.
+  Status Fail(StatusCode code, const std::string& why) const {
+    spdlog::warn("Failed to download archive from {}: {}", req_.url, why);
+    return Status(code, std::string(kDownloadFailedPrefix) + req_.url);
+  }
+  Status TimedOut() const {
+    return Fail(StatusCode::kDeadlineExceeded,
+                "timed out after " + std::to_string(req_.timeout.count()) + " s");
   }
 
-  const std::string aborted = "Download from " + url + " aborted: the server is shutting down";
-  if (req.cancel != nullptr && req.cancel->load()) return Status::Unavailable(aborted);
+  const FetchRequest& req_;
+  TempFile* const tmp_;
+  const std::string aborted_;
+  // tserve's own refusals (limits TorchServe lacks) say which limit, after the same words.
+  const std::string failed_;
+  CurlPtr easy_;
+  char errbuf_[CURL_ERROR_SIZE] = {};
+  Sink sink_;
+  ConnectGuard guard_;
+};
 
-  TempFile tmp;
-  if (Status s = tmp.Create(*store, *name); !s.ok()) return s;
-
+Status Transfer::Init() {
   EnsureCurlInitialized();
-  CurlPtr easy(curl_easy_init());
-  if (!easy) return Status::Internal("cannot initialize libcurl");
-  CURL* c = easy.get();
-  char errbuf[CURL_ERROR_SIZE] = {};
-  Sink sink;
-  sink.easy = c;
-  sink.fd = tmp.fd();
-  sink.max_bytes = req.max_bytes;
+  easy_.reset(curl_easy_init());
+  if (!easy_) return Status::Internal("cannot initialize libcurl");
+  CURL* c = easy_.get();
+  sink_.easy = c;
+  sink_.fd = tmp_->fd();
+  sink_.max_bytes = req_.max_bytes;
 
-  // Redirects are followed by hand so that each target meets the policy (SSRF, TorchServe's
-  // CVE-2023-43654); the protocol lists are a second lock on the same door.
+  // Redirects by hand (see the class comment); the protocol lists are a second lock on the
+  // same door.
   curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L);
   curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
   curl_easy_setopt(c, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
   curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);  // worker threads: no SIGALRM for DNS timeouts
   curl_easy_setopt(c, CURLOPT_NOPROGRESS, 1L);
   curl_easy_setopt(c, CURLOPT_USERAGENT, "tserve");
-  curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
+  curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf_);
   curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, &WriteBody);
-  curl_easy_setopt(c, CURLOPT_WRITEDATA, &sink);
-  curl_easy_setopt(c, CURLOPT_MAXFILESIZE_LARGE, static_cast<curl_off_t>(req.max_bytes));
+  curl_easy_setopt(c, CURLOPT_WRITEDATA, &sink_);
+  curl_easy_setopt(c, CURLOPT_MAXFILESIZE_LARGE, static_cast<curl_off_t>(req_.max_bytes));
   // Every address is checked as it is connected to (after DNS, on every redirect); a proxy
   // would hide the real peer, so none is used.
-  ConnectGuard guard;
-  guard.req = &req;
-  if (!req.own_ports.empty()) guard.local = LocalAddresses();
+  guard_.req = &req_;
+  if (!req_.own_ports.empty()) guard_.local = LocalAddresses();
   curl_easy_setopt(c, CURLOPT_OPENSOCKETFUNCTION, &OpenSocket);
-  curl_easy_setopt(c, CURLOPT_OPENSOCKETDATA, &guard);
+  curl_easy_setopt(c, CURLOPT_OPENSOCKETDATA, &guard_);
   curl_easy_setopt(c, CURLOPT_PROXY, "");
-  if (req.cancel != nullptr) {
+  if (req_.cancel != nullptr) {
     curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
     curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, &CheckCancel);
-    curl_easy_setopt(c, CURLOPT_XFERINFODATA, req.cancel);
+    curl_easy_setopt(c, CURLOPT_XFERINFODATA, req_.cancel);
   }
+  return Status::Ok();
+}
 
-  const auto deadline = std::chrono::steady_clock::now() + req.timeout;
-  const long connect_ms = static_cast<long>(
-      std::min<int64_t>(std::chrono::milliseconds(req.timeout).count(), int64_t{30000}));
-  // TorchServe's words for every failed download (DownloadArchiveException); the cause
-  // goes to the log.
-  auto fail = [&url](StatusCode code, const std::string& why) {
-    spdlog::warn("Failed to download archive from {}: {}", url, why);
-    return Status(code, std::string(kDownloadFailedPrefix) + url);
-  };
-  // tserve's own refusals (limits TorchServe lacks) say which limit, after the same words.
-  const std::string failed = std::string(kDownloadFailedPrefix) + url + ": ";
-  std::string current = url;
+Status Transfer::Run() {
+  const auto deadline = std::chrono::steady_clock::now() + req_.timeout;
+  std::string current = req_.url;
   for (int hop = 0;; ++hop) {
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
         deadline - std::chrono::steady_clock::now());
-    if (left.count() <= 0) {
-      return fail(StatusCode::kDeadlineExceeded,
-                  "timed out after " + std::to_string(req.timeout.count()) + " s");
-    }
-    if (!tmp.Truncate()) return Status::Internal(tmp.WriteError(errno));
-    sink.written = 0;
-    sink.redirect_body = 0;
-    sink.not_success = false;
-    errbuf[0] = '\0';
-    curl_easy_setopt(c, CURLOPT_URL, current.c_str());
-    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, static_cast<long>(left.count()));
-    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS,
-                     std::min(connect_ms, static_cast<long>(left.count())));
-    guard.refused.clear();
-    CURLcode rc = curl_easy_perform(c);
-
-    if (rc == CURLE_ABORTED_BY_CALLBACK) return Status::Unavailable(aborted);
-    if (rc == CURLE_COULDNT_CONNECT && !guard.refused.empty()) {
-      return Status::InvalidArgument("Download from " + current + " refused: " + guard.refused);
-    }
-
-    if (sink.too_big || rc == CURLE_FILESIZE_EXCEEDED) {
-      return Status::InvalidArgument(failed + "the archive exceeds the maximum download size of " +
-                                     std::to_string(req.max_bytes) + " bytes");
-    }
-    if (sink.write_errno != 0) return Status::Internal(tmp.WriteError(sink.write_errno));
-    if (rc == CURLE_OPERATION_TIMEDOUT) {
-      return fail(StatusCode::kDeadlineExceeded,
-                  "timed out after " + std::to_string(req.timeout.count()) + " s");
-    }
-    if (rc != CURLE_OK && !(rc == CURLE_WRITE_ERROR && sink.not_success)) {
-      return fail(StatusCode::kUnavailable, errbuf[0] ? errbuf : curl_easy_strerror(rc));
-    }
-    long code = 0;
-    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &code);
-    if (code >= 300 && code < 400) {
-      if (sink.not_success) {
-        return Status::InvalidArgument(failed + "the redirect from " + current +
-                                       " has a body over " + std::to_string(kMaxRedirectBody) +
-                                       " bytes");
-      }
-      char* location = nullptr;
-      curl_easy_getinfo(c, CURLINFO_REDIRECT_URL, &location);
-      if (location == nullptr || location[0] == '\0') {
-        return fail(StatusCode::kInvalidArgument, "HTTP status " + std::to_string(code) + " from " +
-                                                      current + " without a Location");
-      }
-      std::string target = location;  // curl made it absolute; copy before the next perform
-      if (hop == kMaxDownloadRedirects) {
-        return fail(StatusCode::kInvalidArgument,
-                    "more than " + std::to_string(kMaxDownloadRedirects) + " redirects");
-      }
-      if (Status s = CheckHttpUrl(target); !s.ok()) {
-        return Status(s.code(), failed + "redirected to a refused URL: " + s.message());
-      }
-      if (req.policy == nullptr || !req.policy->Allows(target)) {
-        return Status::ModelNotFound(NotAllowed(target) + " (redirected from " + current + ")");
-      }
-      current = std::move(target);
-      continue;
-    }
-    if (code < 200 || code >= 300) {
-      return fail(StatusCode::kInvalidArgument, "HTTP status " + std::to_string(code) +
-                                                    (current == url ? "" : " from " + current));
-    }
-    if (sink.written == 0) return fail(StatusCode::kInvalidArgument, "the server sent no content");
-    break;
+    if (left.count() <= 0) return TimedOut();
+    StatusOr<std::string> next = Hop(current, hop, left);
+    if (!next.ok()) return next.status();
+    if (next->empty()) return Status::Ok();
+    current = std::move(next).value();
   }
+}
 
+StatusOr<std::string> Transfer::Hop(const std::string& current, int hop,
+                                    std::chrono::milliseconds left) {
+  CURL* c = easy_.get();
+  const long connect_ms = static_cast<long>(
+      std::min<int64_t>(std::chrono::milliseconds(req_.timeout).count(), int64_t{30000}));
+  if (!tmp_->Truncate()) return Status::Internal(tmp_->WriteError(errno));
+  sink_.written = 0;
+  sink_.redirect_body = 0;
+  sink_.not_success = false;
+  errbuf_[0] = '\0';
+  curl_easy_setopt(c, CURLOPT_URL, current.c_str());
+  curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, static_cast<long>(left.count()));
+  curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS,
+                   std::min(connect_ms, static_cast<long>(left.count())));
+  guard_.refused.clear();
+  const CURLcode rc = curl_easy_perform(c);
+
+  if (rc == CURLE_ABORTED_BY_CALLBACK) return Status::Unavailable(aborted_);
+  if (rc == CURLE_COULDNT_CONNECT && !guard_.refused.empty()) {
+    return Status::InvalidArgument("Download from " + current + " refused: " + guard_.refused);
+  }
+  if (sink_.too_big || rc == CURLE_FILESIZE_EXCEEDED) {
+    return Status::InvalidArgument(failed_ + "the archive exceeds the maximum download size of " +
+                                   std::to_string(req_.max_bytes) + " bytes");
+  }
+  if (sink_.write_errno != 0) return Status::Internal(tmp_->WriteError(sink_.write_errno));
+  if (rc == CURLE_OPERATION_TIMEDOUT) return TimedOut();
+  if (rc != CURLE_OK && !(rc == CURLE_WRITE_ERROR && sink_.not_success)) {
+    return Fail(StatusCode::kUnavailable, errbuf_[0] ? errbuf_ : curl_easy_strerror(rc));
+  }
+  long code = 0;
+  curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &code);
+  if (code >= 300 && code < 400) return RedirectTarget(current, code, hop);
+  if (code < 200 || code >= 300) {
+    return Fail(StatusCode::kInvalidArgument, "HTTP status " + std::to_string(code) +
+                                                  (current == req_.url ? "" : " from " + current));
+  }
+  if (sink_.written == 0) return Fail(StatusCode::kInvalidArgument, "the server sent no content");
+  return std::string();
+}
+
+StatusOr<std::string> Transfer::RedirectTarget(const std::string& current, long code, int hop) {
+  if (sink_.not_success) {
+    return Status::InvalidArgument(failed_ + "the redirect from " + current + " has a body over " +
+                                   std::to_string(kMaxRedirectBody) + " bytes");
+  }
+  char* location = nullptr;
+  curl_easy_getinfo(easy_.get(), CURLINFO_REDIRECT_URL, &location);
+  if (location == nullptr || location[0] == '\0') {
+    return Fail(StatusCode::kInvalidArgument,
+                "HTTP status " + std::to_string(code) + " from " + current + " without a Location");
+  }
+  std::string target = location;  // curl made it absolute; copy before the next perform
+  if (hop == kMaxDownloadRedirects) {
+    return Fail(StatusCode::kInvalidArgument,
+                "more than " + std::to_string(kMaxDownloadRedirects) + " redirects");
+  }
+  if (Status s = CheckHttpUrl(target); !s.ok()) {
+    return Status(s.code(), failed_ + "redirected to a refused URL: " + s.message());
+  }
+  if (req_.policy == nullptr || !req_.policy->Allows(target)) {
+    return Status::ModelNotFound(NotAllowed(target) + " (redirected from " + current + ")");
+  }
+  return target;
+}
+
+StatusOr<std::string> Download(const FetchRequest& req) {
+  StatusOr<Destination> dest = PrepareDestination(req);
+  if (!dest.ok()) return dest.status();
+  if (req.cancel != nullptr && req.cancel->load()) {
+    return Status::Unavailable("Download from " + req.url +
+                               " aborted: the server is shutting down");
+  }
+  TempFile tmp;
+  if (Status s = tmp.Create(dest->store, dest->name); !s.ok()) return s;
+  Transfer transfer(req, &tmp);
+  if (Status s = transfer.Init(); !s.ok()) return s;
+  if (Status s = transfer.Run(); !s.ok()) return s;
   if (Status s = tmp.Finish(); !s.ok()) return s;
-  if (Status s = Publish(tmp, dest, *name, req.overwrite); !s.ok()) return s;
+  if (Status s = Publish(tmp, dest->path, dest->name, req.overwrite); !s.ok()) return s;
   tmp.Keep();
-  return dest;
+  return dest->path;
 }
 
 }  // namespace

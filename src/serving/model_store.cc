@@ -41,11 +41,6 @@ StatusOr<std::string> RealStore(const std::string& model_store) {
   return real;
 }
 
-bool EndsWith(const std::string& s, std::string_view suffix) {
-  return s.size() >= suffix.size() &&
-         s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
-
 // Every .mar and every model folder directly in the store, sorted by name.
 StatusOr<std::vector<ModelSpec>> ListStore(const std::string& store, const std::string& given) {
   std::unique_ptr<DIR, int (*)(DIR*)> d(::opendir(store.c_str()), ::closedir);

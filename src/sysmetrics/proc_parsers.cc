@@ -45,8 +45,6 @@ bool ForEachLine(std::string_view text, Fn fn) {
   return false;
 }
 
-std::string Quoted(std::string_view s) { return "'" + std::string(s) + "'"; }
-
 }  // namespace
 
 StatusOr<CpuTimes> ParseProcStat(std::string_view text) {

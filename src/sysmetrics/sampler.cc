@@ -6,9 +6,9 @@
 #include <cassert>
 #include <cerrno>
 #include <cstring>
-#include <fstream>
-#include <sstream>
 #include <utility>
+
+#include "common/file.h"
 
 namespace tserve::sysmetrics {
 namespace {
@@ -18,16 +18,6 @@ namespace {
 constexpr std::chrono::milliseconds kFirstCpuWindow{100};
 // A floor on the period so that a zero interval cannot spin the thread.
 constexpr std::chrono::milliseconds kMinInterval{10};
-
-StatusOr<std::string> ReadFile(const std::string& path) {
-  // /proc files report size 0, so read to the end rather than by size.
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return Status::Unavailable("cannot read " + path + ": " + std::strerror(errno));
-  std::ostringstream text;
-  text << in.rdbuf();
-  if (in.bad()) return Status::Unavailable("cannot read " + path);
-  return text.str();
-}
 
 }  // namespace
 
@@ -39,7 +29,7 @@ SystemSampler::~SystemSampler() { Stop(); }
 void SystemSampler::Start() {
   assert(!thread_.joinable() && "SystemSampler::Start called twice");
   {
-    std::lock_guard<std::mutex> lock(sample_mu_);
+    MutexLock lock(&sample_mu_);
     if (options_.enable_gpu) {
       nvml_ = Nvml::Load(&gpu_unavailable_reason_);
     } else {
@@ -60,10 +50,10 @@ void SystemSampler::Start() {
 
 void SystemSampler::Stop() {
   {
-    std::lock_guard<std::mutex> lock(stop_mu_);
+    MutexLock lock(&stop_mu_);
     stop_ = true;
   }
-  stop_cv_.notify_all();
+  stop_cv_.SignalAll();
   if (thread_.joinable()) thread_.join();
 }
 
@@ -71,19 +61,19 @@ void SystemSampler::Run() {
   const auto interval = std::max(options_.interval, kMinInterval);
   // Deadlines, not sleeps, so the period does not drift by the time a sample takes.
   auto next = std::chrono::steady_clock::now() + interval;
-  std::unique_lock<std::mutex> lock(stop_mu_);
-  while (!stop_cv_.wait_until(lock, next, [this] { return stop_; })) {
-    lock.unlock();
+  MutexLock lock(&stop_mu_);
+  while (!stop_cv_.WaitUntil(&stop_mu_, next, [this]() REQUIRES(stop_mu_) { return stop_; })) {
+    lock.Unlock();
     publish_(SampleOnce());
     auto now = std::chrono::steady_clock::now();
     next += interval;
     if (next <= now) next = now + interval;  // fell behind: skip, don't burst
-    lock.lock();
+    lock.Lock();
   }
 }
 
 SystemSample SystemSampler::SampleOnce() {
-  std::lock_guard<std::mutex> lock(sample_mu_);
+  MutexLock lock(&sample_mu_);
   SystemSample sample;
 
   StatusOr<std::string> stat = ReadFile(options_.proc_root + "/stat");

@@ -1,15 +1,15 @@
 #pragma once
 
 #include <chrono>
-#include <condition_variable>
 #include <functional>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "common/mutex.h"
+#include "common/thread_annotations.h"
 #include "sysmetrics/nvml.h"
 #include "sysmetrics/proc_parsers.h"
 
@@ -55,12 +55,12 @@ class SystemSampler {
   SystemSampler& operator=(const SystemSampler&) = delete;
 
   // Loads NVML (if enabled), publishes a first sample, starts the thread. Call once.
-  void Start();
+  void Start() EXCLUDES(sample_mu_);
   // Wakes and joins the thread. Idempotent; a no-op before Start().
-  void Stop();
+  void Stop() EXCLUDES(stop_mu_);
 
   // Reads every source once. cpu_percent compares with the previous reading, if any.
-  SystemSample SampleOnce();
+  SystemSample SampleOnce() EXCLUDES(sample_mu_);
 
   // Why there are no GPU figures: empty when NVML loaded (even with zero devices), else
   // e.g. "cannot load NVML library libnvidia-ml.so.1: ..." or "GPU sampling disabled".
@@ -68,20 +68,21 @@ class SystemSampler {
   const std::string& gpu_unavailable_reason() const { return gpu_unavailable_reason_; }
 
  private:
-  void Run();
+  void Run() EXCLUDES(stop_mu_);
 
   const Options options_;
   const PublishFn publish_;
+  // Written by Start() (under sample_mu_) before the sampler thread exists; read-only after.
   std::string gpu_unavailable_reason_;
 
-  std::mutex sample_mu_;  // guards the sampling state below
-  std::unique_ptr<Nvml> nvml_;
-  std::optional<CpuTimes> last_cpu_;
+  Mutex sample_mu_;
+  std::unique_ptr<Nvml> nvml_ GUARDED_BY(sample_mu_);
+  std::optional<CpuTimes> last_cpu_ GUARDED_BY(sample_mu_);
 
-  std::mutex stop_mu_;
-  std::condition_variable stop_cv_;
-  bool stop_ = false;  // guarded by stop_mu_
-  std::thread thread_;
+  Mutex stop_mu_;
+  CondVar stop_cv_;  // signalled when stop_ is set
+  bool stop_ GUARDED_BY(stop_mu_) = false;
+  std::thread thread_;  // the owning thread's (Start/Stop)
 };
 
 }  // namespace tserve::sysmetrics

@@ -6,8 +6,9 @@
 
 #include <algorithm>
 #include <chrono>
-#include <fstream>
-#include <sstream>
+#include <utility>
+
+#include "common/file.h"
 
 namespace tserve::sysmetrics {
 
@@ -23,11 +24,10 @@ metrics::Gauge* HostGauge(metrics::Registry* registry, const char* name,
   return *g;
 }
 
-std::string ReadFile(const char* path) {
-  std::ifstream in(path);
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
+// The text of a /proc file, or "" when it cannot be read (the parsers then report it).
+std::string ReadProcFile(const char* path) {
+  StatusOr<std::string> text = ReadFile(path);
+  return text.ok() ? std::move(*text) : std::string();
 }
 
 int CountOpenFds() {
@@ -127,7 +127,7 @@ Status RegisterProcessMetrics(metrics::Registry* registry) {
   metrics::Gauge* start_g = *(*start)->GetGauge({});
   const long ticks = sysconf(_SC_CLK_TCK);
   const long page = sysconf(_SC_PAGESIZE);
-  auto boot = ParseBootTime(ReadFile("/proc/stat"));
+  auto boot = ParseBootTime(ReadProcFile("/proc/stat"));
   const double boot_time = boot.ok() ? *boot : 0.0;
   // A counter only goes up: it is advanced by the growth since the last scrape.
   auto last_cpu = std::make_shared<double>(0.0);
@@ -141,7 +141,7 @@ Status RegisterProcessMetrics(metrics::Registry* registry) {
       return;
     }
     *last_refresh = now;
-    auto st = ParseProcSelfStat(ReadFile("/proc/self/stat"), ticks, page);
+    auto st = ParseProcSelfStat(ReadProcFile("/proc/self/stat"), ticks, page);
     if (st.ok()) {
       // Add(0) is harmless and makes the series visible from the first scrape.
       cpu_c->Add(std::max(0.0, st->cpu_seconds - *last_cpu));

@@ -195,3 +195,28 @@ def test_warning_for_listener_beyond_loopback_without_token(tserve, tmp_path):
     server.ports["metrics"] = port
     logs = server.stderr() + server.stdout()
     assert "0.0.0.0" in logs and "metrics" in logs.lower(), logs
+
+
+def test_metrics_token_accepts_the_same_authorization_forms_as_the_keys(tserve, tmp_path):
+    """Issue 9 §4: /metrics had its own "Bearer " parser and refused a tab after the scheme
+    that the inference and management listeners accept (TorchServe: ^Bearer\\s+(\\S+)$).
+    One check now serves every listener: the same header form gets the same answer."""
+    import json
+    key_file = tmp_path / "key_file.json"
+    token = "metrics-Token_1"
+    server = tserve(config={"enable_token_authorization": "true", "key_file": str(key_file),
+                            "metrics_token": token})
+    management_key = json.loads(key_file.read_text())["management"]["key"]
+    forms = ["Bearer {}", "Bearer\t{}", "bearer \t {}", "BEARER {}", "Bearer {}\t",
+             "Bearer{}", "Bearer {} x", "Basic {}", "{}"]
+    for form in forms:
+        on_management = requests.get(f"{server.management_url}/models", timeout=5,
+                                     headers={"Authorization": form.format(management_key)})
+        on_metrics = requests.get(f"{server.metrics_url}/metrics", timeout=5,
+                                  headers={"Authorization": form.format(token)})
+        assert on_management.status_code in (200, 400), (form, on_management.text)
+        assert on_metrics.status_code in (200, 401), (form, on_metrics.text)
+        assert (on_management.status_code == 200) == (on_metrics.status_code == 200), \
+            (form, on_management.status_code, on_metrics.status_code)
+    # The tab form is accepted on both (it was refused on /metrics before).
+    assert server.metrics(headers={"Authorization": f"Bearer\t{token}"}).status_code == 200

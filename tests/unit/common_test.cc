@@ -56,6 +56,25 @@ TEST(StringsTest, ToLower) {
   EXPECT_EQ(ToLower("\xC3\x89"), "\xC3\x89");  // bytes >= 0x80 untouched
 }
 
+TEST(StringsTest, EndsWith) {
+  EXPECT_TRUE(EndsWith("model.mar", ".mar"));
+  EXPECT_TRUE(EndsWith("model.mar", ""));
+  EXPECT_TRUE(EndsWith(".mar", ".mar"));
+  EXPECT_FALSE(EndsWith("mar", ".mar"));
+  EXPECT_FALSE(EndsWith("model.MAR", ".mar"));
+  EXPECT_FALSE(EndsWith("", "x"));
+}
+
+TEST(StringsTest, Quoted) {
+  EXPECT_EQ(Quoted("my model"), "\"my model\"");
+  EXPECT_EQ(Quoted(""), "\"\"");
+  EXPECT_EQ(Quoted("caf\xc3\xa9"), "\"caf\xc3\xa9\"");  // UTF-8 kept
+  // One line, with an unambiguous end.
+  EXPECT_EQ(Quoted("a\"b\\c"), R"("a\"b\\c")");
+  EXPECT_EQ(Quoted("x\ny\rz\t"), R"("x\ny\rz\t")");
+  EXPECT_EQ(Quoted(std::string("\x01\x7f\0", 3)), R"("\x01\x7F\x00")");
+}
+
 TEST(StringsTest, ParseInt64Accepts) {
   EXPECT_EQ(ParseInt64("0"), 0);
   EXPECT_EQ(ParseInt64("42"), 42);

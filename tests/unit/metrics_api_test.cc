@@ -8,6 +8,7 @@
 #include <utility>
 #include <vector>
 
+#include "api/auth.h"
 #include "api/errors.h"
 #include "api/gzip.h"
 #include "common/strings.h"
@@ -365,6 +366,22 @@ void ExpectUnauthorized(const http::Response& r) {
   ASSERT_GE(b.size(), 4u);
   EXPECT_EQ(b.substr(b.size() - 4), "\"\n}\n") << b;
   EXPECT_EQ(b.find("Requests2XX"), std::string::npos);
+}
+
+// Issue 9 §4: /metrics used its own "Bearer " parser, which refused a tab after the scheme
+// (and other forms) that the inference and management gates accept. Now one function
+// decides for every listener: the same Authorization value gets the same answer.
+TEST_F(MetricsApiTest, TokenAcceptsExactlyWhatTheOtherListenersAccept) {
+  for (const std::string header :
+       {"Bearer s3cret", "Bearer\ts3cret", "bearer \t s3cret", "  BEARER s3cret\t", "Bearer\t",
+        "Bearers3cret", "Bearer s3cret x", "Bearer s3 cret", "Bearer \x0bs3cret", "Basic s3cret"}) {
+    // What the inference/management gates (TokenAuth::Check) accept for this key.
+    const bool gates_accept = BearerToken(header) == "s3cret";
+    const http::Response r = Get("", {{"Authorization", header}}, Token("s3cret"));
+    EXPECT_EQ(r.status, gates_accept ? 200 : 401) << Quoted(header);
+  }
+  // In particular a tab after the scheme (TorchServe's pattern: ^Bearer\s+(\S+)$).
+  EXPECT_EQ(Get("", {{"Authorization", "Bearer\ts3cret"}}, Token("s3cret")).status, 200);
 }
 
 TEST_F(MetricsApiTest, TokenMissingIs401) { ExpectUnauthorized(Get("", {}, Token("s3cret"))); }

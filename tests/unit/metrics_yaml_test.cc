@@ -142,7 +142,9 @@ INSTANTIATE_TEST_SUITE_P(
 TEST(MetricsYamlTest, MissingFileIsNamed) {
   auto fams = LoadMetricsYamlFile("/nonexistent/metrics.yaml");
   ASSERT_FALSE(fams.ok());
-  EXPECT_EQ(fams.status().message(), "/nonexistent/metrics.yaml: cannot open metrics config file");
+  EXPECT_EQ(fams.status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(fams.status().message(),
+            "metrics config: cannot read /nonexistent/metrics.yaml: No such file or directory");
 }
 
 TEST(MetricsYamlTest, AddFamiliesRejectsClashWithExisting) {

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "common/strings.h"
 #include "serving/model_store.h"
 
 namespace tserve::serving {
@@ -289,7 +290,9 @@ TEST(ModelArchiveTest, RejectsZipSlipEntries) {
     ASSERT_FALSE(a.ok()) << c.entry.name;
     EXPECT_EQ(a.status().code(), StatusCode::kInvalidArgument);
     const std::string& msg = a.status().message();
-    EXPECT_EQ(msg.rfind(mar + ": unsafe entry \"" + c.entry.name + "\" (" + c.cause + ")", 0), 0u)
+    // The name as Quoted shows it: "..\\evil.txt" for ..\evil.txt (one line, unambiguous).
+    EXPECT_EQ(msg.rfind(mar + ": unsafe entry " + Quoted(c.entry.name) + " (" + c.cause + ")", 0),
+              0u)
         << msg;
     EXPECT_EQ(CountEntries(tmp / "extract/sub"), 0u) << c.entry.name;
     EXPECT_FALSE(fs::exists(tmp / "extract/evil.txt"));

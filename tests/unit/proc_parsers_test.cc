@@ -64,7 +64,7 @@ TEST(ProcParsersTest, StatWithoutAggregateCpuLineIsAnError) {
 TEST(ProcParsersTest, StatWithBadCpuNumberIsAnError) {
   StatusOr<CpuTimes> t = ParseProcStat(Fixture("stat_bad_number"));
   ASSERT_FALSE(t.ok());
-  EXPECT_EQ(t.status().message(), "/proc/stat: bad number 'lots' in the cpu line");
+  EXPECT_EQ(t.status().message(), "/proc/stat: bad number \"lots\" in the cpu line");
 }
 
 TEST(ProcParsersTest, StatWithShortCpuLineIsAnError) {
@@ -143,7 +143,7 @@ TEST(ProcParsersTest, StatWithoutBootTimeIsAnError) {
 TEST(ProcParsersTest, StatWithBadBootTimeIsAnError) {
   StatusOr<double> btime = ParseBootTime(Fixture("stat_bad_number"));
   ASSERT_FALSE(btime.ok());
-  EXPECT_EQ(btime.status().message(), "/proc/stat: bad btime value 'soon'");
+  EXPECT_EQ(btime.status().message(), "/proc/stat: bad btime value \"soon\"");
 }
 
 // ---- /proc/meminfo ----
@@ -212,7 +212,7 @@ TEST(ProcParsersTest, MeminfoWithoutMemFreeIsAnError) {
 TEST(ProcParsersTest, MeminfoWithBadMemTotalIsAnError) {
   StatusOr<MemInfo> m = ParseMeminfo(Fixture("meminfo_bad_total"));
   ASSERT_FALSE(m.ok());
-  EXPECT_EQ(m.status().message(), "/proc/meminfo: bad MemTotal value 'sixteen gigs'");
+  EXPECT_EQ(m.status().message(), "/proc/meminfo: bad MemTotal value \"sixteen gigs\"");
 }
 
 TEST(ProcParsersTest, UsedMemoryFallsBackWhenCachesExceedTheTotal) {
@@ -286,7 +286,7 @@ TEST(ProcParsersTest, SelfStatWithBadNumberIsAnError) {
   text.replace(text.find(" 1234 566 "), 10, " 1234 x66 ");
   StatusOr<ProcSelfStat> s = ParseProcSelfStat(text, 100, 4096);
   ASSERT_FALSE(s.ok());
-  EXPECT_EQ(s.status().message(), "/proc/self/stat: bad stime 'x66'");
+  EXPECT_EQ(s.status().message(), "/proc/self/stat: bad stime \"x66\"");
 }
 
 TEST(ProcParsersTest, SelfStatNeedsPositiveTicksAndPageSize) {

@@ -9,14 +9,13 @@
 
 #include <ctime>
 #include <filesystem>
-#include <fstream>
 #include <iostream>
 #include <map>
-#include <sstream>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "common/file.h"
 #include "common/strings.h"
 #include "serving/manifest.h"
 #include "serving/model_archive.h"
@@ -121,12 +120,10 @@ void AddFolder(const fs::path& root, FileList* list) {
 }
 
 Status ValidateConfig(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return Status::InvalidArgument("--config-file: cannot read " + path);
-  std::stringstream ss;
-  ss << in.rdbuf();
+  tserve::StatusOr<std::string> text = tserve::ReadFile(path);
+  if (!text.ok()) return Status::InvalidArgument("--config-file: " + text.status().message());
   tserve::StatusOr<tserve::serving::ModelConfig> c =
-      tserve::serving::ParseModelConfig(ss.str(), BaseName(path));
+      tserve::serving::ParseModelConfig(*text, BaseName(path));
   return c.ok() ? Status::Ok() : c.status();
 }
 
