@@ -281,7 +281,11 @@ void ModelVersion::RemoveFiles() {
   }
 }
 
-void ModelVersion::Shutdown() { pool_->Shutdown(); }
+void ModelVersion::Shutdown() {
+  pool_->Shutdown();
+  // Given back now, so that a version outliving its manager never touches the budget.
+  ReleaseReservation();
+}
 
 void ModelVersion::ExpireOverdue(Clock::time_point now) { pool_->ExpireOverdue(now); }
 

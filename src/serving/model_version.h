@@ -159,7 +159,8 @@ class ModelVersion : public std::enable_shared_from_this<ModelVersion> {
   // downloaded archive. `done` runs then, once the caller's reference is let go. The
   // manager calls it once the version is no longer routed to.
   void Unload(MoveOnlyFunction<void()> done);
-  // Stops the workers now; queued requests answer 503 (server exit). Idempotent.
+  // Stops the workers now; queued requests answer 503 (server exit) and the workers are
+  // given back to the budget. Idempotent.
   void Shutdown();
 
   // Completes overdue jobs with 408 and drops those whose client has gone (the reaper).

@@ -178,6 +178,29 @@ class ModelVersionTest : public ::testing::Test {
   std::unique_ptr<ModelManager> manager_;
 };
 
+// ---- the response path ----
+
+TEST(ResponseSinkTest, FinishesOnceAndAsksItsTargetWhetherTheClientLeft) {
+  int finishes = 0;
+  std::unique_ptr<std::string> owned = std::make_unique<std::string>("move-only state");
+  bool left = false;
+  ResponseSink sink = ResponseSink::Of(
+      [&finishes, o = std::move(owned)](JobResult r) {
+        ++finishes;
+        EXPECT_EQ(r.status, 201);
+        EXPECT_EQ(*o, "move-only state");
+      },
+      [&left] { return left; });
+  EXPECT_FALSE(sink.client_gone());
+  left = true;
+  EXPECT_TRUE(sink.client_gone());
+  ResponseSink moved = std::move(sink);
+  moved.Finish({201, "text/plain", "x", ""});
+  moved.Finish({500, "text/plain", "again", ""});
+  EXPECT_EQ(finishes, 1);
+  EXPECT_TRUE(moved.finished());
+}
+
 // ---- routing ----
 
 TEST_F(ModelVersionTest, FindRoutesByNameAndVersionAndTheFirstVersionIsTheDefault) {
