@@ -2,7 +2,6 @@
 
 #include <dlfcn.h>
 #include <sys/stat.h>
-
 #include <unistd.h>
 
 #include <cerrno>
@@ -16,6 +15,8 @@
 #include <set>
 #include <string_view>
 #include <utility>
+
+#include "common/strings.h"
 
 namespace tserve::backend {
 
@@ -42,13 +43,6 @@ class PluginHandler final : public Handler {
   std::shared_ptr<void> library_;
   std::unique_ptr<Handler> inner_;
 };
-
-std::string Quoted(const std::string& s) { return "\"" + s + "\""; }
-
-bool EndsWith(const std::string& s, std::string_view suffix) {
-  return s.size() >= suffix.size() &&
-         s.compare(s.size() - suffix.size(), suffix.size(), suffix.data(), suffix.size()) == 0;
-}
 
 std::optional<std::string> RealPath(const std::string& path) {
   char buf[PATH_MAX];

@@ -85,6 +85,7 @@ class HandlerFactory {
   StatusOr<std::unique_ptr<Handler>> CreatePlugin(const std::string& handler,
                                                   const std::string& model_dir) const;
 
+  // Lock order: a Backend's mu (held while loading it), then mu_ (taken briefly for logger_).
   mutable Mutex mu_;
   std::map<std::string, Maker> builtins_ GUARDED_BY(mu_);
   std::map<std::string, std::shared_ptr<Backend>> backend_of_ GUARDED_BY(mu_);  // by handler
