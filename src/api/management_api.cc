@@ -282,19 +282,22 @@ void ManagementApi::Scale(http::Request& request, http::Responder responder) {
     if (!s.ok()) return responder.Send(ErrorFromStatus(s));  // over a worker limit
     return responder.Send(JsonStatus(202, "Processing worker updates..."));
   }
-  auto shared = std::make_shared<http::Responder>(std::move(responder));
-  auto done = [shared, name, version, min_workers](const Status& status, int /*workers*/) {
-    if (status.IsUnavailable()) return shared->Send(ErrorFromStatus(status));  // shutting down
+  // `done` answers every outcome, the refusal of a worker limit included.
+  auto done = [r = std::move(responder), name, version, min_workers](const Status& status,
+                                                                     int /*workers*/) mutable {
+    // Over a worker limit, or shutting down.
+    if (status.IsInvalidArgument() || status.IsUnavailable()) {
+      return r.Send(ErrorFromStatus(status));
+    }
     // A worker thread that could not start, or a worker that failed to load or was not
     // ready within the model's startup timeout: TorchServe's 500.
-    if (!status.ok()) return shared->Send(WorkersFailed(name, version));
+    if (!status.ok()) return r.Send(WorkersFailed(name, version));
     // TorchServe names min_worker here, whatever already ran.
     std::string msg = "Workers scaled to " + std::to_string(min_workers) + " for model: " + name;
     if (!version.empty()) msg += ", version: " + version;
-    shared->Send(JsonStatus(200, msg));
+    r.Send(JsonStatus(200, msg));
   };
-  Status s = model->Scale(min_workers, max_workers, true, std::move(done));
-  if (!s.ok()) shared->Send(ErrorFromStatus(s));
+  (void)model->Scale(min_workers, max_workers, true, std::move(done));  // done answers
 }
 
 void ManagementApi::Register(http::Request& request, http::Responder responder) {
@@ -388,14 +391,15 @@ void ManagementApi::Register(http::Request& request, http::Responder responder) 
         shared->Send(std::move(response));
       });
     };
-    Status s = m->Scale(
+    // The callback answers every outcome, the refusal of a worker limit included.
+    (void)m->Scale(
         workers, std::max(workers, m->max_workers()), true,
         [shared, head, m, workers, fail](const Status& status, int /*ready*/) {
           if (status.IsUnavailable()) return shared->Send(ErrorFromStatus(status));
+          if (status.IsInvalidArgument()) return fail(ErrorFromStatus(status));  // a limit
           if (!status.ok()) return fail(WorkersFailed(m->name(), m->version()));
           shared->Send(JsonStatus(200, head + std::to_string(workers) + " initial workers"));
         });
-    if (!s.ok()) fail(ErrorFromStatus(s));
   });
   if (!queued.ok()) shared->Send(ErrorFromStatus(queued));
 }
@@ -451,13 +455,15 @@ void ManagementApi::Unregister(http::Request& request, http::Responder responder
   const std::string name(request.path_params[0]);
   const std::string version =
       request.path_params.size() > 1 ? std::string(request.path_params[1]) : "";
-  auto shared = std::make_shared<http::Responder>(std::move(responder));
   std::string removed;
-  Status s = models_->UnregisterAsync(
+  // The callback answers every outcome, a refusal included.
+  (void)models_->UnregisterAsync(
       name, version,
-      [shared, name] { shared->Send(JsonStatus(200, "Model \"" + name + "\" unregistered")); },
+      [r = std::move(responder), name](const Status& status) mutable {
+        if (!status.ok()) return r.Send(ErrorFromStatus(status));
+        r.Send(JsonStatus(200, "Model \"" + name + "\" unregistered"));
+      },
       &removed);
-  if (!s.ok()) shared->Send(ErrorFromStatus(s));
 }
 
 void ManagementApi::SetDefault(http::Request& request, http::Responder responder) {

@@ -94,7 +94,21 @@ bool ModelManager::Remove(const ModelVersion& model) {
 }
 
 Status ModelManager::UnregisterAsync(std::string_view name, std::string_view version,
-                                     MoveOnlyFunction<void()> done, std::string* removed_version) {
+                                     UnregisterDone done, std::string* removed_version) {
+  auto model = Take(name, version, removed_version);
+  if (!model.ok()) {
+    if (done) done(model.status());
+    return model.status();
+  }
+  (*model)->Unload([done = std::move(done)]() mutable {
+    if (done) done(Status::Ok());
+  });
+  return Status::Ok();
+}
+
+StatusOr<std::shared_ptr<ModelVersion>> ModelManager::Take(std::string_view name,
+                                                           std::string_view version,
+                                                           std::string* removed_version) {
   std::shared_ptr<ModelVersion> model;
   {
     WriterMutexLock lock(&mu_);
@@ -116,10 +130,9 @@ Status ModelManager::UnregisterAsync(std::string_view name, std::string_view ver
     model = vit->second;
     entry.versions.erase(vit);
     if (entry.versions.empty()) models_.erase(it);
-    *removed_version = v;
+    if (removed_version != nullptr) *removed_version = v;
   }
-  model->Unload(std::move(done));
-  return Status::Ok();
+  return model;
 }
 
 void ModelManager::DiscardAsync(std::shared_ptr<ModelVersion> model,

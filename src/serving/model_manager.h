@@ -61,10 +61,13 @@ class ModelManager {
 
   // Removes a version (its default if version is ""): refuses the default version while
   // others exist (PermissionDenied), stops routing to it at once, then unloads it
-  // (ModelVersion::Unload: queued requests finish first); `done` runs on the control
-  // thread when it is gone. ModelNotFound / VersionNotFound for an unknown one.
-  Status UnregisterAsync(std::string_view name, std::string_view version,
-                         MoveOnlyFunction<void()> done, std::string* removed_version);
+  // (ModelVersion::Unload: queued requests finish first). ModelNotFound / VersionNotFound
+  // for an unknown one. `done` (may be empty) runs exactly once: at once, with the refusal
+  // (also returned), or with Ok on the control thread once the version is gone.
+  // `removed_version` (may be null) gets the version taken out.
+  using UnregisterDone = MoveOnlyFunction<void(const Status& status)>;
+  Status UnregisterAsync(std::string_view name, std::string_view version, UnregisterDone done,
+                         std::string* removed_version);
   // Removes exactly `model` if it is still registered (default or not: a registration that
   // failed is taken back whole), and unloads it as UnregisterAsync does; `done` runs on the
   // control thread when it is gone.
@@ -94,6 +97,9 @@ class ModelManager {
   };
   // Every registered version (the reaper's round, Shutdown).
   std::vector<std::shared_ptr<ModelVersion>> All() const EXCLUDES(mu_);
+  // Takes a version out of the table for UnregisterAsync (its refusals).
+  StatusOr<std::shared_ptr<ModelVersion>> Take(std::string_view name, std::string_view version,
+                                               std::string* removed_version) EXCLUDES(mu_);
   // Removes exactly `model` from the table; false when it was not there.
   bool Remove(const ModelVersion& model) EXCLUDES(mu_);
 

@@ -176,22 +176,29 @@ void ModelVersion::RecordBadInput(bool explicit_version) {
 }
 
 Status ModelVersion::Scale(int min_workers, int max_workers, bool wait_ready, ScaleDone done) {
+  Status refused;
   if (min_workers > max_workers_per_model_) {
-    return Status::InvalidArgument(
-        PerModelLimit("min_worker", min_workers, max_workers_per_model_));
-  }
-  if (max_workers > max_workers_per_model_) {
-    return Status::InvalidArgument(
-        PerModelLimit("max_worker", max_workers, max_workers_per_model_));
+    refused =
+        Status::InvalidArgument(PerModelLimit("min_worker", min_workers, max_workers_per_model_));
+  } else if (max_workers > max_workers_per_model_) {
+    refused =
+        Status::InvalidArgument(PerModelLimit("max_worker", max_workers, max_workers_per_model_));
   }
   // The target is decided here, in the order of the requests, and reserved in the budget;
   // the control thread carries the changes out in the same order.
-  MutexLock lock(&scale_mu_);
-  int target = target_workers_;
-  if (!unloaded_) {
-    target = std::clamp(target, min_workers, std::max(min_workers, max_workers));
-    if (Status s = services_.budget->Change(name_, target_workers_, target); !s.ok()) return s;
-    target_workers_ = target;
+  int target = 0;
+  if (refused.ok()) {
+    MutexLock lock(&scale_mu_);
+    target = target_workers_;
+    if (!unloaded_) {
+      target = std::clamp(target, min_workers, std::max(min_workers, max_workers));
+      refused = services_.budget->Change(name_, target_workers_, target);
+      if (refused.ok()) target_workers_ = target;
+    }
+  }
+  if (!refused.ok()) {
+    if (done) done(refused, pool_->worker_count());
+    return refused;
   }
   services_.control->Post([self = shared_from_this(), min_workers, max_workers, target, wait_ready,
                            done = std::move(done)]() mutable {

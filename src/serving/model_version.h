@@ -144,9 +144,11 @@ class ModelVersion : public std::enable_shared_from_this<ModelVersion> {
   // min when fewer run, else stops down to max (each finishes its batch first; queued
   // requests stay queued). Checks the limits at once: min or max over
   // max_workers_per_model, or a budget overrun, is InvalidArgument naming the limit and
-  // changes nothing. The change runs on the control thread, in the order of the calls;
-  // `done` (may be empty) gets its status (Internal when a worker thread could not start)
-  // and the worker count once made. With `wait_ready`, `done` runs once every worker of the
+  // changes nothing. The change runs on the control thread, in the order of the calls.
+  // `done` (may be empty) runs exactly once, with a status and a worker count: at once, on
+  // the calling thread, with the refusal (which Scale also returns), so a caller may move
+  // its only means of answering into it; else once the change is made (Internal when a
+  // worker thread could not start). With `wait_ready`, it runs once every worker of the
   // target is ready (Ok), or one failed to load or startup_timeout_s passed (Internal
   // "workers not ready ..."), or at shutdown (Unavailable); the reaper watches that wait.
   using ScaleDone = MoveOnlyFunction<void(const Status& status, int workers)>;

@@ -268,7 +268,7 @@ TEST_F(ModelVersionTest, UnregisterRefusesTheDefaultWhileOthersExist) {
   std::promise<void> gone;
   ASSERT_TRUE(manager_
                   ->UnregisterAsync(
-                      "m", "2.0", [&gone] { gone.set_value(); }, &removed)
+                      "m", "2.0", [&gone](const Status&) { gone.set_value(); }, &removed)
                   .ok());
   EXPECT_EQ(removed, "2.0");
   gone.get_future().get();
@@ -277,7 +277,7 @@ TEST_F(ModelVersionTest, UnregisterRefusesTheDefaultWhileOthersExist) {
   std::promise<void> last;
   ASSERT_TRUE(manager_
                   ->UnregisterAsync(
-                      "m", "", [&last] { last.set_value(); }, &removed)
+                      "m", "", [&last](const Status&) { last.set_value(); }, &removed)
                   .ok());
   last.get_future().get();
   EXPECT_TRUE(manager_->Find("m", "").status().IsModelNotFound());
@@ -316,6 +316,17 @@ TEST_F(ModelVersionTest, ScalingPastAWorkerLimitIsRefusedAndChangesNothing) {
   EXPECT_TRUE(total.IsInvalidArgument());
   EXPECT_NE(total.message().find("max_workers_total"), std::string::npos);
   EXPECT_EQ(b->Describe().workers.size(), 1u);
+  // A refusal also reaches `done`, at once: a caller may move its only way to answer there.
+  Status told;
+  EXPECT_TRUE(
+      b->Scale(4, 4, true, [&told](const Status& st, int) { told = st; }).IsInvalidArgument());
+  EXPECT_TRUE(told.IsInvalidArgument());
+  std::promise<Status> refusal;
+  EXPECT_FALSE(manager_
+                   ->UnregisterAsync(
+                       "zz", "", [&refusal](const Status& st) { refusal.set_value(st); }, nullptr)
+                   .ok());
+  EXPECT_TRUE(refusal.get_future().get().IsModelNotFound());
   // Shrinking one makes room for the other.
   ASSERT_TRUE(ScaleAndWait(*a, 1, 1).first.ok());
   EXPECT_TRUE(ScaleAndWait(*b, 4, 4).first.ok());
@@ -402,7 +413,7 @@ TEST_F(ModelVersionTest, UnregisterLetsQueuedRequestsFinishEachAnsweredOnce) {
   std::string removed;
   ASSERT_TRUE(manager_
                   ->UnregisterAsync(
-                      "m", "", [&gone] { gone.set_value(); }, &removed)
+                      "m", "", [&gone](const Status&) { gone.set_value(); }, &removed)
                   .ok());
   // No longer routed to at once, while its queue still drains.
   EXPECT_TRUE(manager_->Find("m", "").status().IsModelNotFound());
@@ -462,7 +473,7 @@ TEST_F(ModelVersionTest, AnUnloadedVersionGivesItsWorkersBackToTheBudget) {
   std::string removed;
   ASSERT_TRUE(manager_
                   ->UnregisterAsync(
-                      "m", "", [&gone] { gone.set_value(); }, &removed)
+                      "m", "", [&gone](const Status&) { gone.set_value(); }, &removed)
                   .ok());
   gone.get_future().get();
   EXPECT_NE(Load("n", "1.0", 4), nullptr);
