@@ -6,8 +6,8 @@ JOBS ?= $(shell nproc)
 PYTHON := /usr/bin/python3
 CONFIG ?= config/config.properties
 
-.PHONY: all deps build test unit e2e run bench clean format fuzz fuzz-smoke test-asan test-tsan \
-	sanitized-suites
+.PHONY: all deps build test unit unit-clang e2e run bench clean format fuzz fuzz-smoke test-asan \
+	test-tsan sanitized-suites
 
 FUZZ_SECONDS ?= 600
 # Sanitizer runs: each an instrumented build (with LibTorch) beside the main one, its own demo
@@ -37,7 +37,17 @@ unit: build
 e2e: build
 	TSERVE_BINARY=$(abspath $(BUILD_DIR))/tserve $(PYTHON) -m pytest -p no:cacheprovider -q tests/e2e
 
-test: unit e2e fuzz-smoke
+test: unit unit-clang e2e fuzz-smoke
+
+# Lock discipline (docs/reliability.md): everything built with clang, -Wthread-safety -Werror
+# (common/thread_annotations.h) and without LibTorch, and its unit tests. Debug: the analysis
+# needs no optimizer, and -O0 compiles faster.
+CLANG_DIR ?= $(BUILD_DIR)-clang
+unit-clang: deps
+	test -f $(CLANG_DIR)/CMakeCache.txt || CC=clang CXX=clang++ cmake -S . -B $(CLANG_DIR) \
+		-DCMAKE_BUILD_TYPE=Debug -DTSERVE_WITH_TORCH=OFF
+	cmake --build $(CLANG_DIR) -j $(JOBS)
+	cd $(CLANG_DIR) && ctest --output-on-failure -j $(JOBS)
 
 # libFuzzer targets (clang, ASan + UBSan) in build-fuzz: `make fuzz` runs each for
 # FUZZ_SECONDS; `make test` runs each over its seed corpus plus a 15 s fuzz.
@@ -78,4 +88,4 @@ format:
 	clang-format -i $$(git ls-files '*.cc' '*.h' '*.c')
 
 clean:
-	rm -rf $(BUILD_DIR) $(BUILD_DIR)-bench $(BUILD_DIR)-fuzz $(ASAN_DIR) $(TSAN_DIR)
+	rm -rf $(BUILD_DIR) $(BUILD_DIR)-bench $(BUILD_DIR)-fuzz $(ASAN_DIR) $(TSAN_DIR) $(CLANG_DIR)
