@@ -14,7 +14,6 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <set>
 #include <sstream>
 #include <system_error>
@@ -30,6 +29,7 @@
 #include "api/metrics_api.h"
 #include "backend/handler_factory.h"
 #include "backend/torch_extensions.h"
+#include "common/file.h"
 #include "common/malloc_tuning.h"
 #include "common/private_dir.h"
 #include "common/strings.h"
@@ -129,10 +129,8 @@ pid_t RunningPid(const std::string& path) {
   long pid = 0;
   if (!(in >> pid) || pid <= 0) return 0;
   if (kill(static_cast<pid_t>(pid), 0) != 0 && errno != EPERM) return 0;
-  std::ifstream comm("/proc/" + std::to_string(pid) + "/comm");
-  std::string name;
-  std::getline(comm, name);
-  if (name.rfind("tserve", 0) != 0) return 0;  // a stale file whose pid was reused
+  auto name = ReadFile("/proc/" + std::to_string(pid) + "/comm", 64);
+  if (!name.ok() || !name->starts_with("tserve")) return 0;  // a stale file, its pid reused
   return static_cast<pid_t>(pid);
 }
 
@@ -175,15 +173,6 @@ std::map<std::string, std::string> Environment() {
     env.emplace(std::string(kv.substr(0, eq)), std::string(kv.substr(eq + 1)));
   }
   return env;
-}
-
-bool ReadWholeFile(const std::string& path, std::string* out) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return false;
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  *out = ss.str();
-  return true;
 }
 
 // The running server: owns every module, in dependency order.
@@ -594,11 +583,12 @@ int Serve(const CliArgs& cli) {
     config_path = "config.properties";
   }
   if (!config_path.empty()) {
-    if (!ReadWholeFile(config_path, &inputs.properties_text)) {
-      fprintf(stderr, "tserve: cannot read config file %s: %s\n", config_path.c_str(),
-              strerror(errno));
+    auto text = ReadFile(config_path);
+    if (!text.ok()) {
+      fprintf(stderr, "tserve: config file: %s\n", text.status().message().c_str());
       return kExitConfig;
     }
+    inputs.properties_text = std::move(*text);
     inputs.properties_path = config_path;
   }
   if (!cli.model_store.empty()) inputs.cli["model_store"] = cli.model_store;
@@ -704,7 +694,10 @@ int Serve(const CliArgs& cli) {
 int StartInBackground(const CliArgs& cli) {
   const char* env_logs = getenv("LOG_LOCATION");
   std::string log_dir = env_logs != nullptr && *env_logs != '\0' ? env_logs : "logs";
-  mkdir(log_dir.c_str(), 0755);
+  if (Status made = MakeDirectories(log_dir); !made.ok()) {
+    // Not fatal here: the child's output then stays on this terminal.
+    fprintf(stderr, "tserve: log directory: %s\n", made.message().c_str());
+  }
   std::string log_path = log_dir + "/tserve.log";
   int fds[2];
   if (pipe(fds) != 0) {
@@ -749,11 +742,14 @@ int StartInBackground(const CliArgs& cli) {
   int rc = WIFEXITED(status) ? WEXITSTATUS(status) : 1;
   fprintf(stderr, "tserve failed to start (exit code %d); see %s\n", rc, log_path.c_str());
   // Show the reason here too: the last lines of the log.
-  std::ifstream log(log_path);
-  std::vector<std::string> lines;
-  for (std::string line; std::getline(log, line);) lines.push_back(line);
-  for (size_t i = lines.size() > 3 ? lines.size() - 3 : 0; i < lines.size(); ++i) {
-    fprintf(stderr, "%s\n", lines[i].c_str());
+  auto log = ReadFile(log_path);
+  if (log.ok() && !log->empty()) {
+    std::string_view text = *log;
+    if (text.ends_with('\n')) text.remove_suffix(1);
+    std::vector<std::string_view> lines = SplitString(text, '\n');
+    for (size_t i = lines.size() > 3 ? lines.size() - 3 : 0; i < lines.size(); ++i) {
+      fprintf(stderr, "%.*s\n", static_cast<int>(lines[i].size()), lines[i].data());
+    }
   }
   return rc == 0 ? 1 : rc;
 }

@@ -584,15 +584,14 @@ class Transfer {
   StatusOr<std::string> Hop(const std::string& url, int hop, std::chrono::milliseconds left);
   // The checked target of the redirect response just received from `current`.
   StatusOr<std::string> RedirectTarget(const std::string& current, long code, int hop);
-  // TorchServe's words for every failed download (DownloadArchiveException); the cause
-  // goes to the log.
-  Status Fail(StatusCode code, const std::string& why) const {
+  // TorchServe's words for every failed download (DownloadArchiveException): DownloadFailed;
+  // the cause goes to the log.
+  Status Fail(const std::string& why) const {
     spdlog::warn("Failed to download archive from {}: {}", req_.url, why);
-    return Status(code, std::string(kDownloadFailedPrefix) + req_.url);
+    return Status::DownloadFailed(std::string(kDownloadFailedPrefix) + req_.url);
   }
   Status TimedOut() const {
-    return Fail(StatusCode::kDeadlineExceeded,
-                "timed out after " + std::to_string(req_.timeout.count()) + " s");
+    return Fail("timed out after " + std::to_string(req_.timeout.count()) + " s");
   }
 
   const FetchRequest& req_;
@@ -678,43 +677,41 @@ StatusOr<std::string> Transfer::Hop(const std::string& current, int hop,
     return Status::InvalidArgument("Download from " + current + " refused: " + guard_.refused);
   }
   if (sink_.too_big || rc == CURLE_FILESIZE_EXCEEDED) {
-    return Status::InvalidArgument(failed_ + "the archive exceeds the maximum download size of " +
-                                   std::to_string(req_.max_bytes) + " bytes");
+    return Status::DownloadFailed(failed_ + "the archive exceeds the maximum download size of " +
+                                  std::to_string(req_.max_bytes) + " bytes");
   }
   if (sink_.write_errno != 0) return Status::Internal(tmp_->WriteError(sink_.write_errno));
   if (rc == CURLE_OPERATION_TIMEDOUT) return TimedOut();
   if (rc != CURLE_OK && !(rc == CURLE_WRITE_ERROR && sink_.not_success)) {
-    return Fail(StatusCode::kUnavailable, errbuf_[0] ? errbuf_ : curl_easy_strerror(rc));
+    return Fail(errbuf_[0] ? errbuf_ : curl_easy_strerror(rc));
   }
   long code = 0;
   curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &code);
   if (code >= 300 && code < 400) return RedirectTarget(current, code, hop);
   if (code < 200 || code >= 300) {
-    return Fail(StatusCode::kInvalidArgument, "HTTP status " + std::to_string(code) +
-                                                  (current == req_.url ? "" : " from " + current));
+    return Fail("HTTP status " + std::to_string(code) +
+                (current == req_.url ? "" : " from " + current));
   }
-  if (sink_.written == 0) return Fail(StatusCode::kInvalidArgument, "the server sent no content");
+  if (sink_.written == 0) return Fail("the server sent no content");
   return std::string();
 }
 
 StatusOr<std::string> Transfer::RedirectTarget(const std::string& current, long code, int hop) {
   if (sink_.not_success) {
-    return Status::InvalidArgument(failed_ + "the redirect from " + current + " has a body over " +
-                                   std::to_string(kMaxRedirectBody) + " bytes");
+    return Status::DownloadFailed(failed_ + "the redirect from " + current + " has a body over " +
+                                  std::to_string(kMaxRedirectBody) + " bytes");
   }
   char* location = nullptr;
   curl_easy_getinfo(easy_.get(), CURLINFO_REDIRECT_URL, &location);
   if (location == nullptr || location[0] == '\0') {
-    return Fail(StatusCode::kInvalidArgument,
-                "HTTP status " + std::to_string(code) + " from " + current + " without a Location");
+    return Fail("HTTP status " + std::to_string(code) + " from " + current + " without a Location");
   }
   std::string target = location;  // curl made it absolute; copy before the next perform
   if (hop == kMaxDownloadRedirects) {
-    return Fail(StatusCode::kInvalidArgument,
-                "more than " + std::to_string(kMaxDownloadRedirects) + " redirects");
+    return Fail("more than " + std::to_string(kMaxDownloadRedirects) + " redirects");
   }
   if (Status s = CheckHttpUrl(target); !s.ok()) {
-    return Status(s.code(), failed_ + "redirected to a refused URL: " + s.message());
+    return Status::DownloadFailed(failed_ + "redirected to a refused URL: " + s.message());
   }
   if (req_.policy == nullptr || !req_.policy->Allows(target)) {
     return Status::ModelNotFound(NotAllowed(target) + " (redirected from " + current + ")");
@@ -741,10 +738,6 @@ StatusOr<std::string> Download(const FetchRequest& req) {
 }
 
 }  // namespace
-
-bool IsDownloadFailure(const Status& status) {
-  return !status.ok() && std::string_view(status.message()).starts_with(kDownloadFailedPrefix);
-}
 
 bool IsDownloadUrl(std::string_view url) {
   std::optional<std::string> scheme = SchemeOf(url);

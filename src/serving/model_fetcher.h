@@ -90,9 +90,8 @@ struct FetchRequest {
 
 // How every failed download's message begins (TorchServe's DownloadArchiveException words):
 // "Failed to download archive from: <url>", and for tserve's own limits ": <which limit>".
+// Such a failure is a DownloadFailed status (Status::IsDownloadFailed).
 inline constexpr std::string_view kDownloadFailedPrefix = "Failed to download archive from: ";
-// True for a status FetchModelArchive returned for a failed download (see above).
-bool IsDownloadFailure(const Status& status);
 
 // True for http:// and https:// URLs (any case): the ones FetchModelArchive downloads, so
 // the caller knows the returned file is a copy it may delete when registration fails.
@@ -121,10 +120,10 @@ bool IsDownloadUrl(std::string_view url);
 // Plain paths and file:// paths with a ".." component, a NUL byte, or resolving outside the
 // store (symlinks included) are InvalidArgument; a missing file is NotFound.
 // Download errors: an existing <name> without overwrite → AlreadyExists "Model file already
-// exists <name>" (TorchServe's words); HTTP status >= 400 → InvalidArgument; over the cap →
-// InvalidArgument "...: the archive exceeds the maximum download size of N bytes"; timeout
-// → DeadlineExceeded; network failures → Unavailable; all of these read
-// "Failed to download archive from: <url>" (the cause is logged); local I/O → Internal. No message
+// exists <name>" (TorchServe's words); HTTP status >= 400, over the cap ("...: the archive
+// exceeds the maximum download size of N bytes"), a bad redirect, timeout and network failures
+// → DownloadFailed, all reading "Failed to download archive from: <url>" (the cause is
+// logged); local I/O → Internal. No message
 // names a path on this host other than the URL as given. Thread safety: reentrant; concurrent calls
 // for the same name never interleave bytes (the rename is atomic; without overwrite, the second
 // rename fails with AlreadyExists).

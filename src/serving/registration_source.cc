@@ -29,11 +29,11 @@ StatusOr<std::string> RegistrationSource::Fetch(const std::string& url,
   StatusOr<std::string> path = FetchModelArchive(req);
   if (path.ok()) return path;
   const Status& s = path.status();
-  // TorchServe's DownloadArchiveException, and its 500 for a file already in the store.
-  if (IsDownloadFailure(s)) return Status::DownloadFailed(s.message());
+  // TorchServe's 500 for a download whose file is already in the store.
   if (s.IsAlreadyExists()) return Status::Internal(s.message());
   // A URL allowed_urls refused (TorchServe's message, which names only the URL), and a
-  // download's other errors, as they are; what is not found is a model not found.
+  // download's other errors (DownloadFailed: TorchServe's DownloadArchiveException) as they
+  // are; what is not found is a model not found.
   if (s.IsModelNotFound() || IsDownloadUrl(url)) {
     if (s.code() == StatusCode::kNotFound) return Status::ModelNotFound(s.message());
     return path;

@@ -699,27 +699,27 @@ TEST_F(FetchDownloadTest, ExactlyTheCapIsAccepted) {
 }
 
 TEST_F(FetchDownloadTest, OversizeWithContentLengthLeavesNothing) {
-  ExpectRefused(Request("/big-length.mar"), StatusCode::kInvalidArgument,
+  ExpectRefused(Request("/big-length.mar"), StatusCode::kDownloadFailed,
                 "exceeds the maximum download size of 1000 bytes");
 }
 
 TEST_F(FetchDownloadTest, OversizeWithoutContentLengthLeavesNothing) {
-  ExpectRefused(Request("/big-close.mar"), StatusCode::kInvalidArgument,
+  ExpectRefused(Request("/big-close.mar"), StatusCode::kDownloadFailed,
                 "exceeds the maximum download size of 1000 bytes");
-  ExpectRefused(Request("/big-chunked.mar"), StatusCode::kInvalidArgument,
+  ExpectRefused(Request("/big-chunked.mar"), StatusCode::kDownloadFailed,
                 "exceeds the maximum download size of 1000 bytes");
 }
 
 TEST_F(FetchDownloadTest, HttpErrorsNameTheStatus) {
   // TorchServe's words (issue 8 #10); the cause (status, timeout, redirects) is logged.
-  ExpectRefused(Request("/missing.mar"), StatusCode::kInvalidArgument,
+  ExpectRefused(Request("/missing.mar"), StatusCode::kDownloadFailed,
                 "Failed to download archive from: ");
-  ExpectRefused(Request("/error.mar"), StatusCode::kInvalidArgument,
+  ExpectRefused(Request("/error.mar"), StatusCode::kDownloadFailed,
                 "Failed to download archive from: ");
 }
 
 TEST_F(FetchDownloadTest, EmptyBodyIsRefused) {
-  ExpectRefused(Request("/empty.mar"), StatusCode::kInvalidArgument,
+  ExpectRefused(Request("/empty.mar"), StatusCode::kDownloadFailed,
                 "Failed to download archive from: ");
 }
 
@@ -742,18 +742,18 @@ TEST_F(FetchDownloadTest, RedirectToAnotherSchemeIsRefused) {
   for (const char* path : {"/redirect-file.mar", "/redirect-ftp.mar", "/redirect-creds.mar"}) {
     FetchRequest r = Request(path);
     r.policy = &anything;
-    ExpectRefused(r, StatusCode::kInvalidArgument, "redirected to a refused URL");
+    ExpectRefused(r, StatusCode::kDownloadFailed, "redirected to a refused URL");
   }
   EXPECT_FALSE(server_.Saw("/small.mar"));
 }
 
 TEST_F(FetchDownloadTest, RedirectWithoutLocationIsRefused) {
-  ExpectRefused(Request("/redirect-none.mar"), StatusCode::kInvalidArgument,
+  ExpectRefused(Request("/redirect-none.mar"), StatusCode::kDownloadFailed,
                 "Failed to download archive from: ");
 }
 
 TEST_F(FetchDownloadTest, RedirectBodyIsDroppedButBounded) {
-  ExpectRefused(Request("/redirect-huge.mar"), StatusCode::kInvalidArgument,
+  ExpectRefused(Request("/redirect-huge.mar"), StatusCode::kDownloadFailed,
                 "has a body over 65536 bytes");
   EXPECT_FALSE(server_.Saw("/small.mar"));
 }
@@ -761,7 +761,7 @@ TEST_F(FetchDownloadTest, RedirectBodyIsDroppedButBounded) {
 TEST_F(FetchDownloadTest, AtMostThreeRedirects) {
   ExpectDownloaded(Request("/r2.mar"), "r2.mar", small_);  // r2 -> r3 -> r4 -> small: 3
   fs::remove(store_ / "r2.mar");
-  ExpectRefused(Request("/r1.mar"), StatusCode::kInvalidArgument,
+  ExpectRefused(Request("/r1.mar"), StatusCode::kDownloadFailed,
                 "Failed to download archive from: ");
   std::vector<std::string> seen = server_.requests();
   EXPECT_EQ(seen.back(), "/r4.mar");  // the fourth redirect was never followed
@@ -858,15 +858,15 @@ TEST_F(FetchDownloadTest, NonPositiveCapIsRefused) {
   ExpectRefused(r, StatusCode::kInvalidArgument, "maximum download size");
 }
 
-TEST_F(FetchDownloadTest, TimeoutIsDeadlineExceeded) {
+TEST_F(FetchDownloadTest, TimeoutIsDownloadFailed) {
   FetchRequest r = Request("/slow.mar");
   r.timeout = std::chrono::seconds(1);
   auto start = std::chrono::steady_clock::now();
-  ExpectRefused(r, StatusCode::kDeadlineExceeded, "Failed to download archive from: ");
+  ExpectRefused(r, StatusCode::kDownloadFailed, "Failed to download archive from: ");
   EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::milliseconds(2900));
 }
 
-TEST_F(FetchDownloadTest, ConnectionRefusedIsUnavailable) {
+TEST_F(FetchDownloadTest, ConnectionRefusedIsDownloadFailed) {
   int port;
   {
     LoopbackServer closed;  // bound, never started, then closed: nothing listens there
@@ -875,7 +875,7 @@ TEST_F(FetchDownloadTest, ConnectionRefusedIsUnavailable) {
   UrlPolicy anything = MakePolicy({".*"});
   FetchRequest r = Request("http://127.0.0.1:" + std::to_string(port) + "/small.mar");
   r.policy = &anything;
-  ExpectRefused(r, StatusCode::kUnavailable, "Failed to download archive from");
+  ExpectRefused(r, StatusCode::kDownloadFailed, "Failed to download archive from");
 }
 
 TEST_F(FetchDownloadTest, LoopbackIsRefusedWithoutOptInAndNeverContacted) {
