@@ -99,12 +99,12 @@ std::string AbsolutePath(const std::string& path) {
 // owned by us, readable by nobody else, that parses. nullopt otherwise.
 std::optional<KeySet> ReadTrustedKeyFile(const std::string& path) {
   // O_NOFOLLOW, then fstat on the descriptor: what is checked is what is read.
-  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+  ScopedFd file(open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK));
+  const int fd = file.get();
   if (fd < 0) return std::nullopt;
   struct stat st;
   if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_uid != geteuid() ||
       (st.st_mode & (S_IRWXG | S_IRWXO)) != 0 || st.st_size > kMaxKeyFileSize) {
-    close(fd);
     return std::nullopt;
   }
   std::string text;
@@ -116,7 +116,6 @@ std::optional<KeySet> ReadTrustedKeyFile(const std::string& path) {
     text.append(buf, static_cast<size_t>(r));
     if (text.size() > static_cast<size_t>(kMaxKeyFileSize)) break;
   }
-  close(fd);
   auto keys = ParseKeyFile(text);
   if (!keys.ok()) return std::nullopt;
   return std::move(keys).value();

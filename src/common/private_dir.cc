@@ -9,6 +9,8 @@
 #include <cstring>
 #include <utility>
 
+#include "common/file.h"
+
 namespace tserve {
 
 namespace {
@@ -66,7 +68,8 @@ Status EnsurePrivateDir(const std::string& path) {
 }
 
 StatusOr<std::string> ReadFileNoFollow(const std::string& path, size_t max_bytes) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+  ScopedFd file(::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK));
+  const int fd = file.get();
   if (fd < 0) {
     if (errno == ENOENT) return Status::NotFound(path + " does not exist");
     if (errno == ELOOP) return Status::FailedPrecondition(path + " is a symbolic link");
@@ -74,7 +77,6 @@ StatusOr<std::string> ReadFileNoFollow(const std::string& path, size_t max_bytes
   }
   struct stat st;
   if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    ::close(fd);
     return Status::FailedPrecondition(path + " is not a regular file");
   }
   std::string out(max_bytes, '\0');
@@ -85,7 +87,6 @@ StatusOr<std::string> ReadFileNoFollow(const std::string& path, size_t max_bytes
     if (n <= 0) break;
     got += static_cast<size_t>(n);
   }
-  ::close(fd);
   out.resize(got);
   return out;
 }
