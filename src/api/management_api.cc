@@ -354,14 +354,14 @@ void ManagementApi::Register(http::Request& request, http::Responder responder) 
         ErrorFromStatus(Status::Internal("model registration is not configured")));
   }
   // Fetching (a download) and loading (unzipping) are slow: on a registration thread.
-  auto shared = std::make_shared<http::Responder>(std::move(responder));
   auto name = p.Get("model_name").value_or("");
   // TorchServe's RegisterModelRequest: synchronous unless asked otherwise (its API document
   // says false; its code, which clients see, says true).
   const bool synchronous = sync->value_or(true);
-  Status queued = RunRegistration([this, shared, u = *url, name, o, workers, synchronous] {
+  RunRegistration(std::move(responder), [this, u = *url, name, o, workers,
+                                         synchronous](http::Responder r) mutable {
     auto path = options_.fetch(u, cancel_);
-    if (!path.ok()) return shared->Send(ErrorFromStatus(path.status()));
+    if (!path.ok()) return r.Send(ErrorFromStatus(path.status()));
     const bool downloaded = serving::IsDownloadUrl(u);
     serving::ModelManager::LoadOverrides overrides = o;
     // Deleted when the model is unregistered, as TorchServe deletes what it downloaded.
@@ -374,53 +374,59 @@ void ManagementApi::Register(http::Request& request, http::Responder responder) 
       // A download is this registration's own copy (never an existing file): a failed
       // registration leaves nothing behind, so a retry behaves as the first try.
       if (downloaded) ::unlink(path->c_str());
-      return shared->Send(ErrorFromStatus(LoadError(NameArchiveAsGiven(model.status(), *path, u))));
+      return r.Send(ErrorFromStatus(LoadError(NameArchiveAsGiven(model.status(), *path, u))));
     }
     const std::string head =
         "Model \"" + (*model)->name() + "\" Version: " + (*model)->version() + " registered with ";
     if (workers == 0) {
-      return shared->Send(JsonStatus(200, head + "0 initial workers. Use scale workers API to "
-                                                 "add workers for the model."));
+      return r.Send(JsonStatus(200, head + "0 initial workers. Use scale workers API to "
+                                           "add workers for the model."));
     }
-    if (!synchronous) return shared->Send(JsonStatus(202, "Processing worker updates..."));
-    auto m = *model;
-    // Answered once the workers are ready; when they cannot start, the registration is
-    // taken back whole (TorchServe unregisters it) before the 500.
-    auto fail = [this, shared, m](http::Response response) {
-      models_->DiscardAsync(m, [shared, response = std::move(response)]() mutable {
-        shared->Send(std::move(response));
-      });
-    };
-    // The callback answers every outcome, the refusal of a worker limit included.
+    if (!synchronous) return r.Send(JsonStatus(202, "Processing worker updates..."));
+    std::shared_ptr<serving::ModelVersion> m = *model;
+    // The callback answers every outcome, the refusal of a worker limit included. When the
+    // workers cannot start, the registration is taken back whole (TorchServe unregisters
+    // it) before the 500.
     (void)m->Scale(
         workers, std::max(workers, m->max_workers()), true,
-        [shared, head, m, workers, fail](const Status& status, int /*ready*/) {
-          if (status.IsUnavailable()) return shared->Send(ErrorFromStatus(status));
-          if (status.IsInvalidArgument()) return fail(ErrorFromStatus(status));  // a limit
-          if (!status.ok()) return fail(WorkersFailed(m->name(), m->version()));
-          shared->Send(JsonStatus(200, head + std::to_string(workers) + " initial workers"));
+        [this, r = std::move(r), head, m, workers](const Status& status, int /*ready*/) mutable {
+          if (status.IsUnavailable()) return r.Send(ErrorFromStatus(status));
+          if (status.ok()) {
+            return r.Send(JsonStatus(200, head + std::to_string(workers) + " initial workers"));
+          }
+          http::Response failed = status.IsInvalidArgument()
+                                      ? ErrorFromStatus(status)  // a worker limit
+                                      : WorkersFailed(m->name(), m->version());
+          models_->DiscardAsync(m, [r = std::move(r), failed = std::move(failed)]() mutable {
+            r.Send(std::move(failed));
+          });
         });
   });
-  if (!queued.ok()) shared->Send(ErrorFromStatus(queued));
 }
 
 ManagementApi::~ManagementApi() { Shutdown(); }
 
-Status ManagementApi::RunRegistration(std::function<void()> task) {
-  std::lock_guard<std::mutex> lock(reg_mu_);
-  if (reg_stop_) return Status::Unavailable("Registration refused: the server is shutting down");
-  if (reg_in_progress_ >= kMaxConcurrentRegistrations) {
-    return Status::ResourceExhausted("Too many registrations in progress: at most " +
-                                     std::to_string(kMaxConcurrentRegistrations) +
-                                     " run at once; retry when one has finished");
+void ManagementApi::RunRegistration(http::Responder responder, RegistrationTask task) {
+  Status refused;
+  {
+    std::lock_guard<std::mutex> lock(reg_mu_);
+    if (reg_stop_) {
+      refused = Status::Unavailable("Registration refused: the server is shutting down");
+    } else if (reg_in_progress_ >= kMaxConcurrentRegistrations) {
+      refused = Status::ResourceExhausted("Too many registrations in progress: at most " +
+                                          std::to_string(kMaxConcurrentRegistrations) +
+                                          " run at once; retry when one has finished");
+    } else {
+      reg_tasks_.push_back({std::move(responder), std::move(task)});
+      ++reg_in_progress_;
+      if (reg_threads_.size() < static_cast<size_t>(reg_in_progress_)) {
+        reg_threads_.emplace_back([this] { RegistrationLoop(); });
+      }
+    }
   }
-  reg_tasks_.push_back(std::move(task));
-  ++reg_in_progress_;
-  if (reg_threads_.size() < static_cast<size_t>(reg_in_progress_)) {
-    reg_threads_.emplace_back([this] { RegistrationLoop(); });
-  }
+  // Answered outside the lock: sending may run the transport's code.
+  if (!refused.ok()) return responder.Send(ErrorFromStatus(refused));
   reg_cv_.notify_one();
-  return Status::Ok();
 }
 
 void ManagementApi::RegistrationLoop() {
@@ -428,11 +434,11 @@ void ManagementApi::RegistrationLoop() {
   while (true) {
     reg_cv_.wait(lock, [this] { return reg_stop_ || !reg_tasks_.empty(); });
     if (reg_tasks_.empty()) return;  // stopping and nothing left
-    std::function<void()> task = std::move(reg_tasks_.front());
+    Registration next = std::move(reg_tasks_.front());
     reg_tasks_.pop_front();
     lock.unlock();
-    task();
-    task = nullptr;  // its Responder and captures go before the slot is free again
+    next.task(std::move(next.responder));
+    next.task = nullptr;  // its captures (a Responder moved on) go before the slot is free
     lock.lock();
     --reg_in_progress_;
   }

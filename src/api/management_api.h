@@ -9,6 +9,7 @@
 #include <thread>
 #include <vector>
 
+#include "common/move_only_function.h"
 #include "common/status.h"
 #include "http/router.h"
 #include "serving/model_manager.h"
@@ -65,18 +66,26 @@ class ManagementApi {
   void Register(http::Request& request, http::Responder responder);
   void Unregister(http::Request& request, http::Responder responder);
   void SetDefault(http::Request& request, http::Responder responder);
-  // Queues a registration for a registration thread; ResourceExhausted when
-  // kMaxConcurrentRegistrations are in progress, Unavailable after Shutdown.
-  Status RunRegistration(std::function<void()> task);
+  // A registration's slow part (fetch, load, workers): it owns the Responder and answers
+  // every outcome through it.
+  using RegistrationTask = MoveOnlyFunction<void(http::Responder responder)>;
+  // Runs `task` with `responder` on a registration thread. Refused, it answers the refusal
+  // itself through ErrorFromStatus and drops `task`: 503 (ResourceExhausted) when
+  // kMaxConcurrentRegistrations are in progress, 503 (Unavailable) after Shutdown.
+  void RunRegistration(http::Responder responder, RegistrationTask task);
   void RegistrationLoop();
 
   serving::ModelManager* models_;
   Options options_;
 
   std::atomic<bool> cancel_{false};  // set by Shutdown: downloads stop
+  struct Registration {
+    http::Responder responder;
+    RegistrationTask task;
+  };
   std::mutex reg_mu_;
   std::condition_variable reg_cv_;
-  std::deque<std::function<void()>> reg_tasks_;
+  std::deque<Registration> reg_tasks_;
   int reg_in_progress_ = 0;  // queued or running
   bool reg_stop_ = false;
   std::vector<std::thread> reg_threads_;  // started as needed, up to the cap

@@ -1,6 +1,6 @@
 // The inference API against a fake handler: what a TorchServe client sees for a
 // prediction (200 with the handler's bytes), the 404 kinds, the 503 of no worker, and which
-// multipart field becomes the payload.
+// multipart field becomes the payload. Then the management API's registration threads' limit.
 #include "api/inference_api.h"
 
 #include <gtest/gtest.h>
@@ -13,6 +13,7 @@
 #include <string>
 
 #include "api/errors.h"
+#include "api/management_api.h"
 #include "common/strings.h"
 #include "metrics/metrics_yaml.h"
 
@@ -97,6 +98,12 @@ class InferenceApiTest : public ::testing::Test {
 
   http::Response Call(http::Method method, std::string path, std::string body = "",
                       Headers headers = {}) {
+    return Start(method, std::move(path), std::move(body), std::move(headers)).get();
+  }
+  // Routes the request and returns its answer to come (answered later by another thread,
+  // or already).
+  std::future<http::Response> Start(http::Method method, std::string path, std::string body = "",
+                                    Headers headers = {}) {
     path_ = std::move(path);
     headers_ = std::move(headers);
     http::Request request;
@@ -111,7 +118,7 @@ class InferenceApiTest : public ::testing::Test {
     auto target = std::make_shared<FutureTarget>();
     auto answer = target->future();
     router_.Handle(request, http::Responder(target));
-    return answer.get();
+    return answer;
   }
   http::Response Post(std::string path, std::string body = "", Headers headers = {}) {
     return Call(http::Method::kPost, std::move(path), std::move(body), std::move(headers));
@@ -190,6 +197,65 @@ TEST_F(InferenceApiTest, PingIsHealthyOnlyWhenEveryModelHasItsMinimumReady) {
   http::Response r = Call(http::Method::kGet, "/ping");
   EXPECT_EQ(r.status, 200);
   EXPECT_NE(r.body.find("Healthy"), std::string::npos);
+}
+
+// The management API beside the inference API, over the same manager. Its fetcher blocks
+// each registration until release() (so tests can hold every registration thread), then
+// answers that the archive is not in the store.
+class ManagementApiTest : public InferenceApiTest {
+ protected:
+  void SetUp() override {
+    InferenceApiTest::SetUp();
+    ManagementApi::Options o;
+    o.enable_model_api = true;
+    o.fetch = [gate = gate_.get_future().share()](
+                  const std::string& url, const std::atomic<bool>&) -> StatusOr<std::string> {
+      gate.wait();
+      return Status::ModelNotFound("Model not found in model store: " + url);
+    };
+    mgmt_ = std::make_unique<ManagementApi>(manager_.get(), std::move(o));
+    mgmt_->RegisterRoutes(&router_);
+  }
+  void TearDown() override {
+    release();
+    mgmt_.reset();  // before the manager, as ManagementApi requires
+    InferenceApiTest::TearDown();
+  }
+  void release() {
+    if (!released_) gate_.set_value();
+    released_ = true;
+  }
+
+  std::promise<void> gate_;
+  bool released_ = false;
+  std::unique_ptr<ManagementApi> mgmt_;
+};
+
+TEST_F(ManagementApiTest, ARegistrationBeyondTheBusyRegistrationThreadsAnswers503) {
+  std::vector<std::future<http::Response>> held;
+  for (int i = 0; i < ManagementApi::kMaxConcurrentRegistrations; ++i) {
+    held.push_back(Start(http::Method::kPost, "/models?url=a" + std::to_string(i) + ".mar"));
+  }
+  http::Response refused = Call(http::Method::kPost, "/models?url=b.mar");
+  EXPECT_EQ(refused.status, 503);
+  EXPECT_EQ(refused.body,
+            "{\n  \"code\": 503,\n  \"type\": \"ServiceUnavailableException\",\n  "
+            "\"message\": \"Too many registrations in progress: at most 4 run at once; retry "
+            "when one has finished\"\n}\n");
+  release();
+  for (auto& answer : held) {
+    http::Response r = answer.get();
+    EXPECT_EQ(r.status, 404);
+    EXPECT_NE(r.body.find("ModelNotFoundException"), std::string::npos);
+  }
+}
+
+TEST_F(ManagementApiTest, ARegistrationAfterShutdownAnswers503) {
+  release();
+  mgmt_->Shutdown();
+  http::Response r = Call(http::Method::kPost, "/models?url=a.mar");
+  EXPECT_EQ(r.status, 503);
+  EXPECT_NE(r.body.find("the server is shutting down"), std::string::npos);
 }
 
 }  // namespace
