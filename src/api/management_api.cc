@@ -244,10 +244,8 @@ void ManagementApi::Describe(http::Request& request, http::Responder responder) 
   Json out = Json::array();
   if (version == "all") {
     auto versions = models_->Versions(name);
-    if (versions.empty()) {
-      return responder.Send(ErrorFromStatus(Status::ModelNotFound("Model not found: " + name)));
-    }
-    for (const auto& m : versions) out.push_back(DescribeModel(*m));
+    if (!versions.ok()) return responder.Send(ErrorFromStatus(versions.status()));
+    for (const auto& m : *versions) out.push_back(DescribeModel(*m));
   } else {
     auto m = models_->Find(name, version);
     if (!m.ok()) return responder.Send(ErrorFromStatus(m.status()));

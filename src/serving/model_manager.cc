@@ -10,6 +10,11 @@ namespace {
 // What the worker defaults are derived from.
 int Cores() { return static_cast<int>(std::max(1u, std::thread::hardware_concurrency())); }
 
+// TorchServe's words for a name no model has.
+Status NoSuchModel(std::string_view name) {
+  return Status::ModelNotFound("Model not found: " + std::string(name));
+}
+
 }  // namespace
 
 int ModelManager::DefaultMaxWorkersPerModel() { return std::max(16, 4 * Cores()); }
@@ -113,9 +118,7 @@ StatusOr<std::shared_ptr<ModelVersion>> ModelManager::Take(std::string_view name
   {
     WriterMutexLock lock(&mu_);
     auto it = models_.find(name);
-    if (it == models_.end()) {
-      return Status::ModelNotFound("Model not found: " + std::string(name));
-    }
+    if (it == models_.end()) return NoSuchModel(name);
     Entry& entry = it->second;
     const std::string v = version.empty() ? entry.default_version : std::string(version);
     auto vit = entry.versions.find(v);
@@ -152,7 +155,7 @@ void ModelManager::DiscardAsync(std::shared_ptr<ModelVersion> model,
 Status ModelManager::SetDefault(std::string_view name, std::string_view version) {
   WriterMutexLock lock(&mu_);
   auto it = models_.find(name);
-  if (it == models_.end()) return Status::ModelNotFound("Model not found: " + std::string(name));
+  if (it == models_.end()) return NoSuchModel(name);
   if (it->second.versions.count(std::string(version)) == 0) {
     return Status::VersionNotFound("Model version " + std::string(version) +
                                    " does not exist for model " + std::string(name));
@@ -161,11 +164,12 @@ Status ModelManager::SetDefault(std::string_view name, std::string_view version)
   return Status::Ok();
 }
 
-std::vector<std::shared_ptr<ModelVersion>> ModelManager::Versions(std::string_view name) const {
+StatusOr<std::vector<std::shared_ptr<ModelVersion>>> ModelManager::Versions(
+    std::string_view name) const {
   ReaderMutexLock lock(&mu_);
-  std::vector<std::shared_ptr<ModelVersion>> out;
   auto it = models_.find(name);
-  if (it == models_.end()) return out;
+  if (it == models_.end()) return NoSuchModel(name);
+  std::vector<std::shared_ptr<ModelVersion>> out;
   for (const auto& [v, model] : it->second.versions) out.push_back(model);
   return out;
 }
@@ -174,7 +178,7 @@ StatusOr<std::shared_ptr<ModelVersion>> ModelManager::Find(std::string_view name
                                                            std::string_view version) const {
   ReaderMutexLock lock(&mu_);
   auto it = models_.find(name);
-  if (it == models_.end()) return Status::ModelNotFound("Model not found: " + std::string(name));
+  if (it == models_.end()) return NoSuchModel(name);
   const Entry& entry = it->second;
   const std::string v = version.empty() ? entry.default_version : std::string(version);
   auto found = entry.versions.find(v);

@@ -75,8 +75,9 @@ class ModelManager {
   // ModelNotFound, or VersionNotFound "Model version V does not exist for model X"
   // (TorchServe's set-default words) for an unknown version.
   Status SetDefault(std::string_view name, std::string_view version);
-  // Every version of a model, sorted; empty when unknown.
-  std::vector<std::shared_ptr<ModelVersion>> Versions(std::string_view name) const;
+  // Every version of a model, sorted by version; ModelNotFound "Model not found: X" (as
+  // Find) when no version of it is registered.
+  StatusOr<std::vector<std::shared_ptr<ModelVersion>>> Versions(std::string_view name) const;
   // The version to route to; version "" means the model's default version.
   // ModelNotFound "Model not found: X", or VersionNotFound "Model version: V does not
   // exist for model: X" (TorchServe's words).

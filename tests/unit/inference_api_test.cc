@@ -1,6 +1,7 @@
 // The inference API against a fake handler: what a TorchServe client sees for a
 // prediction (200 with the handler's bytes), the 404 kinds, the 503 of no worker, and which
-// multipart field becomes the payload. Then the management API's registration threads' limit.
+// multipart field becomes the payload. Then the management API's describe-all of an unknown
+// model and its registration threads' limit.
 #include "api/inference_api.h"
 
 #include <gtest/gtest.h>
@@ -230,6 +231,18 @@ class ManagementApiTest : public InferenceApiTest {
   bool released_ = false;
   std::unique_ptr<ManagementApi> mgmt_;
 };
+
+TEST_F(ManagementApiTest, DescribingEveryVersionOfAnUnknownModelIsModelNotFound) {
+  AddModel("m", 0);
+  http::Response r = Call(http::Method::kGet, "/models/nope/all");
+  EXPECT_EQ(r.status, 404);
+  EXPECT_EQ(r.body,
+            "{\n  \"code\": 404,\n  \"type\": \"ModelNotFoundException\",\n  \"message\": "
+            "\"Model not found: nope\"\n}\n");
+  http::Response all = Call(http::Method::kGet, "/models/m/all");
+  EXPECT_EQ(all.status, 200);
+  EXPECT_NE(all.body.find("\"modelVersion\": \"1.0\""), std::string::npos);
+}
 
 TEST_F(ManagementApiTest, ARegistrationBeyondTheBusyRegistrationThreadsAnswers503) {
   std::vector<std::future<http::Response>> held;

@@ -213,7 +213,11 @@ TEST_F(ModelVersionTest, FindRoutesByNameAndVersionAndTheFirstVersionIsTheDefaul
   auto two = manager_->Find("m", "2.0");
   ASSERT_TRUE(two.ok());
   EXPECT_EQ((*two)->version(), "2.0");
-  EXPECT_EQ(manager_->Versions("m").size(), 2u);
+  auto versions = manager_->Versions("m");
+  ASSERT_TRUE(versions.ok());
+  ASSERT_EQ(versions->size(), 2u);
+  EXPECT_EQ((*versions)[0]->version(), "1.0");
+  EXPECT_EQ((*versions)[1]->version(), "2.0");
   ASSERT_EQ(manager_->List().size(), 1u);  // one entry per model: its default
   EXPECT_EQ(manager_->List()[0]->version(), "1.0");
 }
@@ -225,6 +229,10 @@ TEST_F(ModelVersionTest, UnknownModelAndUnknownVersionAreDifferentKinds) {
   ASSERT_FALSE(no_model.ok());
   EXPECT_TRUE(no_model.status().IsModelNotFound());
   EXPECT_EQ(no_model.status().message(), "Model not found: x");
+  auto no_versions = manager_->Versions("x");
+  ASSERT_FALSE(no_versions.ok());
+  EXPECT_TRUE(no_versions.status().IsModelNotFound());
+  EXPECT_EQ(no_versions.status().message(), "Model not found: x");
   auto no_version = manager_->Find("m", "3.0");
   ASSERT_FALSE(no_version.ok());
   EXPECT_TRUE(no_version.status().IsVersionNotFound());
