@@ -13,8 +13,8 @@
 namespace tserve::sysmetrics {
 namespace {
 
-// The first CPU figure's window: long enough to mean something, short enough not to delay
-// startup noticeably.
+// The first CPU window the sampler thread measures (after Start's since-boot figure): long
+// enough to mean something, short enough that a real figure replaces the since-boot one soon.
 constexpr std::chrono::milliseconds kFirstCpuWindow{100};
 // A floor on the period so that a zero interval cannot spin the thread.
 constexpr std::chrono::milliseconds kMinInterval{10};
@@ -35,15 +35,10 @@ void SystemSampler::Start() {
     } else {
       gpu_unavailable_reason_ = "GPU sampling disabled";
     }
-    if (!last_cpu_) {
-      StatusOr<std::string> text = ReadFile(options_.proc_root + "/stat");
-      if (text.ok()) {
-        StatusOr<CpuTimes> cpu = ParseProcStat(*text);
-        if (cpu.ok()) last_cpu_ = *cpu;
-      }
-    }
   }
-  std::this_thread::sleep_for(kFirstCpuWindow);
+  // Published at once, never waited for (ready ≤ 100 ms, issue 9 §3): the CPU figure of this
+  // first sample is the average since boot (there is no earlier reading to take a window
+  // from); the sampler thread publishes the first real window kFirstCpuWindow later.
   publish_(SampleOnce());
   thread_ = std::thread(&SystemSampler::Run, this);
 }
@@ -60,7 +55,8 @@ void SystemSampler::Stop() {
 void SystemSampler::Run() {
   const auto interval = std::max(options_.interval, kMinInterval);
   // Deadlines, not sleeps, so the period does not drift by the time a sample takes.
-  auto next = std::chrono::steady_clock::now() + interval;
+  auto next = std::chrono::steady_clock::now() +
+              std::min<std::chrono::steady_clock::duration>(interval, kFirstCpuWindow);
   MutexLock lock(&stop_mu_);
   while (!stop_cv_.WaitUntil(&stop_mu_, next, [this]() REQUIRES(stop_mu_) { return stop_; })) {
     lock.Unlock();
@@ -79,7 +75,8 @@ SystemSample SystemSampler::SampleOnce() {
   StatusOr<std::string> stat = ReadFile(options_.proc_root + "/stat");
   StatusOr<CpuTimes> cpu = stat.ok() ? ParseProcStat(*stat) : StatusOr<CpuTimes>(stat.status());
   if (cpu.ok()) {
-    if (last_cpu_) sample.cpu_percent = CpuUtilizationPercent(*last_cpu_, *cpu);
+    // The first sample's baseline is all zeros: the average since boot.
+    sample.cpu_percent = CpuUtilizationPercent(last_cpu_.value_or(CpuTimes{}), *cpu);
     last_cpu_ = *cpu;
   } else {
     sample.errors.push_back(cpu.status().message());

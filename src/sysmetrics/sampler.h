@@ -30,9 +30,10 @@ struct SystemSample {
 // metrics registry: the caller's publish callback sets the gauges.
 //
 // Lifecycle: construct, Start() once, Stop() (or destroy). Start() samples and publishes
-// once on the calling thread before it returns (so the gauges have values before the
-// first scrape; this costs ~100 ms, the CPU window of the first figure), then publishes
-// every `interval` from the sampler thread.
+// once on the calling thread before it returns, without waiting (so the gauges have values
+// before the first scrape; that first CPU figure is the average since boot), then publishes
+// from the sampler thread: once after a 100 ms window (a real CPU figure soon after start),
+// then every `interval`.
 // Thread safety: Start/Stop/the destructor from one owning thread. `publish` runs on one
 // thread at a time (the caller's in Start, then the sampler thread), never concurrently
 // with itself. SampleOnce() may be called from any thread; it is serialised with the

@@ -343,7 +343,9 @@ TEST(SystemSamplerTest, SampleOnceReadsTheFixtureFolder) {
   SystemSampler sampler(FixtureOptions(kProcDir), [](const SystemSample&) {});
   SystemSample first = sampler.SampleOnce();
   EXPECT_TRUE(first.errors.empty()) << first.errors.front();
-  EXPECT_FALSE(first.cpu_percent.has_value());  // one reading is not a rate
+  // With no earlier reading, the first CPU figure is the average since boot.
+  ASSERT_TRUE(first.cpu_percent.has_value());
+  EXPECT_DOUBLE_EQ(*first.cpu_percent, 22.4);
   ASSERT_TRUE(first.memory.has_value());
   EXPECT_DOUBLE_EQ(first.memory->used_mb, 5857.9140625);
   EXPECT_DOUBLE_EQ(first.memory->available_mb, 9642.0078125);
@@ -365,7 +367,7 @@ TEST(SystemSamplerTest, CpuPercentComesFromConsecutiveReadings) {
   dir.Write("meminfo", Fixture("meminfo"));
   dir.Write("stat", Fixture("stat"));
   SystemSampler sampler(FixtureOptions(dir.path()), [](const SystemSample&) {});
-  EXPECT_FALSE(sampler.SampleOnce().cpu_percent.has_value());
+  EXPECT_EQ(sampler.SampleOnce().cpu_percent, 22.4);  // since boot
   dir.Write("stat", Fixture("stat_later"));
   SystemSample later = sampler.SampleOnce();
   ASSERT_TRUE(later.cpu_percent.has_value());
