@@ -644,7 +644,7 @@ int Serve(const CliArgs& cli) {
   }
   app.Start();
   // Never through a symbolic link planted at pid_path (issue 7 #12).
-  if (Status w = WriteFileReplacing(pid_path, std::to_string(getpid()) + "\n", 0644); !w.ok()) {
+  if (Status w = WriteFileAtomically(pid_path, std::to_string(getpid()) + "\n", 0644); !w.ok()) {
     spdlog::error("No pid file, so tserve --stop cannot find this server: {}", w.message());
   }
   spdlog::info("tserve is ready (pid {})", getpid());

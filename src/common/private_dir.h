@@ -31,12 +31,6 @@ Status CheckPrivateDir(const std::string& path);
 // exist. A directory someone else made in the meantime is checked like any other.
 Status EnsurePrivateDir(const std::string& path);
 
-// The same as WriteFileAtomically (common/file.h), under its former name; kept until the
-// last caller (main.cc's pid file) calls WriteFileAtomically itself.
-inline Status WriteFileReplacing(const std::string& path, std::string_view contents, mode_t mode) {
-  return WriteFileAtomically(path, contents, mode);
-}
-
 // Reads a small regular file without following a symbolic link at `path`. NotFound when
 // missing; FailedPrecondition for a link or a non-regular file; at most `max_bytes` read.
 StatusOr<std::string> ReadFileNoFollow(const std::string& path, size_t max_bytes = 4096);

@@ -122,13 +122,13 @@ TEST(PrivateDirTest, OwnedBySomeoneElseIsRefused) {
       << s.message();
 }
 
-// ---- WriteFileReplacing / ReadFileNoFollow ----
+// ---- WriteFileAtomically (the pid file) / ReadFileNoFollow ----
 
-TEST(PrivateDirTest, WriteFileReplacingReplacesASymlinkNotItsTarget) {
+TEST(PrivateDirTest, WriteFileAtomicallyReplacesASymlinkNotItsTarget) {
   TempDir tmp;
   WriteFile(tmp / "victim", "precious\n");
   fs::create_symlink(tmp / "victim", tmp / "pid");
-  ASSERT_TRUE(WriteFileReplacing(tmp / "pid", "123\n", 0644).ok());
+  ASSERT_TRUE(WriteFileAtomically(tmp / "pid", "123\n", 0644).ok());
   EXPECT_EQ(ReadFile(tmp / "victim"), "precious\n");
   EXPECT_FALSE(fs::is_symlink(tmp / "pid"));
   EXPECT_EQ(ReadFile(tmp / "pid"), "123\n");
@@ -137,12 +137,12 @@ TEST(PrivateDirTest, WriteFileReplacingReplacesASymlinkNotItsTarget) {
   EXPECT_EQ(std::distance(fs::directory_iterator(tmp.path()), fs::directory_iterator()), 2);
 }
 
-TEST(PrivateDirTest, WriteFileReplacingReplacesAnOldFile) {
+TEST(PrivateDirTest, WriteFileAtomicallyReplacesAnOldFile) {
   TempDir tmp;
   WriteFile(tmp / "pid", "old contents that are longer\n");
-  ASSERT_TRUE(WriteFileReplacing(tmp / "pid", "9\n", 0600).ok());
+  ASSERT_TRUE(WriteFileAtomically(tmp / "pid", "9\n", 0600).ok());
   EXPECT_EQ(ReadFile(tmp / "pid"), "9\n");
-  EXPECT_TRUE(WriteFileReplacing(tmp / "nodir/pid", "9\n", 0600).code() == StatusCode::kInternal);
+  EXPECT_TRUE(WriteFileAtomically(tmp / "nodir/pid", "9\n", 0600).code() == StatusCode::kInternal);
 }
 
 TEST(PrivateDirTest, ReadFileNoFollowRefusesSymlinks) {
