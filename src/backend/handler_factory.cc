@@ -216,6 +216,18 @@ StatusOr<TserveBackendCreateFn> HandlerFactory::LoadBackend(Backend* backend,
   return create;
 }
 
+Status HandlerFactory::Prepare(const std::string& handler) const {
+  std::shared_ptr<Backend> backend;
+  {
+    MutexLock lock(&mu_);
+    if (builtins_.count(handler) != 0) return Status::Ok();
+    if (auto b = backend_of_.find(handler); b != backend_of_.end()) backend = b->second;
+  }
+  if (backend == nullptr) return Status::Ok();
+  StatusOr<TserveBackendCreateFn> create = LoadBackend(backend.get(), handler);
+  return create.ok() ? Status::Ok() : create.status();
+}
+
 StatusOr<std::unique_ptr<Handler>> HandlerFactory::Create(const std::string& handler,
                                                           const std::string& model_dir) const {
   Maker maker;

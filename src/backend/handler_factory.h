@@ -62,6 +62,12 @@ class HandlerFactory {
   std::vector<std::string> BuiltinNames() const EXCLUDES(mu_);
   bool IsBuiltin(const std::string& name) const EXCLUDES(mu_);
 
+  // Loads the backend module that provides `handler` if it is one of a backend's and is not
+  // loaded yet, so that a model needing a missing module fails its registration with the
+  // reason (FailedPrecondition naming the module and where it was looked for) rather than
+  // with workers that cannot start. Ok for every other handler (checked by Create).
+  Status Prepare(const std::string& handler) const EXCLUDES(mu_);
+
   // Errors name the handler and the cause: unknown built-in (listing the known ones), a
   // backend module that is not installed (naming it and the directories searched) or cannot
   // be loaded (dlopen's message), a plugin path outside model_dir, dlopen's message, a

@@ -512,6 +512,34 @@ TEST(HandlerFactoryBackendTest, MissingModuleIsAClearErrorAndOthersStillWork) {
   EXPECT_TRUE(f.Create("noop", "").ok());
 }
 
+TEST(HandlerFactoryBackendTest, PrepareLoadsTheModuleOrSaysWhyNot) {
+  HandlerFactory f;
+  RegisterNoopHandler(&f);
+  LogLines log;
+  f.SetLogger(log.Logger());
+  f.RegisterBackend(FakeBackend());
+  EXPECT_TRUE(f.Prepare("noop").ok());          // not a backend's: nothing to do
+  EXPECT_TRUE(f.Prepare("libplugin.so").ok());  // plugins are checked by Create
+  EXPECT_TRUE(log.lines.empty());
+  ASSERT_TRUE(f.Prepare("fake_echo").ok());
+  ASSERT_EQ(log.lines.size(), 1u);  // loaded now, once
+  ASSERT_TRUE(f.Create("fake_echo", "").ok());
+  EXPECT_EQ(log.lines.size(), 1u);
+
+  TempDir dir;
+  HandlerFactory missing;
+  BackendSpec spec = FakeBackend();
+  spec.library = "libtserve_missing.so";
+  spec.search_dirs = {dir.str()};
+  missing.RegisterBackend(spec);
+  Status s = missing.Prepare("fake_null");
+  EXPECT_EQ(s.code(), StatusCode::kFailedPrecondition);
+  EXPECT_EQ(s.message(),
+            "handler \"fake_null\" needs the fake backend (libtserve_missing.so), which is not "
+            "installed: looked in " +
+                dir.str());
+}
+
 TEST(HandlerFactoryBackendTest, ModuleThatCannotLoadGivesDlerror) {
   TempDir dir;
   WriteFile(dir.path() / "libtserve_fake.so", "not an ELF file");
