@@ -154,9 +154,9 @@ Json DescribeModel(const serving::ModelVersion& version) {
   j["runtime"] = m.runtime;
   j["minWorkers"] = m.min_workers;
   j["maxWorkers"] = m.max_workers;
-  j["batchSize"] = m.batch_size;
-  j["maxBatchDelay"] = m.max_batch_delay_ms;
-  j["responseTimeout"] = m.response_timeout_s;
+  j["batchSize"] = m.settings.batch_size;
+  j["maxBatchDelay"] = m.settings.max_batch_delay_ms;
+  j["responseTimeout"] = m.settings.response_timeout_s;
   j["loadedAtStartup"] = m.loaded_at_startup;
   j["workers"] = Json::array();
   for (const auto& w : m.workers) {
@@ -479,51 +479,64 @@ void ManagementApi::SetDefault(http::Request& request, http::Responder responder
                                      "\" to \"" + version + "\""));
 }
 
+namespace {
+
+// Each listener's operations, one a line: "<method> <path> <operationId> <description>",
+// under a line naming the listener ("<listener>:"), in the order the description lists them.
+constexpr std::string_view kOperations = R"(inference:
+get /ping ping Health of the server and its models.
+post /predictions/{model_name} predictions Predict with a model.
+post /predictions/{model_name}/{model_version} version_predictions Predict with a version of a model.
+options /predictions/{model_name} predictionsApi The model's OpenAPI description.
+post /invocations invocations Predict with the model named by model_name (query, header or form).
+get /api-description apiDescription This description (deprecated).
+management:
+get /models listModels List registered models (paginated).
+post /models registerModel Register a model from a URL.
+get /models/{model_name} describeModel Describe a model.
+put /models/{model_name} setAutoScale Scale a model's workers.
+delete /models/{model_name} unregisterModel Unregister a model.
+get /models/{model_name}/{model_version} describeModelVersion Describe a model version (or all).
+put /models/{model_name}/{model_version} setAutoScaleVersion Scale a model version's workers.
+delete /models/{model_name}/{model_version} unregisterModelVersion Unregister a model version.
+put /models/{model_name}/{model_version}/set-default setDefault Make a version the model's default.
+options /models/{model_name} modelManagementApi The model's management OpenAPI description.
+get /api-description apiDescription This description (deprecated).
+metrics:
+get /metrics metrics Metrics in the Prometheus text format; filter with name[].)";
+
+}  // namespace
+
 std::string OpenApiDescription(const std::string& listener) {
   Json j;
   j["openapi"] = "3.0.1";
   j["info"] = {{"title", "tserve " + listener + " API"},
                {"description", "TorchServe-compatible " + listener + " API served by tserve"},
                {"version", "0.12.0"}};
+  // A listener other than inference and management is the metrics one.
+  const std::string_view of = listener == "inference" || listener == "management"
+                                  ? std::string_view(listener)
+                                  : std::string_view("metrics");
   Json paths = Json::object();
-  auto op = [](const std::string& id, const std::string& desc) {
+  std::string_view section;
+  for (std::string_view line : SplitString(kOperations, '\n')) {
+    if (line.back() == ':') {
+      section = line.substr(0, line.size() - 1);
+      continue;
+    }
+    if (section != of) continue;
+    // Three words, then the description.
+    std::string_view word[3];
+    for (std::string_view& w : word) {
+      const size_t space = line.find(' ');
+      w = line.substr(0, space);
+      line.remove_prefix(space + 1);
+    }
     Json o;
-    o["operationId"] = id;
-    o["description"] = desc;
+    o["operationId"] = word[2];
+    o["description"] = line;
     o["responses"] = {{"200", {{"description", "OK"}}}};
-    return o;
-  };
-  if (listener == "inference") {
-    paths["/ping"]["get"] = op("ping", "Health of the server and its models.");
-    paths["/predictions/{model_name}"]["post"] = op("predictions", "Predict with a model.");
-    paths["/predictions/{model_name}/{model_version}"]["post"] =
-        op("version_predictions", "Predict with a version of a model.");
-    paths["/predictions/{model_name}"]["options"] =
-        op("predictionsApi", "The model's OpenAPI description.");
-    paths["/invocations"]["post"] =
-        op("invocations", "Predict with the model named by model_name (query, header or form).");
-    paths["/api-description"]["get"] = op("apiDescription", "This description (deprecated).");
-  } else if (listener == "management") {
-    paths["/models"]["get"] = op("listModels", "List registered models (paginated).");
-    paths["/models"]["post"] = op("registerModel", "Register a model from a URL.");
-    paths["/models/{model_name}"]["get"] = op("describeModel", "Describe a model.");
-    paths["/models/{model_name}"]["put"] = op("setAutoScale", "Scale a model's workers.");
-    paths["/models/{model_name}"]["delete"] = op("unregisterModel", "Unregister a model.");
-    paths["/models/{model_name}/{model_version}"]["get"] =
-        op("describeModelVersion", "Describe a model version (or all).");
-    paths["/models/{model_name}/{model_version}"]["put"] =
-        op("setAutoScaleVersion", "Scale a model version's workers.");
-    paths["/models/{model_name}/{model_version}"]["delete"] =
-        op("unregisterModelVersion", "Unregister a model version.");
-    paths["/models/{model_name}/{model_version}/set-default"]["put"] =
-        op("setDefault", "Make a version the model's default.");
-    paths["/models/{model_name}"]["options"] =
-        op("modelManagementApi", "The model's management OpenAPI description.");
-    paths["/api-description"]["get"] = op("apiDescription", "This description (deprecated).");
-  } else {
-    paths["/metrics"]["get"] = op("metrics",
-                                  "Metrics in the Prometheus text format; "
-                                  "filter with name[].");
+    paths[std::string(word[1])][std::string(word[0])] = std::move(o);
   }
   j["paths"] = std::move(paths);
   return j.dump(2);

@@ -20,25 +20,16 @@ Status NoSuchModel(std::string_view name) {
 int ModelManager::DefaultMaxWorkersPerModel() { return std::max(16, 4 * Cores()); }
 int ModelManager::DefaultMaxWorkersTotal() { return 4 * DefaultMaxWorkersPerModel(); }
 
-ModelManager::ModelManager(Options options, const backend::HandlerFactory* factory,
+ModelManager::ModelManager(const Options& options, const backend::HandlerFactory* factory,
                            metrics::Registry* registry)
-    : options_(std::move(options)),
-      budget_(options_.max_workers_total > 0 ? options_.max_workers_total
-                                             : DefaultMaxWorkersTotal()),
+    : defaults_(options),
+      budget_(options.max_workers_total > 0 ? options.max_workers_total : DefaultMaxWorkersTotal()),
       control_([this](Clock::time_point now) {
         for (auto& v : All()) v->ExpireOverdue(now);
       }) {
-  defaults_.extract_root = options_.extract_root;
-  defaults_.hostname = options_.hostname;
-  defaults_.default_workers = options_.default_workers;
-  defaults_.job_queue_size = options_.job_queue_size;
-  defaults_.default_response_timeout_s = options_.default_response_timeout_s;
-  defaults_.default_startup_timeout_s = options_.default_startup_timeout_s;
-  defaults_.intra_op_threads = options_.intra_op_threads;
-  defaults_.max_response_size = options_.max_response_size;
-  defaults_.max_workers_per_model = options_.max_workers_per_model > 0
-                                        ? options_.max_workers_per_model
-                                        : DefaultMaxWorkersPerModel();
+  if (defaults_.max_workers_per_model <= 0) {
+    defaults_.max_workers_per_model = DefaultMaxWorkersPerModel();
+  }
   services_.factory = factory;
   services_.registry = registry;
   services_.control = &control_;

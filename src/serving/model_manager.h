@@ -28,25 +28,19 @@ namespace tserve::serving {
 // Thread safety: all public methods are safe to call concurrently; Find takes a shared lock.
 class ModelManager {
  public:
-  struct Options {
+  // What every version is loaded with (VersionDefaults: extract_root, hostname,
+  // default_workers, job_queue_size, timeouts, intra_op_threads, max_response_size,
+  // max_workers_per_model), and the manager's own settings.
+  struct Options : VersionDefaults {
     std::string model_store;
-    std::string extract_root;  // where .mar archives are unpacked
-    std::string hostname;
-    int default_workers = 1;  // when model-config.yaml names no minWorkers
-    size_t job_queue_size = 100;
-    int default_response_timeout_s = 120;
-    int default_startup_timeout_s = 120;  // TorchServe's default_startup_timeout
-    int intra_op_threads = 1;
-    size_t max_response_size = 0;  // bytes; 0: no limit (PoolOptions::max_response_size)
-    // Worker ceilings (each worker is a thread with its own handler): per model version
-    // and over all models. 0: DefaultMaxWorkersPerModel() / DefaultMaxWorkersTotal().
-    int max_workers_per_model = 0;
+    // Worker ceiling over all models (each worker is a thread with its own handler).
+    // 0: DefaultMaxWorkersTotal().
     int max_workers_total = 0;
   };
   // max(16, 4 × cores), and 4 × that.
   static int DefaultMaxWorkersPerModel();
   static int DefaultMaxWorkersTotal();
-  ModelManager(Options options, const backend::HandlerFactory* factory,
+  ModelManager(const Options& options, const backend::HandlerFactory* factory,
                metrics::Registry* registry);
   ~ModelManager();
 
@@ -104,8 +98,7 @@ class ModelManager {
   // Removes exactly `model` from the table; false when it was not there.
   bool Remove(const ModelVersion& model) EXCLUDES(mu_);
 
-  const Options options_;
-  VersionDefaults defaults_;
+  VersionDefaults defaults_;  // Options' part, max_workers_per_model resolved
   WorkerBudget budget_;
   std::atomic<int> next_port_{9000};
   VersionServices services_;

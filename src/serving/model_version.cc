@@ -66,12 +66,12 @@ StatusOr<std::shared_ptr<ModelVersion>> ModelVersion::Load(
   }
   v->min_workers_ = min_workers;
   v->max_workers_ = max_workers;
-  v->batch_size_ = overrides.batch_size.value_or(config.batch_size.value_or(1));
-  v->max_batch_delay_ms_ =
+  v->settings_.batch_size = overrides.batch_size.value_or(config.batch_size.value_or(1));
+  v->settings_.max_batch_delay_ms =
       overrides.max_batch_delay_ms.value_or(config.max_batch_delay_ms.value_or(100));
-  v->response_timeout_s_ = overrides.response_timeout_s.value_or(
+  v->settings_.response_timeout_s = overrides.response_timeout_s.value_or(
       config.response_timeout_s.value_or(defaults.default_response_timeout_s));
-  v->startup_timeout_s_ = overrides.startup_timeout_s.value_or(
+  v->settings_.startup_timeout_s = overrides.startup_timeout_s.value_or(
       config.startup_timeout_s.value_or(defaults.default_startup_timeout_s));
   v->downloaded_archive_ = overrides.downloaded_archive;
   v->loaded_at_startup_ = at_startup;
@@ -95,8 +95,8 @@ StatusOr<std::shared_ptr<ModelVersion>> ModelVersion::Load(
   po.serialized_file =
       manifest.serialized_file.empty() ? "" : v->archive_.dir + "/" + manifest.serialized_file;
   po.config = config.scalars;
-  po.batch_size = v->batch_size_;
-  po.max_batch_delay = std::chrono::milliseconds(v->max_batch_delay_ms_);
+  po.batch_size = v->settings_.batch_size;
+  po.max_batch_delay = std::chrono::milliseconds(v->settings_.max_batch_delay_ms);
   po.queue_capacity = defaults.job_queue_size;
   po.intra_op_threads = defaults.intra_op_threads;
   po.hostname = defaults.hostname;
@@ -143,7 +143,7 @@ Status ModelVersion::StartWorkers() {
   }
   started_ = true;
   spdlog::info("Model {} version {} registered from {} (handler {}, batch size {}, {} worker{})",
-               name_, version_, url_, archive_.manifest.handler, batch_size_, target,
+               name_, version_, url_, archive_.manifest.handler, settings_.batch_size, target,
                target == 1 ? "" : "s");
   return Status::Ok();
 }
@@ -154,10 +154,10 @@ SubmitResult ModelVersion::Submit(Payload payload, ResponseSink sink) {
       payload.explicit_version ? metrics_.by_explicit : metrics_.by_default;
   labelled.requests->Inc();
   const auto arrival = Clock::now();
-  auto job =
-      std::make_shared<Job>(std::move(payload.request_id), std::move(payload.body),
-                            std::move(payload.content_type), payload.explicit_version, arrival,
-                            arrival + std::chrono::seconds(response_timeout_s_), std::move(sink));
+  auto job = std::make_shared<Job>(
+      std::move(payload.request_id), std::move(payload.body), std::move(payload.content_type),
+      payload.explicit_version, arrival,
+      arrival + std::chrono::seconds(settings_.response_timeout_s), std::move(sink));
   const SubmitResult result = pool_->Submit(job);
   if (result != SubmitResult::kAccepted) {
     // Both refusals read as TorchServe's: a full queue too is "no worker" to its clients.
@@ -219,7 +219,7 @@ void ModelVersion::ApplyScale(int min_workers, int max_workers, int target, bool
   if (wait_ready && status.ok() && done) {
     // Until every worker is ready, or one has failed to load, or startup_timeout_s: the
     // reaper watches, so the control thread goes on with other changes.
-    const auto until = Clock::now() + std::chrono::seconds(startup_timeout_s_);
+    const auto until = Clock::now() + std::chrono::seconds(settings_.startup_timeout_s);
     services_.control->Watch([self = shared_from_this(), target, until, done = std::move(done)](
                                  Clock::time_point now, bool stopping) mutable {
       const WorkerPool& pool = *self->pool_;
@@ -232,9 +232,9 @@ void ModelVersion::ApplyScale(int min_workers, int max_workers, int target, bool
       } else if (pool.all_settled() || now >= until) {
         result = Status::Internal(
             "workers not ready: " + std::to_string(ready) + " of " + std::to_string(target) +
-            (pool.all_settled()
-                 ? " (the others failed to load)"
-                 : " within startup_timeout " + std::to_string(self->startup_timeout_s_) + " s"));
+            (pool.all_settled() ? " (the others failed to load)"
+                                : " within startup_timeout " +
+                                      std::to_string(self->settings_.startup_timeout_s) + " s"));
       } else {
         return false;
       }
@@ -267,7 +267,8 @@ void ModelVersion::ReleaseReservation() {
 void ModelVersion::Unload(MoveOnlyFunction<void()> done) {
   services_.control->Post([self = shared_from_this(), done = std::move(done)]() mutable {
     // No new request reaches it now; let the queued ones finish, then stop the workers.
-    self->pool_->WaitDrained(Clock::now() + std::chrono::seconds(self->response_timeout_s_));
+    self->pool_->WaitDrained(Clock::now() +
+                             std::chrono::seconds(self->settings_.response_timeout_s));
     self->pool_->Shutdown();
     self->ReleaseReservation();
     self->RemoveFiles();
@@ -306,9 +307,7 @@ ModelDescription ModelVersion::Describe() const {
   d.runtime = archive_.manifest.runtime.empty() ? "python" : archive_.manifest.runtime;
   d.min_workers = min_workers_.load();
   d.max_workers = max_workers_.load();
-  d.batch_size = batch_size_;
-  d.max_batch_delay_ms = max_batch_delay_ms_;
-  d.response_timeout_s = response_timeout_s_;
+  d.settings = settings_;
   d.loaded_at_startup = loaded_at_startup_;
   d.workers = pool_->Workers();
   d.queue_depth = pool_->queue_depth();

@@ -56,7 +56,9 @@ struct VersionDefaults {
   int default_startup_timeout_s = 120;
   int intra_op_threads = 1;
   size_t max_response_size = 0;  // bytes; 0: no limit
-  int max_workers_per_model = 16;
+  // Over this, a scale or registration is refused. 0: ModelManager::DefaultMaxWorkersPerModel()
+  // (the manager resolves it; ModelVersion::Load needs it resolved).
+  int max_workers_per_model = 0;
 };
 
 // What the versions share; owned by the ModelManager, outliving every version.
@@ -68,6 +70,15 @@ struct VersionServices {
   std::function<int()> next_worker_port;  // TorchServe-style worker numbers, 9000 and up
 };
 
+// A version's settings fixed at load: a registration's overrides, else model-config.yaml,
+// else the server's defaults.
+struct VersionSettings {
+  int batch_size = 1;
+  int max_batch_delay_ms = 100;
+  int response_timeout_s = 120;
+  int startup_timeout_s = 120;  // how long a synchronous scale waits for readiness
+};
+
 // Everything the management API's describe shows of one version. Plain data.
 struct ModelDescription {
   std::string name;
@@ -76,9 +87,7 @@ struct ModelDescription {
   std::string runtime;
   int min_workers = 0;
   int max_workers = 0;
-  int batch_size = 1;
-  int max_batch_delay_ms = 0;
-  int response_timeout_s = 0;
+  VersionSettings settings;
   bool loaded_at_startup = false;
   std::vector<WorkerPool::WorkerInfo> workers;
   size_t queue_depth = 0;
@@ -194,10 +203,7 @@ class ModelVersion : public std::enable_shared_from_this<ModelVersion> {
   ModelArchive archive_;
   std::string downloaded_archive_;  // see LoadOverrides::downloaded_archive
   bool loaded_at_startup_ = false;
-  int batch_size_ = 1;
-  int max_batch_delay_ms_ = 100;
-  int response_timeout_s_ = 120;
-  int startup_timeout_s_ = 120;  // how long a synchronous scale waits for readiness
+  VersionSettings settings_;
   int max_workers_per_model_ = 16;
   std::atomic<int> min_workers_{1};  // changed by scaling (control thread)
   std::atomic<int> max_workers_{1};

@@ -394,16 +394,8 @@ std::unique_ptr<Handler> WorkerPool::LoadHandler(Worker* w) {
                   handler.status().message());
     return nullptr;
   }
-  ModelContext ctx;
-  ctx.model_name = options_.model_name;
-  ctx.model_version = options_.model_version;
-  ctx.model_dir = options_.model_dir;
-  ctx.serialized_file = options_.serialized_file;
-  ctx.handler = options_.handler;
-  ctx.intra_op_threads = options_.intra_op_threads;
-  ctx.batch_size = options_.batch_size;
+  ModelContext ctx = options_;  // the model's part of the pool's settings
   ctx.worker_id = w->port;
-  ctx.config = options_.config;
   ctx.metrics = handler_metrics_;
   try {
     (*handler)->Initialize(ctx);

@@ -19,18 +19,13 @@
 
 namespace tserve::serving {
 
-// The settings of one model version's pool.
-struct PoolOptions {
-  std::string model_name;
-  std::string model_version;
-  std::string handler;  // manifest handler: a built-in name or a plugin path
-  std::string model_dir;
-  std::string serialized_file;                // absolute, or "" when the manifest names none
-  std::map<std::string, std::string> config;  // model-config.yaml scalars, for the handler
-  int batch_size = 1;
+// The settings of one model version's pool. They are the ModelContext every worker's
+// handler is initialised with (model_name, model_version, handler, model_dir,
+// serialized_file, config, batch_size, intra_op_threads; worker_id and metrics are set per
+// worker), and the pool's own below.
+struct PoolOptions : ModelContext {
   std::chrono::milliseconds max_batch_delay{100};
   size_t queue_capacity = 100;
-  int intra_op_threads = 1;
   std::string hostname;
   // max_response_size: a larger response body answers 500 instead (0: no limit).
   size_t max_response_size = 0;

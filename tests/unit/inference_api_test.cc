@@ -11,7 +11,9 @@
 #include <fstream>
 #include <future>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
 
 #include "api/errors.h"
 #include "api/management_api.h"
@@ -269,6 +271,45 @@ TEST_F(ManagementApiTest, ARegistrationAfterShutdownAnswers503) {
   http::Response r = Call(http::Method::kPost, "/models?url=a.mar");
   EXPECT_EQ(r.status, 503);
   EXPECT_NE(r.body.find("the server is shutting down"), std::string::npos);
+}
+
+// Every listener's operations as "<path> <method> <operationId>", in the document's order.
+std::vector<std::string> Operations(const std::string& listener) {
+  const auto doc = nlohmann::ordered_json::parse(OpenApiDescription(listener));
+  std::vector<std::string> out;
+  for (const auto& [path, methods] : doc.at("paths").items()) {
+    for (const auto& [method, op] : methods.items()) {
+      EXPECT_FALSE(op.at("description").get<std::string>().empty());
+      out.push_back(path + " " + method + " " + op.at("operationId").get<std::string>());
+    }
+  }
+  return out;
+}
+
+TEST(OpenApiDescriptionTest, ListsEachListenersOperationsInOrder) {
+  EXPECT_EQ(Operations("inference"),
+            (std::vector<std::string>{
+                "/ping get ping", "/predictions/{model_name} post predictions",
+                "/predictions/{model_name} options predictionsApi",
+                "/predictions/{model_name}/{model_version} post version_predictions",
+                "/invocations post invocations", "/api-description get apiDescription"}));
+  EXPECT_EQ(Operations("management"),
+            (std::vector<std::string>{
+                "/models get listModels", "/models post registerModel",
+                "/models/{model_name} get describeModel", "/models/{model_name} put setAutoScale",
+                "/models/{model_name} delete unregisterModel",
+                "/models/{model_name} options modelManagementApi",
+                "/models/{model_name}/{model_version} get describeModelVersion",
+                "/models/{model_name}/{model_version} put setAutoScaleVersion",
+                "/models/{model_name}/{model_version} delete unregisterModelVersion",
+                "/models/{model_name}/{model_version}/set-default put setDefault",
+                "/api-description get apiDescription"}));
+  EXPECT_EQ(Operations("metrics"), (std::vector<std::string>{"/metrics get metrics"}));
+  EXPECT_EQ(Operations("other"), Operations("metrics"));
+  const auto metrics = nlohmann::ordered_json::parse(OpenApiDescription("metrics"));
+  EXPECT_EQ(metrics["paths"]["/metrics"]["get"]["description"],
+            "Metrics in the Prometheus text format; filter with name[].");
+  EXPECT_EQ(metrics["info"]["title"], "tserve metrics API");
 }
 
 }  // namespace

@@ -312,6 +312,22 @@ TEST_F(ModelVersionTest, ScalingUpAndDownChangesTheWorkersDescribeShows) {
   EXPECT_EQ(Submit(*v, "after").result.get().body, "echo:after");
 }
 
+TEST_F(ModelVersionTest, AVersionHasTheManagersDefaultsAndAZeroPerModelLimitIsTheDerivedOne) {
+  Manager(/*queue=*/7, /*per_model=*/0, /*total=*/0);
+  auto v = Load("m", "1.0");
+  ModelDescription d = v->Describe();
+  EXPECT_EQ(d.queue_capacity, 7u);
+  EXPECT_EQ(d.settings.batch_size, 1);
+  EXPECT_EQ(d.settings.max_batch_delay_ms, 100);
+  EXPECT_EQ(d.settings.response_timeout_s, 120);
+  const int limit = ModelManager::DefaultMaxWorkersPerModel();
+  Status over = v->Scale(limit + 1, limit + 1, false, nullptr);
+  EXPECT_TRUE(over.IsInvalidArgument());
+  EXPECT_EQ(over.message(), "min_worker " + std::to_string(limit + 1) + " exceeds the limit of " +
+                                std::to_string(limit) +
+                                " workers per model (max_workers_per_model)");
+}
+
 TEST_F(ModelVersionTest, ScalingPastAWorkerLimitIsRefusedAndChangesNothing) {
   Manager(/*queue=*/10, /*per_model=*/4, /*total=*/6);
   auto a = Load("m", "1.0");

@@ -4,11 +4,13 @@
 
 #include <algorithm>
 #include <future>
+#include <map>
 #include <mutex>
 #include <system_error>
 #include <thread>
 
 #include "metrics/metrics_yaml.h"
+#include "serving/handler_metrics.h"
 #include "serving/job.h"
 
 namespace tserve::serving {
@@ -25,13 +27,18 @@ struct Script {
   std::atomic<bool> fail_initialize{false};
   std::atomic<bool> throw_int_on_initialize{false};
   std::mutex mu;
-  std::vector<std::string> seen;  // every body the handler was given, in order
+  std::vector<std::string> seen;       // every body the handler was given, in order
+  std::vector<ModelContext> contexts;  // what each Initialize was given (under mu)
 };
 
 class ScriptedHandler : public Handler {
  public:
   explicit ScriptedHandler(Script* s) : s_(s) {}
-  void Initialize(const ModelContext&) override {
+  void Initialize(const ModelContext& context) override {
+    {
+      std::lock_guard<std::mutex> lock(s_->mu);
+      s_->contexts.push_back(context);
+    }
     if (s_->throw_int_on_initialize) throw 42;  // not a std::exception
     if (s_->fail_initialize) throw std::runtime_error("cannot load");
   }
@@ -137,6 +144,41 @@ TEST_F(WorkerPoolTest, AnswersEveryJobAndRecordsMetricsExactly) {
   EXPECT_EQ(metrics_.by_explicit.latency_us->Value(), 0.0);
   EXPECT_EQ(metrics_.workers_ready->Value(), 2.0);
   pool->Shutdown();
+}
+
+TEST_F(WorkerPoolTest, EachHandlerIsInitialisedWithTheModelPartOfThePoolsSettings) {
+  PoolOptions o;
+  o.model_name = "m";
+  o.model_version = "2.0";
+  o.handler = "scripted";
+  o.model_dir = "/models/m";
+  o.serialized_file = "/models/m/w.pt";
+  o.config = {{"k", "v"}};
+  o.batch_size = 3;
+  o.intra_op_threads = 2;
+  o.hostname = "h";
+  HandlerMetrics handler_metrics_owner(&registry_, "m", "h");
+  tserve::Metrics* const handler_metrics = &handler_metrics_owner;
+  WorkerPool pool(o, &factory_, &registry_, &metrics_, handler_metrics, [this] { return port_++; });
+  ASSERT_TRUE(pool.SetWorkerCount(2).ok());
+  WaitReady(pool, 2);
+  std::lock_guard<std::mutex> lock(script_.mu);
+  ASSERT_EQ(script_.contexts.size(), 2u);
+  std::vector<int> ids;
+  for (const ModelContext& c : script_.contexts) {
+    EXPECT_EQ(c.model_name, "m");
+    EXPECT_EQ(c.model_version, "2.0");
+    EXPECT_EQ(c.handler, "scripted");
+    EXPECT_EQ(c.model_dir, "/models/m");
+    EXPECT_EQ(c.serialized_file, "/models/m/w.pt");
+    EXPECT_EQ(c.config, (std::map<std::string, std::string>{{"k", "v"}}));
+    EXPECT_EQ(c.batch_size, 3);
+    EXPECT_EQ(c.intra_op_threads, 2);
+    EXPECT_EQ(c.metrics, handler_metrics);  // the pool's, not the settings' own field
+    ids.push_back(c.worker_id);
+  }
+  std::sort(ids.begin(), ids.end());
+  EXPECT_EQ(ids, (std::vector<int>{9000, 9001}));  // each worker's own number
 }
 
 TEST_F(WorkerPoolTest, BatchesUpToBatchSizeWithinTheDelay) {
