@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <spdlog/spdlog.h>
 #include <chrono>
 #include <ctime>
 #include <nlohmann/json.hpp>
@@ -372,7 +373,9 @@ void ManagementApi::Register(http::Request& request, http::Responder responder) 
       // A download is this registration's own copy (never an existing file): a failed
       // registration leaves nothing behind, so a retry behaves as the first try.
       if (downloaded) ::unlink(path->c_str());
-      return r.Send(ErrorFromStatus(LoadError(NameArchiveAsGiven(model.status(), *path, u))));
+      const Status error = LoadError(NameArchiveAsGiven(model.status(), *path, u));
+      spdlog::warn("Registration of {} failed: {}", u, error.message());
+      return r.Send(ErrorFromStatus(error));
     }
     const std::string head =
         "Model \"" + (*model)->name() + "\" Version: " + (*model)->version() + " registered with ";

@@ -81,6 +81,12 @@ StatusOr<std::shared_ptr<ModelVersion>> ModelVersion::Load(
                                  " is already registered for model " + v->name_);
   }
 
+  // A backend's handler: its module loads now (the first model that needs it), so a missing
+  // one fails the registration with the reason instead of leaving workers that cannot start.
+  if (services.factory != nullptr) {
+    if (Status s = services.factory->Prepare(manifest.handler); !s.ok()) return s;
+  }
+
   auto metrics = ModelMetrics::Resolve(services.registry, v->name_, v->version_, defaults.hostname);
   if (!metrics.ok()) return Status::InvalidArgument(spec.path + ": " + metrics.status().message());
   v->metrics_ = *metrics;

@@ -4,9 +4,9 @@ loads the first time a model needs it (docs/handlers.md, "Backends").
   - with no TorchScript model, no LibTorch is mapped into the process; registering one
     loads the module (and LibTorch with it) and the model answers;
   - a tserve without the module beside it (copied alone into a folder) still serves models
-    that need no backend; a TorchScript model fails to load as any model whose workers
-    cannot start (TorchServe's 500 on register), and the log says which module is missing
-    and where it was looked for.
+    that need no backend; registering a TorchScript model fails at once with a 400 that says
+    which module is missing and where it was looked for (and the log says it too), and
+    nothing is registered.
 """
 
 from __future__ import annotations
@@ -74,12 +74,14 @@ def test_without_the_module_torchscript_models_fail_and_others_serve(tserve, tmp
 
     for _ in range(2):  # the module is looked for again, and the answer is the same
         r = mgmt(server, "POST", "/models?url=linear.mar&initial_workers=1&synchronous=true")
-        assert r.status_code == 500, r.text
-        assert r.json() == {"code": 500, "type": "InternalServerException",
-                            "message": "Failed to start workers for model linear version: 1.0"}
+        reason = (f'handler "tensor" needs the TorchScript backend ({MODULE}), which is not '
+                  f"installed: looked in {alone}, {tmp_path / 'lib' / 'tserve'}")
+        assert r.status_code == 400, r.text
+        assert r.json()["type"] == "BadRequestException", r.text
+        assert reason in r.json()["message"], r.text
+    assert mgmt(server, "GET", "/models/linear").status_code == 404
     logs = server.logs_text()
-    assert (f'handler "tensor" needs the TorchScript backend ({MODULE}), which is not '
-            f"installed: looked in {alone}, {tmp_path / 'lib' / 'tserve'}") in logs, logs
+    assert reason in logs, logs
 
     r = mgmt(server, "POST", "/models?url=noop.mar&initial_workers=1&synchronous=true")
     assert r.status_code == 200, r.text
