@@ -67,6 +67,12 @@ Status SplitSafePath(std::string_view path, std::vector<std::string>* parts) {
   return Status::Ok();
 }
 
+// Whether an entry name is only "." components ("./", ".\\", "././"): the archive's root.
+bool NamesTheRoot(std::string_view name) {
+  return !name.empty() && name.find_first_not_of("./\\") == std::string_view::npos &&
+         name.find("..") == std::string_view::npos;
+}
+
 std::string Join(const std::vector<std::string>& parts, size_t n) {
   std::string out;
   for (size_t i = 0; i < n; ++i) {
@@ -124,9 +130,9 @@ Status ListEntries(zip_t* za, const std::string& where, const ExtractLimits& lim
       return Invalid(where, "unreadable entry name: " + std::string(zip_strerror(za)));
     std::string name(raw);
     Entry e{idx, {}, !name.empty() && (name.back() == '/' || name.back() == '\\'), 0644};
+    // "./" names the archive root itself: nothing to create.
+    if (e.is_dir && NamesTheRoot(name)) continue;
     if (Status s = SplitSafePath(name, &e.parts); !s.ok()) {
-      // "./" names the archive root itself: nothing to create.
-      if (e.is_dir && name.front() == '.' && s.message() == "empty path") continue;
       return Invalid(where, "unsafe entry " + Quoted(name) + " (" + s.message() +
                                 "): refusing to extract outside the model folder");
     }
