@@ -7,7 +7,7 @@ PYTHON := /usr/bin/python3
 CONFIG ?= config/config.properties
 
 .PHONY: all deps build test unit unit-clang e2e run bench clean format fuzz fuzz-smoke test-asan \
-	test-tsan sanitized-suites
+	test-tsan sanitized-suites monitoring-check
 
 FUZZ_SECONDS ?= 600
 # Sanitizer runs: each an instrumented build (with LibTorch) beside the main one, its own demo
@@ -37,7 +37,7 @@ unit: build
 e2e: build
 	TSERVE_BINARY=$(abspath $(BUILD_DIR))/tserve $(PYTHON) -m pytest -p no:cacheprovider -q tests/e2e
 
-test: unit unit-clang e2e fuzz-smoke
+test: unit unit-clang e2e fuzz-smoke monitoring-check
 
 # Lock discipline (docs/reliability.md): everything built with clang, -Wthread-safety -Werror
 # (common/thread_annotations.h) and without LibTorch, and its unit tests. Debug: the analysis
@@ -56,6 +56,11 @@ fuzz: deps
 
 fuzz-smoke: deps
 	FUZZ_BUILD_DIR=$(BUILD_DIR)-fuzz bash tests/fuzz/smoke.sh
+
+# Prometheus rules and config (docs/monitoring.md): promtool check config/rules, the promtool
+# unit tests of every recording rule and alert, and that every metric the rules read exists.
+monitoring-check: deps
+	bash tests/monitoring/run_promtool.sh
 
 test-asan: deps
 	$(MAKE) sanitized-suites SAN_DIR=$(ASAN_DIR) SAN=address,undefined SAN_ENV='$(ASAN_ENV)'
