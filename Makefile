@@ -61,6 +61,7 @@ fuzz-smoke: deps
 # unit tests of every recording rule and alert, and that every metric the rules read exists.
 monitoring-check: deps
 	bash tests/monitoring/run_promtool.sh
+	$(PYTHON) tests/monitoring/check_dashboards.py
 
 test-asan: deps
 	$(MAKE) sanitized-suites SAN_DIR=$(ASAN_DIR) SAN=address,undefined SAN_ENV='$(ASAN_ENV)'
