@@ -38,7 +38,7 @@ import tempfile
 import yaml
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from check_rules import PROMETHEUS_SERIES, HISTOGRAM_SUFFIXES, catalogue, load_rules, metric_names  # noqa: E402
+from check_rules import catalogue, load_rules, metric_family, metric_names  # noqa: E402
 
 REQUIRED_VARS = ("datasource", "job", "instance", "model")
 BUILTIN_VARS = {
@@ -172,16 +172,11 @@ def check_dashboard(path, dash, records, families, histograms, problems, exprs):
 def check_names(exprs, records, families, histograms, problems):
     for where, expr in exprs:
         for name in sorted(metric_names(substitute(expr))):
-            if ":" in name:
-                if name not in records:
-                    problems.append(f"{where}: {name}: no recording rule of this name")
+            family, problem = metric_family(name, records, histograms)
+            if problem:
+                problems.append(f"{where}: {name}: {problem}")
+            if family is None:
                 continue
-            if name in PROMETHEUS_SERIES:
-                continue
-            family = name
-            for suffix in HISTOGRAM_SUFFIXES:
-                if name.endswith(suffix) and name[: -len(suffix)] in histograms:
-                    family = name[: -len(suffix)]
             if family not in families:
                 problems.append(f"{where}: {name}: not a metric of config/metrics.yaml (nor process_*, up, a recording rule)")
 

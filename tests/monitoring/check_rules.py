@@ -78,6 +78,20 @@ def catalogue(yaml_path, docs_path):
     return families, histograms, documented
 
 
+def metric_family(name, records, histograms):
+    """(family, problem) for a name an expression reads: the metrics.yaml family it belongs to
+    (a histogram's _bucket/_sum/_count name its histogram), or None for a recording rule or a
+    series Prometheus makes itself; problem names a recording rule that does not exist."""
+    if ":" in name:
+        return None, None if name in records else "no recording rule of this name"
+    if name in PROMETHEUS_SERIES:
+        return None, None
+    for suffix in HISTOGRAM_SUFFIXES:
+        if name.endswith(suffix) and name[: -len(suffix)] in histograms:
+            return name[: -len(suffix)], None
+    return name, None
+
+
 def live_families(url):
     with urllib.request.urlopen(url, timeout=10) as r:
         text = r.read().decode()
@@ -91,16 +105,11 @@ def check_names(args, problems):
     for path, rule, expr in exprs:
         for name in sorted(metric_names(expr)):
             where = f"{path}: {rule}: {name}"
-            if ":" in name:
-                if name not in records:
-                    problems.append(f"{where}: no recording rule of this name")
+            family, problem = metric_family(name, records, histograms)
+            if problem:
+                problems.append(f"{where}: {problem}")
+            if family is None:
                 continue
-            if name in PROMETHEUS_SERIES:
-                continue
-            family = name
-            for suffix in HISTOGRAM_SUFFIXES:
-                if name.endswith(suffix) and name[: -len(suffix)] in histograms:
-                    family = name[: -len(suffix)]
             if family not in families:
                 problems.append(f"{where}: not a metric of {args.metrics_yaml}")
             elif family not in documented:
