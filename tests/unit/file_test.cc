@@ -11,30 +11,17 @@
 #include <fstream>
 #include <string>
 
+#include "temp_dir.h"
+
 namespace tserve {
 namespace {
 
 namespace fs = std::filesystem;
 
 // A fresh folder under $TMPDIR, removed with everything in it at scope exit.
-class TempDir {
+class TempDir : public testing::TempDir {
  public:
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "tserve-file-test-XXXXXX").string();
-    EXPECT_NE(::mkdtemp(tmpl.data()), nullptr);
-    path_ = fs::canonical(tmpl).string();
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  std::string operator/(const std::string& rel) const { return path_ + "/" + rel; }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
+  TempDir() : testing::TempDir("tserve-file-test") {}
 };
 
 void Put(const std::string& path, const std::string& content) {

@@ -13,6 +13,7 @@
 
 #include "serving/manifest.h"
 #include "serving/model_archive.h"
+#include "temp_dir.h"
 
 namespace tserve {
 namespace {
@@ -20,24 +21,9 @@ namespace {
 namespace fs = std::filesystem;
 
 // A fresh folder under $TMPDIR, removed with everything in it at scope exit.
-class TempDir {
+class TempDir : public testing::TempDir {
  public:
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "tserve-private-test-XXXXXX").string();
-    EXPECT_NE(::mkdtemp(tmpl.data()), nullptr);
-    path_ = fs::canonical(tmpl).string();
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  std::string operator/(const std::string& rel) const { return path_ + "/" + rel; }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
+  TempDir() : testing::TempDir("tserve-private-test") {}
 };
 
 std::string ReadFile(const std::string& path) {
