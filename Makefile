@@ -7,7 +7,7 @@ PYTHON := /usr/bin/python3
 CONFIG ?= config/config.properties
 
 .PHONY: all deps build test unit unit-clang e2e run bench clean format fuzz fuzz-smoke test-asan \
-	test-tsan sanitized-suites monitoring-check
+	test-tsan sanitized-suites monitoring-check js-deps monitor
 
 FUZZ_SECONDS ?= 600
 # Sanitizer runs: each an instrumented build (with LibTorch) beside the main one, its own demo
@@ -59,9 +59,18 @@ fuzz-smoke: deps
 
 # Prometheus rules and config (docs/monitoring.md): promtool check config/rules, the promtool
 # unit tests of every recording rule and alert, and that every metric the rules read exists.
-monitoring-check: deps
+monitoring-check: deps js-deps
 	bash tests/monitoring/run_promtool.sh
 	$(PYTHON) tests/monitoring/check_dashboards.py
+	node tests/js/validate_dashboards.mjs
+
+# Test-only npm tooling (tests/js: JSON Schema of the dashboards, Kubernetes models), exactly
+# the versions tests/js/package-lock.json pins; reinstalled when the lock changes.
+JS_STAMP := tests/js/node_modules/.tserve-installed
+js-deps: $(JS_STAMP)
+$(JS_STAMP): tests/js/package-lock.json tests/js/package.json
+	cd tests/js && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
 
 test-asan: deps
 	$(MAKE) sanitized-suites SAN_DIR=$(ASAN_DIR) SAN=address,undefined SAN_ENV='$(ASAN_ENV)'
