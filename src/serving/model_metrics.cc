@@ -70,6 +70,9 @@ StatusOr<ModelMetrics> ModelMetrics::Resolve(metrics::Registry* registry, const 
   m.workers_starting = state("starting");
   m.workers_ready = state("ready");
   m.workers_failed = state("failed");
+  m.workers_min = r.G("ts_workers_min", mv);
+  m.worker_load_failures = r.C("ts_worker_load_failures_total", mv);
+  m.configured_batch_size = r.G("ts_configured_batch_size", mv);
   auto reason = [&](const char* why) {
     return r.C("ts_inference_failures_total",
                {{"model_name", model}, {"model_version", version}, {"reason", why}});
@@ -112,6 +115,9 @@ void ModelMetrics::Release(metrics::Registry* registry) {
   release(workers_starting);
   release(workers_ready);
   release(workers_failed);
+  release(workers_min);
+  release(worker_load_failures);
+  release(configured_batch_size);
   release(fail_queue_full);
   release(fail_no_worker);
   release(fail_timeout);

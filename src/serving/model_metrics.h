@@ -37,6 +37,9 @@ struct ModelMetrics {
   metrics::Gauge* workers_starting = nullptr;
   metrics::Gauge* workers_ready = nullptr;
   metrics::Gauge* workers_failed = nullptr;
+  metrics::Gauge* workers_min = nullptr;             // ts_workers_min: minWorkers now
+  metrics::Counter* worker_load_failures = nullptr;  // ts_worker_load_failures_total
+  metrics::Gauge* configured_batch_size = nullptr;   // ts_configured_batch_size
   metrics::Counter* fail_queue_full = nullptr;
   metrics::Counter* fail_no_worker = nullptr;
   metrics::Counter* fail_timeout = nullptr;

@@ -90,6 +90,8 @@ StatusOr<std::shared_ptr<ModelVersion>> ModelVersion::Load(
   auto metrics = ModelMetrics::Resolve(services.registry, v->name_, v->version_, defaults.hostname);
   if (!metrics.ok()) return Status::InvalidArgument(spec.path + ": " + metrics.status().message());
   v->metrics_ = *metrics;
+  v->metrics_.workers_min->Set(min_workers);
+  v->metrics_.configured_batch_size->Set(v->settings_.batch_size);
   v->handler_metrics_ =
       std::make_unique<HandlerMetrics>(services.registry, v->name_, defaults.hostname);
 
@@ -217,6 +219,7 @@ void ModelVersion::ApplyScale(int min_workers, int max_workers, int target, bool
                               ScaleDone done) {
   min_workers_ = min_workers;
   max_workers_ = max_workers;
+  metrics_.workers_min->Set(min_workers);
   Status status = pool_->SetWorkerCount(target);
   const int running = pool_->worker_count();
   if (!status.ok()) ShrinkReservation(running);

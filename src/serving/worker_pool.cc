@@ -423,6 +423,7 @@ void WorkerPool::Run(Worker* w) {
   while (!w->stop) {
     handler = LoadHandler(w);
     if (handler != nullptr) break;
+    metrics_.worker_load_failures->Inc();
     SetState(w, WorkerState::kFailed);
     FailQueuedIfNoWorker();
     spdlog::warn("{}: retrying in {} ms", w->name, backoff.count());

@@ -304,9 +304,13 @@ TEST_F(ModelVersionTest, ScalingUpAndDownChangesTheWorkersDescribeShows) {
   for (const auto& w : d.workers) EXPECT_STREQ(WorkerStateName(w.state), "READY");
   EXPECT_EQ(d.min_workers, 3);
   EXPECT_EQ(d.max_workers, 3);
+  EXPECT_EQ(Counters().workers_min->Value(), 3.0);  // ts_workers_min follows minWorkers
+  EXPECT_EQ(Counters().configured_batch_size->Value(), 1.0);
   auto [down, down_workers] = ScaleAndWait(*v, 1, 1);
   ASSERT_TRUE(down.ok());
   EXPECT_EQ(down_workers, 1);
+  EXPECT_EQ(Counters().workers_min->Value(), 1.0);
+  ReleaseCounters();
   EXPECT_EQ(v->Describe().workers.size(), 1u);
   EXPECT_TRUE(manager_->Healthy());
   EXPECT_EQ(Submit(*v, "after").result.get().body, "echo:after");
@@ -326,6 +330,20 @@ TEST_F(ModelVersionTest, AVersionHasTheManagersDefaultsAndAZeroPerModelLimitIsTh
   EXPECT_EQ(over.message(), "min_worker " + std::to_string(limit + 1) + " exceeds the limit of " +
                                 std::to_string(limit) +
                                 " workers per model (max_workers_per_model)");
+}
+
+// ts_configured_batch_size and ts_workers_min show what the version was registered with.
+TEST_F(ModelVersionTest, TheConfiguredBatchSizeAndMinWorkersAreGauges) {
+  Manager();
+  LoadOverrides o;
+  o.initial_workers = 2;
+  o.batch_size = 8;
+  auto v = manager_->LoadAndGet(Folder("b", "2.0"), false, o);
+  ASSERT_TRUE(v.ok()) << v.status().ToString();
+  ModelMetrics m = Counters("b", "2.0");
+  EXPECT_EQ(m.configured_batch_size->Value(), 8.0);
+  EXPECT_EQ(m.workers_min->Value(), 2.0);
+  ReleaseCounters();
 }
 
 TEST_F(ModelVersionTest, ScalingPastAWorkerLimitIsRefusedAndChangesNothing) {

@@ -288,10 +288,12 @@ TEST_F(WorkerPoolTest, FailedLoadIsRetriedAndReported) {
     std::this_thread::sleep_for(10ms);
   }
   EXPECT_EQ(metrics_.workers_failed->Value(), 1.0);
+  EXPECT_EQ(metrics_.worker_load_failures->Value(), 1.0);  // ts_worker_load_failures_total
   EXPECT_EQ(pool->ready_workers(), 0);
   script_.fail_initialize = false;  // the next retry (after ~1 s) succeeds
   WaitReady(*pool, 1);
   EXPECT_EQ(metrics_.workers_failed->Value(), 0.0);
+  EXPECT_EQ(metrics_.worker_load_failures->Value(), 1.0);  // a success adds nothing
 }
 
 TEST_F(WorkerPoolTest, ShutdownAnswersQueuedJobs503AndRemovesWorkerSeries) {
