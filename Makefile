@@ -63,6 +63,8 @@ monitoring-check: deps js-deps
 	bash tests/monitoring/run_promtool.sh
 	$(PYTHON) tests/monitoring/check_dashboards.py
 	node tests/js/validate_dashboards.mjs
+	node tests/js/validate_kubernetes.mjs
+	$(PYTHON) tests/monitoring/check_kubernetes.py
 
 # Test-only npm tooling (tests/js: JSON Schema of the dashboards, Kubernetes models), exactly
 # the versions tests/js/package-lock.json pins; reinstalled when the lock changes.

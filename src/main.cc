@@ -357,6 +357,7 @@ class App {
     api::TokenAuth::Options ao;
     ao.key_file = config_.key_file;
     ao.expiration_minutes = config_.token_expiration_min;
+    ao.reuse_key_file = config_.reuse_key_file;
     auto auth = api::TokenAuth::Create(ao);
     if (auth.ok()) {
       token_auth_ = std::move(*auth);

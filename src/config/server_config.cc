@@ -297,6 +297,7 @@ const std::vector<KeySpec>& KnownKeys() {
       {"metrics_location", StringKey(&C::metrics_location)},
       {"token_expiration_min", DoubleKey(&C::token_expiration_min, 1.0 / 60, 5256000)},
       {"key_file", StringKey(&C::key_file)},
+      {"reuse_key_file", BoolKey(&C::reuse_key_file)},
       {"max_model_download_size",
        IntegerKey(&C::max_model_download_size, 1, std::numeric_limits<int64_t>::max())},
       {"allow_loopback_model_urls", BoolKey(&C::allow_loopback_model_urls)},

@@ -96,6 +96,9 @@ struct ServerConfig {
   std::string metrics_location;            // key, else $METRICS_LOCATION, else log_location
   double token_expiration_min = 60;        // inference/management keys expire after this
   std::string key_file = "key_file.json";  // where the token keys are written (mode 0600)
+  // (tserve) Start from the keys already in key_file (a regular file owned by this user,
+  // mode 0600) instead of new ones, so several replicas can share one set of keys.
+  bool reuse_key_file = false;
   // The largest model archive POST /models downloads over http(s), in bytes (4 GiB).
   int64_t max_model_download_size = int64_t{4} << 30;
   // Registration downloads may connect to loopback (127/8, ::1) / private addresses (10/8,

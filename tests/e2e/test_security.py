@@ -180,6 +180,42 @@ def test_tokens_required_beyond_loopback(tserve, tmp_path):
                          timeout=10).status_code == 200
 
 
+def test_reuse_key_file_lets_replicas_share_one_set_of_keys(tserve, tmp_path):
+    """reuse_key_file=true: a second server started on the first one's key file (0600, its
+    owner) accepts the same inference and management keys, as replicas behind one Service
+    must; without it (TorchServe's behaviour) every start makes new keys. A key file anyone
+    else may read is not trusted: new keys."""
+    import json
+    store = tmp_path / "store"
+    store.mkdir()
+    shutil.copy(DEMO_STORE / "noop.mar", store / "noop.mar")
+    shared = tmp_path / "shared_key_file.json"
+    common = {"model_store": str(store), "load_models": "noop.mar",
+              "enable_token_authorization": "true", "key_file": str(shared)}
+    first = tserve(config=common, name="first")
+    keys = json.loads(shared.read_text())
+    second = tserve(config={**common, "reuse_key_file": "true"}, name="second")
+    assert json.loads(shared.read_text()) == keys
+    for server in (first, second):
+        r = requests.post(f"{server.inference_url}/predictions/noop", data="x", timeout=10,
+                          headers=bearer(keys["inference"]["key"]))
+        assert r.status_code == 200 and r.text == "x"
+        assert requests.get(f"{server.management_url}/models", timeout=5,
+                            headers=bearer(keys["management"]["key"])).status_code == 200
+    # without the key: new keys, the old ones are refused
+    third = tserve(config=common, name="third")
+    assert json.loads(shared.read_text())["inference"]["key"] != keys["inference"]["key"]
+    assert requests.post(f"{third.inference_url}/predictions/noop", data="x", timeout=10,
+                         headers=bearer(keys["inference"]["key"])).status_code == 400
+    # a group-readable file is not trusted even with the key
+    reused = json.loads(shared.read_text())
+    shared.chmod(0o640)
+    fourth = tserve(config={**common, "reuse_key_file": "true"}, name="fourth")
+    assert json.loads(shared.read_text())["inference"]["key"] != reused["inference"]["key"]
+    assert requests.post(f"{fourth.inference_url}/predictions/noop", data="x", timeout=10,
+                         headers=bearer(reused["inference"]["key"])).status_code == 400
+
+
 def test_no_token_needed_on_loopback_by_default(tserve, tmp_path):
     """No key needed on loopback; the key file is still written for TorchServe's scripts
     (issue 8 #9: test_compat_launcher checks that a key sent there must be valid)."""
