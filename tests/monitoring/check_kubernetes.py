@@ -19,18 +19,31 @@ config     the ConfigMap's config.properties binds 0.0.0.0 on the ports the cont
            declares, turns token authorization on, sets metrics_token (from a variable the
            container's environment sets), keeps key_file, model_store and logs on mounted
            volumes, and is the file --ts-config names
+keys       the replicas share keys: config.properties sets reuse_key_file=true; an init
+           container runs `install -m 0600 SRC KEY_FILE` as the tserve container's user, SRC
+           on a volume of the Secret whose key exists among the manifests, KEY_FILE on the
+           volume the tserve container mounts writable at key_file; the example Secret's
+           key_file.json parses as tserve reads it (member names taken from
+           src/api/auth.cc: management/inference {key, expiration time}, API {key}; key
+           characters; ISO-8601 UTC instants, not yet past)
 kustomize  every resources:/components: path exists, components are Components, no
            kustomization uses both autoscalers
 Self-test (run every time): a renamed metric, a mismatched port name, a drifted rule, a
-config port that differs from the container's, token authorization off, and both autoscalers
-in one overlay must each be refused.
+config port that differs from the container's, token authorization off, reuse_key_file off,
+a key_file the init container does not write, a key file installed with mode 0644, an init
+container reading a Secret key that does not exist, a misspelt key-file member, and both
+autoscalers in one overlay must each be refused.
 Needs python3-yaml and promtool (Debian: prometheus). Exit status 1 with a FAIL line per problem.
 """
 import argparse
+import base64
 import copy
+import datetime
 import glob
+import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -46,6 +59,11 @@ LISTENERS = {"inference": "inference_address", "management": "management_address
 ADAPTER_TEMPLATE = {"<<.LabelMatchers>>": 'namespace="tserve",pod=~"tserve-.*"',
                     "<<.GroupBy>>": "pod"}
 PROMETHEUSRULE = "base/prometheusrule.yaml"
+AUTH_CC = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                       "src", "api", "auth.cc")
+KEY_FILE_MODE = 0o600  # tserve writes it so; ReadTrustedKeyFile trusts no group/other bits
+KEY_CHARS = re.compile(r"[A-Za-z0-9_-]{1,512}")  # IsValidKey: 2 * kMaxKeyBytes characters at most
+INSTANT = re.compile(r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?[Zz]")  # ParseInstant
 
 
 # --- loading ---------------------------------------------------------------------------------
@@ -384,6 +402,188 @@ def check_config(tree, problems):
         problems.append(f"{dp}: read-only root filesystem but no writable /tmp (archive extraction, pid file)")
 
 
+def key_file_members(auth_cc=AUTH_CC):
+    """The key file's member names, as src/api/auth.cc spells them (kManagement, kInference,
+    kApi, kKey, kExpiration)."""
+    with open(auth_cc) as f:
+        text = f.read()
+    found = dict(re.findall(r'constexpr char (k\w+)\[\] = "([^"]*)";', text))
+    names = ("kManagement", "kInference", "kApi", "kKey", "kExpiration")
+    missing = [n for n in names if n not in found]
+    if missing:
+        raise SystemExit(f"FAIL {auth_cc}: constants {missing} not found; update check_kubernetes.py")
+    return {n: found[n] for n in names}
+
+
+def parse_instant(text):
+    """ParseInstant of src/api/auth.cc: a datetime (UTC), or None."""
+    m = INSTANT.fullmatch(text) if isinstance(text, str) else None
+    if not m:
+        return None
+    y, mo, d, h, mi, sec = (int(x) for x in m.groups()[:6])
+    try:
+        t = datetime.datetime(y, mo, d, h, mi, sec, tzinfo=datetime.timezone.utc)
+    except ValueError:
+        return None
+    return t + datetime.timedelta(microseconds=int((m.group(7) or "0").ljust(9, "0")) // 1000)
+
+
+def key_file_problems(text, members, now):
+    """Why tserve (ParseKeyFile) would not read `text` as a key file, or a key of it would
+    already be expired: [] when it is a key file tserve takes as it is."""
+    try:
+        j = json.loads(text)
+    except ValueError as e:
+        return [f"not JSON: {e}"]
+    if not isinstance(j, dict):
+        return ["not a JSON object"]
+    out = []
+    key, exp = members["kKey"], members["kExpiration"]
+    for member, expires in ((members["kManagement"], True), (members["kInference"], True),
+                            (members["kApi"], False)):
+        obj = j.get(member)
+        if not isinstance(obj, dict):
+            out.append(f'no "{member}" object')
+            continue
+        if not isinstance(obj.get(key), str) or not KEY_CHARS.fullmatch(obj[key]):
+            out.append(f'"{member}" has no valid "{key}" (1-512 characters of A-Z a-z 0-9 - _)')
+        if expires:
+            t = parse_instant(obj.get(exp))
+            if t is None:
+                out.append(f'"{member}" has no valid "{exp}" (YYYY-MM-DDTHH:MM:SS[.f]Z): {obj.get(exp)!r}')
+            elif t <= now:
+                out.append(f'"{member}" key expired at {obj[exp]}')
+    return out
+
+
+def command_words(c):
+    """The words a container runs: command + args, or the words of an `sh -c` script."""
+    words = [str(w) for w in (c.get("command") or []) + (c.get("args") or [])]
+    if len(words) >= 3 and os.path.basename(words[0]) in ("sh", "bash", "dash") and words[1] == "-c":
+        try:
+            return shlex.split(words[2])
+        except ValueError:
+            return words
+    return words
+
+
+def install_step(words):
+    """(mode, source, destination) of an `install` command among words, or None."""
+    if "install" not in [os.path.basename(w) for w in words]:
+        return None
+    i = [os.path.basename(w) for w in words].index("install")
+    mode, paths, rest = None, [], words[i + 1:]
+    k = 0
+    while k < len(rest):
+        w = rest[k]
+        if w in ("&&", ";", "||"):
+            break
+        if w in ("-m", "--mode") and k + 1 < len(rest):
+            mode, k = rest[k + 1], k + 2
+            continue
+        if w.startswith("--mode="):
+            mode = w.split("=", 1)[1]
+        elif not w.startswith("-"):
+            paths.append(w)
+        k += 1
+    if len(paths) != 2:
+        return None
+    return mode, paths[0], paths[1]
+
+
+def on_mount(path, mounts):
+    """(volume name, path inside the volume, mount) of the mount holding path, or None."""
+    best = None
+    for m in mounts:
+        mp = m["mountPath"].rstrip("/")
+        if path == mp or path.startswith(mp + "/"):
+            if best is None or len(mp) > len(best[2]["mountPath"].rstrip("/")):
+                best = (m["name"], os.path.relpath(path, mp), m)
+    return best
+
+
+def run_as_user(pod, c):
+    return (c.get("securityContext") or {}).get("runAsUser",
+                                                 (pod.get("securityContext") or {}).get("runAsUser"))
+
+
+def check_keys(tree, problems, members, now):
+    dp, dep = one(tree, "Deployment", problems)
+    cms = [(p, d) for p, d in objects(tree) if d.get("kind") == "ConfigMap"
+           and "config.properties" in (d.get("data") or {})]
+    if len(cms) != 1 or not dep:
+        return
+    cp, cm = cms[0]
+    props = parse_properties(cm["data"]["config.properties"])
+    if props.get("reuse_key_file", "false").lower() != "true":
+        problems.append(f"{cp}: reuse_key_file is not true: every replica would make keys of its "
+                        "own and a client through the Service would hold only one pod's")
+    key_file = props.get("key_file")
+    if not key_file or not key_file.startswith("/"):
+        problems.append(f"{cp}: key_file {key_file!r} is not an absolute path")
+        return
+    pod = dep["spec"]["template"]["spec"]
+    c = next((c for c in pod["containers"] if c["name"] == "tserve"), pod["containers"][0])
+    volumes = {v["name"]: v for v in pod.get("volumes", [])}
+    target = on_mount(key_file, c.get("volumeMounts", []))
+    if not target:
+        problems.append(f"{cp}: key_file={key_file} is on no volume of the tserve container")
+        return
+    want_volume, want_rel, _ = target
+    uid = run_as_user(pod, c)
+    installers = []
+    for ic in pod.get("initContainers") or []:
+        step = install_step(command_words(ic))
+        if not step:
+            continue
+        mode, src, dst = step
+        d = on_mount(dst, ic.get("volumeMounts", []))
+        if d and (d[0], d[1]) == (want_volume, want_rel):
+            installers.append((ic, mode, src))
+    if len(installers) != 1:
+        problems.append(f"{dp}: expected one init container running `install -m 0600 <secret file> "
+                        f"<key_file>` into volume {want_volume} ({key_file}), found {len(installers)}")
+        return
+    ic, mode, src = installers[0]
+    where = f"{dp}: init container {ic['name']}"
+    try:
+        mode_bits = int(mode, 8) if mode else None
+    except ValueError:
+        mode_bits = None
+    if mode_bits is None or mode_bits & 0o077 or not mode_bits & 0o400:
+        problems.append(f"{where}: installs the key file with mode {mode!r}, not {KEY_FILE_MODE:04o}: "
+                        "tserve trusts only a file no one else may read, and would make keys of its own")
+    if uid is None or run_as_user(pod, ic) != uid:
+        problems.append(f"{where}: runs as user {run_as_user(pod, ic)}, the tserve container as "
+                        f"{uid}: the key file must be owned by tserve's user")
+    s = on_mount(src, ic.get("volumeMounts", []))
+    sv = volumes.get(s[0]) if s else None
+    secret = (sv or {}).get("secret")
+    if not secret:
+        problems.append(f"{where}: reads {src}, which is not on a Secret volume")
+        return
+    items = secret.get("items")
+    if items:
+        by_path = {i["path"]: i["key"] for i in items}
+        secret_key = by_path.get(s[1])
+    else:
+        secret_key = s[1]
+    secrets = {d["metadata"]["name"]: (p, d) for p, d in objects(tree) if d.get("kind") == "Secret"}
+    if secret.get("secretName") not in secrets:
+        problems.append(f"{where}: reads Secret {secret.get('secretName')}, which is not among the manifests")
+        return
+    spath, sec = secrets[secret["secretName"]]
+    values = dict(sec.get("stringData") or {})
+    for k, v in (sec.get("data") or {}).items():
+        values.setdefault(k, base64.b64decode(v).decode("utf-8", "replace"))
+    if secret_key is None or secret_key not in values:
+        problems.append(f"{where}: reads {src}, key {secret_key!r} of Secret {secret['secretName']}, "
+                        f"which has only {sorted(values)}")
+        return
+    for p in key_file_problems(values[secret_key], members, now):
+        problems.append(f"{spath}: {secret_key}: {p}")
+
+
 def check_kustomize(root, tree, problems):
     for p, docs in tree.items():
         if os.path.basename(p) != "kustomization.yaml":
@@ -420,6 +620,7 @@ def run(root, tree, args, promtool, with_promql=True):
         check_promql(qs, problems, promtool)
     check_binding(tree, groups, problems)
     check_config(tree, problems)
+    check_keys(tree, problems, key_file_members(), datetime.datetime.now(datetime.timezone.utc))
     check_kustomize(root, tree, problems)
     return problems, qs
 
@@ -492,6 +693,59 @@ def self_test(root, tree, args, promtool):
             "disable_token_authorization=false", "disable_token_authorization=true").replace(
             "enable_token_authorization=true", "enable_token_authorization=false")
     refused("token authorization turned off", token_off)
+
+    def config_edit(old, new):
+        def mutate(t):
+            cm = next(d for _, d in objects(t) if d.get("kind") == "ConfigMap"
+                      and "config.properties" in d.get("data", {}))
+            text = cm["data"]["config.properties"]
+            if old not in text:
+                raise SystemExit(f"FAIL self-test: config.properties has no {old!r} to change")
+            cm["data"]["config.properties"] = text.replace(old, new)
+        return mutate
+    refused("reuse_key_file off", config_edit("reuse_key_file=true", "reuse_key_file=false"))
+    refused("reuse_key_file unset", config_edit("reuse_key_file=true", ""))
+    refused("a key_file the init container does not write",
+            config_edit("key_file=/var/run/tserve/key_file.json", "key_file=/tmp/key_file.json"))
+
+    def installer(t):
+        pod = find(t, "Deployment")["spec"]["template"]["spec"]
+        return next(c for c in pod["initContainers"] if install_step(command_words(c)))
+
+    def mode_644(t):
+        c = installer(t)
+        c["command"] = [w.replace("0600", "0644") for w in c["command"]]
+    refused("the key file installed with mode 0644", mode_644)
+
+    def as_root(t):
+        installer(t)["securityContext"]["runAsUser"] = 0
+    refused("the key file installed by another user (root)", as_root)
+
+    def secret_key(t):
+        pod = find(t, "Deployment")["spec"]["template"]["spec"]
+        for v in pod["volumes"]:
+            for i in (v.get("secret") or {}).get("items") or []:
+                i["key"] = "key-file.json"
+    refused("an init container reading a Secret key that does not exist", secret_key)
+
+    def misspelt(t):
+        sec = find(t, "Secret")["stringData"]
+        sec["key_file.json"] = sec["key_file.json"].replace('"expiration time"', '"expiration_time"', 1)
+    refused("a key_file.json with a misspelt member (expiration_time)", misspelt)
+
+    def bad_key(t):
+        sec = find(t, "Secret")["stringData"]
+        j = json.loads(sec["key_file.json"])
+        j["inference"]["key"] = "abc+/="
+        sec["key_file.json"] = json.dumps(j)
+    refused("a key_file.json key with characters tserve refuses (+/=)", bad_key)
+
+    def expired(t):
+        sec = find(t, "Secret")["stringData"]
+        j = json.loads(sec["key_file.json"])
+        j["management"]["expiration time"] = "2020-01-01T00:00:00Z"
+        sec["key_file.json"] = json.dumps(j)
+    refused("a key_file.json whose management key has expired", expired)
 
     def target(t):
         find(t, "HorizontalPodAutoscaler")["spec"]["scaleTargetRef"]["name"] = "torchserve"
