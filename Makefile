@@ -59,6 +59,12 @@ fuzz-smoke: deps
 
 # Prometheus rules and config (docs/monitoring.md): promtool check config/rules, the promtool
 # unit tests of every recording rule and alert, and that every metric the rules read exists.
+# Prometheus with the shipped config and rules next to a running tserve (docs/monitoring.md);
+# TSERVE_METRICS_ADDRESS=host:port (default localhost:8082), PROMETHEUS_LISTEN (default
+# 127.0.0.1:9090). In the foreground; Ctrl-C stops it.
+monitor: deps
+	bash scripts/monitor.sh
+
 monitoring-check: deps js-deps
 	bash tests/monitoring/run_promtool.sh
 	$(PYTHON) tests/monitoring/check_dashboards.py

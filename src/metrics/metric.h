@@ -82,6 +82,12 @@ class Counter final : public Series {
     if (sink_ != nullptr) [[unlikely]]
       sink_->Record(*this, v);
   }
+  // Makes an untouched counter appear on /metrics at 0 (recording nothing), so that rate()
+  // sees the first increase after a scrape of 0 instead of a series born with it.
+  void Expose() {
+    double untouched = kUntouched;  // compared bitwise: +0.0 or a value stays as it is
+    value_.compare_exchange_strong(untouched, 0.0, std::memory_order_relaxed);
+  }
   double Value() const {
     const uint64_t n = count_.load(std::memory_order_relaxed);
     const double v = value_.load(std::memory_order_relaxed);

@@ -89,6 +89,15 @@ StatusOr<ModelMetrics> ModelMetrics::Resolve(metrics::Registry* registry, const 
     m.Release(registry);  // what resolved before the error
     return r.status();
   }
+  // tserve's own counters are on /metrics at 0 from the model's load, so the first failures
+  // after a start show in rate()/increase() (a series born with its first increment reads
+  // as no increase). TorchServe's families keep TorchServe's "appears when first recorded".
+  for (metrics::Counter* c :
+       {m.fail_queue_full, m.fail_no_worker, m.fail_timeout, m.fail_handler_error,
+        m.fail_bad_input, m.fail_unloaded, m.fail_client_disconnected,
+        m.fail_response_too_large, m.worker_load_failures}) {
+    c->Expose();
+  }
   return m;
 }
 

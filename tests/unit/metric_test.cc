@@ -144,6 +144,19 @@ TEST(CounterTest, ConcurrentIncrementsAreExact) {
   EXPECT_EQ(c->Value(), static_cast<double>(kThreads * kPer));
 }
 
+TEST(CounterTest, ExposeShowsAnUntouchedCounterAtZeroAndKeepsAValue) {
+  Registry r;
+  Family* f = *r.Add(Desc("C", MetricType::kCounter));
+  Counter* c = *f->GetCounter({});
+  EXPECT_TRUE(IsUntouched(c->Value()));  // not on /metrics yet
+  c->Expose();
+  EXPECT_FALSE(IsUntouched(c->Value()));
+  EXPECT_EQ(c->Value(), 0.0);
+  c->Add(2.5);
+  c->Expose();  // does not reset
+  EXPECT_EQ(c->Value(), 2.5);
+}
+
 TEST(CounterTest, AddsFractions) {
   Registry r;
   Counter* c = *(*r.Add(Desc("C", MetricType::kCounter)))->GetCounter({});
