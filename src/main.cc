@@ -361,6 +361,17 @@ class App {
     auto auth = api::TokenAuth::Create(ao);
     if (auth.ok()) {
       token_auth_ = std::move(*auth);
+      if (ao.reuse_key_file) {
+        // Replicas that must share keys fall out of step silently otherwise.
+        if (token_auth_->reused()) {
+          spdlog::info("Token authorization: keys reused from {}", ao.key_file);
+        } else {
+          spdlog::warn(
+              "reuse_key_file: {} was missing, unreadable or not trusted (it must be a regular "
+              "file owned by this user with mode 0600): new keys were written to it",
+              ao.key_file);
+        }
+      }
       management_router_->Add(http::Method::kGet, "/token",
                               [a = token_auth_.get()](http::Request& req, http::Responder r) {
                                 api::HandleTokenRequest(*a, req, std::move(r));

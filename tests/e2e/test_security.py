@@ -212,6 +212,7 @@ def test_reuse_key_file_lets_replicas_share_one_set_of_keys(tserve, tmp_path):
     shared.chmod(0o640)
     fourth = tserve(config={**common, "reuse_key_file": "true"}, name="fourth")
     assert json.loads(shared.read_text())["inference"]["key"] != reused["inference"]["key"]
+    assert "not trusted" in fourth.stderr() + fourth.stdout()  # said, not silent
     assert requests.post(f"{fourth.inference_url}/predictions/noop", data="x", timeout=10,
                          headers=bearer(reused["inference"]["key"])).status_code == 400
 
