@@ -103,6 +103,98 @@ class Handler {
   virtual void Postprocess(Batch& batch) = 0;
 };
 
+// ---------------------------------------------------------------------------------------
+// Generation: handlers that answer in parts (tokens) and serve many requests at once with
+// iteration-level continuous batching (an LLM). A Handler that is also a GenerativeHandler
+// is driven by its worker differently from the batch phases above:
+//
+//   loop:
+//     while FreeSlots() > 0 and a request waits: Admit(sequence)      -- prefill, 1st token
+//     if Running() > 0: Step()                                         -- one token each
+//     otherwise: wait for a request
+//
+// Each admitted request is a Sequence the worker owns; the handler holds the pointer from an
+// Admit that returns kAdmitted until it calls Finish or Fail on it (then never again). The
+// worker times and counts everything (time to first token, inter-token latency, tokens,
+// finish reasons) from the calls below, so a handler records no metric itself.
+// Threading: the worker's thread makes every call, to the handler and to its Sequences.
+
+// Why a sequence ended, as vLLM's finished_reason: kStop (end-of-sequence token or a stop
+// string), kLength (max_tokens or the model's length), kAbort (the client went away, the
+// request timed out, or the server is stopping).
+enum class FinishReason { kStop, kLength, kAbort };
+inline const char* FinishReasonName(FinishReason reason) {
+  switch (reason) {
+    case FinishReason::kStop:
+      return "stop";
+    case FinishReason::kLength:
+      return "length";
+    case FinishReason::kAbort:
+      return "abort";
+  }
+  return "abort";
+}
+
+// One request being generated.
+class Sequence {
+ public:
+  virtual ~Sequence() = default;
+  virtual std::string_view request_id() const = 0;
+  virtual std::string_view content_type() const = 0;
+  // The payload: a JSON object (GenerationParams below, the prompt included) or, for any
+  // other content type, the prompt as text with the model's default settings.
+  virtual std::string_view body() const = 0;
+  // True once the client has gone or the request's deadline has passed: the handler must
+  // Finish(kAbort) the sequence at its next Step (or instead of admitting it).
+  virtual bool cancelled() const = 0;
+  // The prompt's length in tokens (once, at admission, before the first Emit).
+  virtual void SetPromptTokens(int tokens) = 0;
+  // Sends `text`, the text of `tokens` new tokens, to the client now. `text` may be empty
+  // when the tokens end inside a multi-byte UTF-8 character or may begin a stop string (the
+  // text follows in a later Emit, or never when it was the stop string); tokens == 0 sends
+  // such held-back text alone. `text` is valid UTF-8.
+  virtual void Emit(std::string_view text, int tokens) = 0;
+  // Ends the sequence normally (after its last Emit).
+  virtual void Finish(FinishReason reason) = 0;
+  // Ends it with an error: before the first Emit the client gets `status` (4xx: the
+  // request was bad, e.g. a prompt longer than the model's length; 5xx: the handler
+  // failed) with `message`; after it, the answer ends early and the failure is counted.
+  virtual void Fail(int status, std::string_view message) = 0;
+};
+
+// The handler's state after a step, for the worker's gauges.
+struct GenerationStats {
+  int running = 0;          // sequences admitted and not finished
+  int kv_blocks_used = 0;   // KV-cache blocks held by running sequences
+  int kv_blocks_total = 0;  // blocks the cache has
+};
+
+enum class AdmitResult {
+  kAdmitted,  // running: the handler holds the sequence until it ends it
+  kEnded,     // ended already (Fail: a bad request; Finish: done in the prefill)
+  kNoRoom,    // not enough free KV blocks now: the worker keeps it waiting, first in line
+};
+
+class GenerativeHandler {
+ public:
+  virtual ~GenerativeHandler() = default;
+  // How many more sequences could be admitted now (free slots). 0: Step first.
+  virtual int FreeSlots() const = 0;
+  // Parses the request, tokenizes the prompt, reserves a slot and its KV blocks, runs the
+  // prefill and emits the first token (or Fails/Finishes the sequence).
+  virtual AdmitResult Admit(Sequence* sequence) = 0;
+  // One iteration: one batched decode step over every running sequence, each emitting its
+  // next token; sequences that end (EOS, max_tokens, stop string, cancelled) are Finished
+  // and their slots and blocks freed at once. Throwing fails every running sequence (500).
+  virtual void Step() = 0;
+  virtual GenerationStats Stats() const = 0;
+};
+
+// The generation settings a request may give (JSON fields of the payload), as OpenAI's
+// completions API names them. Handlers parse them; the OpenAI endpoints write them.
+//   prompt (string, required), max_tokens (int >= 1), temperature (>= 0; 0: greedy),
+//   top_p (0 < p <= 1), seed (int), stop (string or array of strings), ignore_eos (bool)
+
 }  // namespace tserve
 
 // A plugin is a shared library exporting this factory (see examples/custom_handler):

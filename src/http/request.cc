@@ -58,6 +58,41 @@ void Responder::Send(Response response) {
   t->Deliver(std::move(response));
 }
 
+ResponseStream Responder::Stream(Response head) {
+  if (target_ == nullptr) return ResponseStream();
+  std::shared_ptr<ResponseTarget> t = std::move(target_);
+  target_ = nullptr;
+  t->StartStream(std::move(head));
+  return ResponseStream(std::move(t));
+}
+
+void ResponseTarget::StartStream(Response head) { gathered_ = std::move(head); }
+void ResponseTarget::WriteChunk(std::string chunk) { gathered_.body += chunk; }
+void ResponseTarget::EndStream() { Deliver(std::move(gathered_)); }
+
+ResponseStream& ResponseStream::operator=(ResponseStream&& other) noexcept {
+  if (this != &other) {
+    ResponseStream old(std::move(*this));  // its destructor ends it if still open
+    target_ = std::move(other.target_);
+  }
+  return *this;
+}
+
+ResponseStream::~ResponseStream() { End(); }
+
+bool ResponseStream::Write(std::string chunk) {
+  if (target_ == nullptr) return false;
+  if (!chunk.empty()) target_->WriteChunk(std::move(chunk));
+  return !target_->client_gone();
+}
+
+void ResponseStream::End() {
+  if (target_ == nullptr) return;
+  std::shared_ptr<ResponseTarget> t = std::move(target_);
+  target_ = nullptr;
+  t->EndStream();
+}
+
 bool IsAcceptableRequestId(std::string_view id) {
   if (id.empty() || id.size() > kMaxRequestIdLength) return false;
   for (char c : id) {

@@ -68,6 +68,14 @@ class ResponseTarget {
   explicit ResponseTarget(ErrorFactory errors = nullptr) : errors_(errors) {}
   virtual ~ResponseTarget() = default;
   virtual void Deliver(Response response) = 0;
+  // A response in parts (Responder::Stream): the head once, then chunks, then the end, in
+  // that order, from one thread at a time. The defaults (for targets other than the
+  // server's connections: tests, in-process callers) gather the chunks into the head's body
+  // and Deliver it whole at EndStream. The server's connection sends the head at once
+  // (chunked transfer encoding) and each chunk as it comes (docs/design.md "Streaming").
+  virtual void StartStream(Response head);
+  virtual void WriteChunk(std::string chunk);
+  virtual void EndStream();
   // True once the client has closed its connection (or the connection broke) before the
   // answer was sent: the answer would be lost. Any thread; only ever goes false -> true.
   bool client_gone() const { return client_gone_.load(std::memory_order_acquire); }
@@ -84,7 +92,10 @@ class ResponseTarget {
  private:
   const ErrorFactory errors_;
   std::atomic<bool> client_gone_{false};
+  Response gathered_;  // the default StartStream/WriteChunk/EndStream's response
 };
+
+class ResponseStream;
 
 class Responder {
  public:
@@ -97,6 +108,10 @@ class Responder {
   ~Responder();
 
   void Send(Response response);
+  // Answers in parts: sends `head` (its status, content type and header fields; its body,
+  // if any, is the first chunk) and returns the stream that carries the rest. The Responder
+  // is then sent (its 500 guard passes to the stream, which ends itself when dropped).
+  ResponseStream Stream(Response head);
   bool sent() const { return target_ == nullptr; }
   // True when the client is known to have gone (see ResponseTarget::client_gone).
   bool client_gone() const { return target_ != nullptr && target_->client_gone(); }
@@ -106,6 +121,36 @@ class Responder {
     std::shared_ptr<ResponseTarget> t = target_;
     return [t] { return t != nullptr && t->client_gone(); };
   }
+
+ private:
+  std::shared_ptr<ResponseTarget> target_;
+};
+
+// The rest of a response begun with Responder::Stream. Write sends one chunk (flushed to the
+// socket at once: TCP_NODELAY); End sends the terminating chunk. A stream dropped without
+// End is ended. Over HTTP/1.1 the body is chunked (Transfer-Encoding: chunked); an HTTP/1.0
+// client gets the bytes as they come and the connection closes at the end.
+// A client that reads too slowly (more than kMaxStreamBacklog bytes written but not yet
+// taken by the socket) is cut off: the connection closes and client_gone() turns true, so
+// a generator stops rather than buffering without bound.
+// Move-only; one thread at a time (any thread).
+inline constexpr size_t kMaxStreamBacklog = 4u << 20;
+class ResponseStream {
+ public:
+  ResponseStream() = default;
+  explicit ResponseStream(std::shared_ptr<ResponseTarget> target) : target_(std::move(target)) {}
+  ResponseStream(ResponseStream&&) = default;
+  ResponseStream& operator=(ResponseStream&& other) noexcept;  // an unended old one is ended
+  ResponseStream(const ResponseStream&) = delete;
+  ResponseStream& operator=(const ResponseStream&) = delete;
+  ~ResponseStream();
+
+  // Sends `chunk` (an empty one sends nothing). Returns !client_gone() afterwards.
+  bool Write(std::string chunk);
+  // Ends the response; later calls do nothing.
+  void End();
+  bool ended() const { return target_ == nullptr; }
+  bool client_gone() const { return target_ != nullptr && target_->client_gone(); }
 
  private:
   std::shared_ptr<ResponseTarget> target_;

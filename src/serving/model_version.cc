@@ -169,11 +169,13 @@ SubmitResult ModelVersion::Submit(Payload payload, ResponseSink sink) {
   const SubmitResult result = pool_->Submit(job);
   if (result != SubmitResult::kAccepted) {
     // Both refusals read as TorchServe's: a full queue too is "no worker" to its clients.
-    job->Complete({503, "application/json",
-                   "Model \"" + name_ +
-                       "\" has no worker to serve inference request. Please use scale workers "
-                       "API to add workers.",
-                   "ServiceUnavailableException"});
+    JobResult refusal;
+    refusal.status = 503;
+    refusal.body = "Model \"" + name_ +
+                   "\" has no worker to serve inference request. Please use scale workers API "
+                   "to add workers.";
+    refusal.error_type = "ServiceUnavailableException";
+    job->Complete(std::move(refusal));
   }
   return result;
 }

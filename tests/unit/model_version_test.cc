@@ -195,8 +195,8 @@ TEST(ResponseSinkTest, FinishesOnceAndAsksItsTargetWhetherTheClientLeft) {
   left = true;
   EXPECT_TRUE(sink.client_gone());
   ResponseSink moved = std::move(sink);
-  moved.Finish({201, "text/plain", "x", ""});
-  moved.Finish({500, "text/plain", "again", ""});
+  moved.Finish(JobResult::Answer(201, "text/plain", "x"));
+  moved.Finish(JobResult::Answer(500, "text/plain", "again"));
   EXPECT_EQ(finishes, 1);
   EXPECT_TRUE(moved.finished());
 }

@@ -244,6 +244,43 @@ TEST(ResponderTest, SendDeliversOnce) {
   EXPECT_EQ(target->last.body, "first");
 }
 
+// Responder::Stream over a target that does not stream (the defaults): the head's body and
+// the chunks are gathered and delivered once, at End or when the stream is dropped.
+TEST(ResponderTest, StreamGathersPartsIntoOneDeliveryAtTheEnd) {
+  auto target = std::make_shared<CaptureTarget>();
+  {
+    Responder responder(target);
+    Response head;
+    head.status = 200;
+    head.content_type = "text/plain";
+    head.body = "a";
+    ResponseStream stream = responder.Stream(std::move(head));
+    EXPECT_TRUE(responder.sent());  // the duty passed to the stream
+    EXPECT_TRUE(stream.Write("b"));
+    EXPECT_TRUE(stream.Write(""));
+    EXPECT_TRUE(stream.Write("c"));
+    EXPECT_EQ(target->deliveries, 0);
+    ResponseStream moved = std::move(stream);
+    EXPECT_TRUE(stream.ended());
+    EXPECT_FALSE(moved.ended());
+  }  // dropped unended: ended
+  ASSERT_EQ(target->deliveries, 1);
+  EXPECT_EQ(target->last.status, 200);
+  EXPECT_EQ(target->last.content_type, "text/plain");
+  EXPECT_EQ(target->last.body, "abc");
+}
+
+TEST(ResponderTest, StreamEndsOnceAndWritesAfterTheEndGoNowhere) {
+  auto target = std::make_shared<CaptureTarget>();
+  Responder responder(target);
+  ResponseStream stream = responder.Stream(Response{});
+  stream.End();
+  stream.End();
+  EXPECT_FALSE(stream.Write("late"));
+  EXPECT_EQ(target->deliveries, 1);
+  EXPECT_EQ(target->last.body, "");
+}
+
 TEST(ResponderTest, DroppedWithoutSendDelivers500) {
   auto target = std::make_shared<CaptureTarget>();
   { Responder responder(target); }

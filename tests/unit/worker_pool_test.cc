@@ -459,7 +459,7 @@ TEST_F(WorkerPoolTest, EveryJobEndsInExactlyOneCountedOutcome) {
   auto submit = [&](std::shared_ptr<Job> job, std::future<JobResult> f) {
     ++submitted;
     if (pool->Submit(job) != SubmitResult::kAccepted) {
-      job->Complete({503, "application/json", "refused", "ServiceUnavailableException"});
+      job->Complete(JobResult::Error(503, "ServiceUnavailableException", "refused"));
     }
     results.push_back(std::move(f));
   };
