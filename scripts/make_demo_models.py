@@ -20,9 +20,15 @@ locally and without network access:
   noop.mar      the noop handler (echo), no model file; batchSize 1
   linear.mar    the tensor handler on a seeded TorchScript nn.Linear(4, 2);
                 minWorkers 1, maxWorkers 1, batchSize 4, maxBatchDelay 50
+  llm.mar       the llm handler (continuous batching, src/backend/llm_engine.h) on a tiny
+                byte-level causal transformer with seeded random weights, TorchScript
+                (~2.5 MB; scripts/demo_llm.py documents the model and its interface:
+                allocate, prefill, decode); minWorkers 1, maxWorkers 1, batchSize 1,
+                responseTimeout 120, and the engine's `llm:` section (LLM_CONFIG below)
 
     /usr/bin/python3 scripts/make_demo_models.py --out build/model_store \\
         --archiver build/tserve-archiver [--force]
+    /usr/bin/python3 scripts/make_demo_models.py --llm-pt PATH   # the LLM's .pt alone
 
 An archive that already exists is kept unless --force. Needs Debian 12's python3-torch and
 python3-torchvision. Takes about 15 s (resnet18.mar is ~45 MB, the others smaller).
@@ -72,6 +78,22 @@ maxWorkers: 1
 batchSize: 4
 maxBatchDelay: 50
 responseTimeout: 120
+"""
+
+
+# The llm handler's settings (src/backend/llm_engine.h): max_num_seqs sequences at once,
+# max_model_len tokens each (prompt + generated), a KV cache of max_num_seqs * max_model_len
+# positions handed out in blocks of block_size, max_tokens when a request gives none.
+LLM_CONFIG = """\
+minWorkers: 1
+maxWorkers: 1
+batchSize: 1
+responseTimeout: 120
+llm:
+  max_num_seqs: 16
+  max_model_len: 256
+  block_size: 16
+  max_tokens: 64
 """
 
 
@@ -184,21 +206,45 @@ def build_linear(work):
     return {"serialized": "model.pt"}
 
 
+def import_demo_llm():
+    """scripts/demo_llm.py (it imports torch), without writing a __pycache__ beside it."""
+    sys.dont_write_bytecode = True
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import demo_llm
+
+    return demo_llm
+
+
+def build_llm(work):
+    import_demo_llm().build(os.path.join(work, "model.pt"))
+    write(os.path.join(work, "model-config.yaml"), LLM_CONFIG)
+    return {"serialized": "model.pt"}
+
+
 MODELS = [
     ("resnet18", "image_classifier", build_resnet18),
     ("lraspp", "image_segmenter", build_lraspp),
     ("ssdlite", "object_detector", build_ssdlite),
     ("noop", "noop", build_noop),
     ("linear", "tensor", build_linear),
+    ("llm", "llm", build_llm),
 ]
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", required=True, help="model store folder to write to")
-    parser.add_argument("--archiver", required=True, help="the tserve-archiver binary")
+    parser.add_argument("--out", help="model store folder to write to")
+    parser.add_argument("--archiver", help="the tserve-archiver binary")
     parser.add_argument("--force", action="store_true", help="rebuild existing archives")
+    parser.add_argument("--llm-pt", metavar="PATH",
+                        help="write only the demo LLM's TorchScript file to PATH (unit tests)")
     args = parser.parse_args()
+    if args.llm_pt:
+        os.makedirs(os.path.dirname(os.path.abspath(args.llm_pt)), exist_ok=True)
+        import_demo_llm().build(args.llm_pt)
+        return
+    if not args.out or not args.archiver:
+        parser.error("--out and --archiver are required (unless --llm-pt)")
 
     out = os.path.abspath(args.out)
     os.makedirs(out, exist_ok=True)

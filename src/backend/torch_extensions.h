@@ -17,9 +17,10 @@ namespace tserve::backend {
 // TSERVE_WITH_TORCH), next to the tserve binary or in <bin>/../lib/tserve.
 inline constexpr const char* kTorchBackendLibrary = "libtserve_torch.so";
 
-// The built-in handlers the module provides (torchscript_handlers.h describes them).
-inline constexpr std::array<const char*, 4> kTorchHandlerNames = {
-    "image_classifier", "image_segmenter", "object_detector", "tensor"};
+// The built-in handlers the module provides (torchscript_handlers.h describes them; "llm":
+// llm_engine.h).
+inline constexpr std::array<const char*, 5> kTorchHandlerNames = {
+    "image_classifier", "image_segmenter", "object_detector", "tensor", "llm"};
 
 // Libraries of TorchScript operators that models may call but LibTorch itself lacks, such as
 // torchvision's (`torchvision::nms`, `roi_align`: every scripted torchvision detector calls

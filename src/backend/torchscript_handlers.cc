@@ -20,6 +20,7 @@
 #include <nlohmann/json.hpp>
 
 #include "backend/image.h"
+#include "backend/llm_engine.h"
 #include "common/strings.h"
 
 namespace tserve::backend {
@@ -110,8 +111,7 @@ torch::jit::Module LoadModule(const char* handler, const ModelContext& context) 
     // One load at a time, process-wide: torch::jit::load initialises LibTorch's shared
     // registries on first use and ThreadSanitizer saw two workers' loads race inside it.
     // Loading is rare (worker start) and bound by the CPU anyway.
-    static std::mutex load_mu;
-    std::lock_guard<std::mutex> lock(load_mu);
+    std::lock_guard<std::mutex> lock(TorchScriptLoadMutex());
     module = torch::jit::load(context.serialized_file);
   } catch (const c10::Error& e) {
     throw HandlerError(std::string(handler) + ": cannot load TorchScript model " +
@@ -992,6 +992,11 @@ class TensorHandler final : public Handler {
 
 }  // namespace
 
+std::mutex& TorchScriptLoadMutex() {
+  static std::mutex mu;
+  return mu;
+}
+
 std::unique_ptr<Handler> MakeImageClassifierHandler() {
   return std::make_unique<ImageClassifierHandler>();
 }
@@ -1011,6 +1016,7 @@ std::unique_ptr<Handler> MakeTorchHandler(std::string_view name) {
   if (name == "image_segmenter") return MakeImageSegmenterHandler();
   if (name == "object_detector") return MakeObjectDetectorHandler();
   if (name == "tensor") return MakeTensorHandler();
+  if (name == "llm") return MakeLlmHandler();
   return nullptr;
 }
 

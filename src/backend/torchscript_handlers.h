@@ -100,6 +100,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string_view>
 
 #include "tserve/handler.h"
@@ -112,10 +113,15 @@ namespace tserve::backend {
 inline constexpr int64_t kMaxObjectDetectorImagePixels = int64_t{4096} * 4096;
 
 // The handler of that name ("image_classifier", "image_segmenter", "object_detector",
-// "tensor": torch_extensions.h's kTorchHandlerNames), or null for another name.
+// "tensor", "llm": torch_extensions.h's kTorchHandlerNames), or null for another name.
 std::unique_ptr<Handler> MakeTorchHandler(std::string_view name);
 
-// The makers of each (tests use them directly).
+// Held by every torch::jit::load of the module's handlers (this file's and llm_engine.h's):
+// the first load initialises LibTorch's shared registries, and ThreadSanitizer saw two
+// workers' loads race inside it.
+std::mutex& TorchScriptLoadMutex();
+
+// The makers of each (tests use them directly; "llm": llm_engine.h's MakeLlmHandler).
 std::unique_ptr<Handler> MakeImageClassifierHandler();
 std::unique_ptr<Handler> MakeImageSegmenterHandler();
 std::unique_ptr<Handler> MakeObjectDetectorHandler();

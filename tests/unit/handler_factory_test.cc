@@ -648,7 +648,7 @@ TEST(TorchBackendTest, DeclaresTheTorchHandlersWithoutLoadingAnything) {
   HandlerFactory f;
   ASSERT_TRUE(RegisterTorchBackend(&f, "none").ok());
   EXPECT_EQ(f.BuiltinNames(), (std::vector<std::string>{"image_classifier", "image_segmenter",
-                                                        "object_detector", "tensor"}));
+                                                        "llm", "object_detector", "tensor"}));
   // Nothing of LibTorch is mapped (this test runs before any that loads the module).
   std::ifstream maps("/proc/self/maps");
   const std::string mapped((std::istreambuf_iterator<char>(maps)),
