@@ -27,6 +27,7 @@
 #include "api/inference_api.h"
 #include "api/management_api.h"
 #include "api/metrics_api.h"
+#include "api/openai_api.h"
 #include "backend/handler_factory.h"
 #include "backend/torch_extensions.h"
 #include "common/file.h"
@@ -336,6 +337,9 @@ class App {
     management_api_ = std::make_unique<api::ManagementApi>(models_.get(), std::move(mgmt));
     inference_router_ = std::make_unique<http::Router>(&api::ErrorForStatus);
     inference_api_->RegisterRoutes(inference_router_.get());
+    // The OpenAI-compatible endpoints (/v1/..., /predictions/{model}[/{version}]/v1/...).
+    openai_api_ = std::make_unique<api::OpenAiApi>(models_.get());
+    openai_api_->RegisterRoutes(inference_router_.get());
     management_router_ = std::make_unique<http::Router>(&api::ErrorForStatus);
     management_api_->RegisterRoutes(management_router_.get());
     AddOpenApiRoute(inference_router_.get(), "inference");
@@ -551,6 +555,7 @@ class App {
   std::unique_ptr<serving::RegistrationSource> registration_source_;
   std::unique_ptr<serving::ModelManager> models_;
   std::unique_ptr<api::InferenceApi> inference_api_;
+  std::unique_ptr<api::OpenAiApi> openai_api_;
   std::unique_ptr<api::ManagementApi> management_api_;
   std::unique_ptr<api::MetricsApi> metrics_api_;
   std::unique_ptr<http::Router> inference_router_;
