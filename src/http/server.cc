@@ -15,6 +15,7 @@
 #include <boost/asio.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http.hpp>
+#include <charconv>
 #include <cstring>
 #include <mutex>
 #include <optional>
@@ -122,9 +123,14 @@ void AppendStatusLine(int status, std::string* out) {
   out->append("\r\n");
 }
 
+// How a response's body is delimited: by Content-Length (a whole response), by chunked
+// transfer encoding (a stream to an HTTP/1.1 client), or by closing the connection (a stream
+// to an HTTP/1.0 client).
+enum class Framing { kLength, kChunked, kUntilClose };
+
 // The request line and header fields of a response, per its status and connection fate.
 void AppendHead(const Response& r, bool close, bool http10_keep_alive, std::string_view request_id,
-                std::string* out) {
+                std::string* out, Framing framing = Framing::kLength) {
   AppendStatusLine(r.status, out);
   if (!request_id.empty()) {
     out->append(kRequestIdHeader);
@@ -137,9 +143,13 @@ void AppendHead(const Response& r, bool close, bool http10_keep_alive, std::stri
     out->append(r.content_type);
     out->append("\r\n");
   }
-  out->append("Content-Length: ");
-  out->append(std::to_string(r.body.size()));
-  out->append("\r\n");
+  if (framing == Framing::kLength) {
+    out->append("Content-Length: ");
+    out->append(std::to_string(r.body.size()));
+    out->append("\r\n");
+  } else if (framing == Framing::kChunked) {
+    out->append("Transfer-Encoding: chunked\r\n");
+  }
   for (const auto& [name, value] : r.headers) {
     out->append(name);
     out->append(": ");
@@ -194,6 +204,13 @@ class Worker;
 // cap; EOF or an error there means the client left (MarkClientGone), and the answer, when
 // it comes, is still written (harmless if nobody reads it) before the connection closes.
 // Every pending operation holds a shared_ptr to the connection, and so does the Responder.
+// Streaming (StartStream, WriteChunk, EndStream: posted to the I/O thread in call order): the
+// head goes out at once (counted and logged then), each chunk is framed (chunked encoding,
+// or raw bytes to an HTTP/1.0 client, which is closed at the end) and queued; one
+// async_write is in flight at a time and takes everything queued when it starts. Bytes
+// queued or in flight beyond kMaxStreamBacklog cut the client off (closed, client gone).
+// The sweep leaves a stream alone while it waits for its next part; a write in flight
+// longer than the write timeout (as for a whole response) closes the connection.
 class Connection final : public ResponseTarget, public std::enable_shared_from_this<Connection> {
  public:
   Connection(Worker* worker, tcp::socket socket, RequestHandler* handler, Slot slot,
@@ -202,12 +219,15 @@ class Connection final : public ResponseTarget, public std::enable_shared_from_t
   // Answers `refusal` (the listener is full) instead of reading a request, then closes.
   void StartRefused(Response refusal);
   void Deliver(Response response) override;
+  void StartStream(Response head) override;
+  void WriteChunk(std::string chunk) override;
+  void EndStream() override;
   void OnShutdown();
   // Closes the connection when its deadline passed; false once it is closed.
   bool Sweep(Clock::time_point now);
 
  private:
-  enum class State { kReading, kDispatched, kWriting, kDraining, kClosed };
+  enum class State { kReading, kDispatched, kWriting, kStreaming, kDraining, kClosed };
 
   void ResetParser();
   void ReadMore();
@@ -218,12 +238,25 @@ class Connection final : public ResponseTarget, public std::enable_shared_from_t
   void Fail(int status, std::string_view message);
   void Write(Response response);
   void OnWritten(const beast::error_code& ec);
+  // The stream's steps, on the I/O thread.
+  void StartStreamNow(Response head);
+  void WriteChunkNow(std::string chunk);
+  void EndStreamNow();
+  void QueueChunk(std::string data);
+  void Queue(std::string bytes);
+  void Flush();
+  void OnStreamWritten(const beast::error_code& ec);
+  void CutOff();
+  // When a write begun now must have completed (a client that does not read is let go).
+  Clock::time_point WriteDeadline() const;
   void StartDrain();
   void DrainRead();
   void Close();
   void MarkStarted();
   void LogAccess();
-  bool InFlight() const { return state_ == State::kDispatched || state_ == State::kWriting; }
+  bool InFlight() const {
+    return state_ == State::kDispatched || state_ == State::kWriting || state_ == State::kStreaming;
+  }
 
   Worker* worker_;
   tcp::socket socket_;
@@ -251,6 +284,14 @@ class Connection final : public ResponseTarget, public std::enable_shared_from_t
   // Reads that must not touch buffer_ (parsing may consume it meanwhile) land here: those
   // begun while a request is in flight, and the drain before close.
   std::array<char, 1024> drain_buf_;
+  // The stream being sent (state kStreaming).
+  bool chunked_ = false;              // chunked encoding; else raw bytes until the close (HTTP/1.0)
+  bool stream_ended_ = false;         // EndStream seen: nothing more is queued
+  bool write_pending_ = false;        // a stream write is in flight (one at a time)
+  std::vector<std::string> queued_;   // framed bytes waiting for the next write
+  std::vector<std::string> writing_;  // the write in flight (kept alive until it completes)
+  std::vector<asio::const_buffer> write_buffers_;
+  size_t backlog_ = 0;  // bytes in queued_ and writing_
 };
 
 // One I/O thread: its io_context, its connections and the timer that enforces their
@@ -322,6 +363,10 @@ Connection::Connection(Worker* worker, tcp::socket socket, RequestHandler* handl
     remote_ = ec ? std::string("/0.0.0.0")
                  : "/" + peer.address().to_string() + ":" + std::to_string(peer.port());
   }
+}
+
+Clock::time_point Connection::WriteDeadline() const {
+  return Clock::now() + std::max(worker_->options.idle_timeout, worker_->options.read_timeout);
 }
 
 void Connection::MarkStarted() {
@@ -545,7 +590,7 @@ void Connection::Fail(int status, std::string_view message) {
 void Connection::Write(Response response) {
   if (state_ == State::kClosed) return;
   state_ = State::kWriting;
-  deadline_ = Clock::now() + std::max(worker_->options.idle_timeout, worker_->options.read_timeout);
+  deadline_ = WriteDeadline();
   response_ = std::move(response);
   if (response_.close) close_after_write_ = true;
   if (worker_->options.observer != nullptr) worker_->options.observer->OnResponse(response_.status);
@@ -595,6 +640,146 @@ void Connection::OnWritten(const beast::error_code& ec) {
   }
 }
 
+void Connection::StartStream(Response head) {
+  // Always posted (never run inline, even on the I/O thread), so that the stream's steps
+  // keep their order whichever threads make them.
+  asio::post(worker_->io, [self = shared_from_this(), h = std::move(head)]() mutable {
+    self->StartStreamNow(std::move(h));
+  });
+}
+
+void Connection::WriteChunk(std::string chunk) {
+  asio::post(worker_->io, [self = shared_from_this(), c = std::move(chunk)]() mutable {
+    self->WriteChunkNow(std::move(c));
+  });
+}
+
+void Connection::EndStream() {
+  asio::post(worker_->io, [self = shared_from_this()] { self->EndStreamNow(); });
+}
+
+void Connection::StartStreamNow(Response head) {
+  if (state_ == State::kClosed) {
+    MarkClientGone();  // the connection broke before the answer: stop producing it
+    return;
+  }
+  if (state_ != State::kDispatched) return;  // not this connection's request any more
+  state_ = State::kStreaming;
+  stream_ended_ = false;
+  response_ = std::move(head);
+  if (response_.close) close_after_write_ = true;
+  // HTTP/1.0 has no chunked encoding: the body ends with the connection.
+  chunked_ = request_.version != 10;
+  if (!chunked_) close_after_write_ = true;
+  if (worker_->options.observer != nullptr) worker_->options.observer->OnResponse(response_.status);
+  if (id_.empty()) id_.AssignFresh();
+  if (worker_->options.access_log != nullptr) LogAccess();
+
+  std::string head_bytes;
+  AppendHead(response_, close_after_write_, false, id_.view(), &head_bytes,
+             chunked_ ? Framing::kChunked : Framing::kUntilClose);
+  Queue(std::move(head_bytes));
+  if (!response_.body.empty()) QueueChunk(std::move(response_.body));
+  Flush();
+}
+
+void Connection::WriteChunkNow(std::string chunk) {
+  if (state_ == State::kClosed) {
+    MarkClientGone();
+    return;
+  }
+  if (state_ != State::kStreaming || stream_ended_ || chunk.empty()) return;
+  QueueChunk(std::move(chunk));
+  if (backlog_ > kMaxStreamBacklog) {
+    CutOff();
+    return;
+  }
+  Flush();
+}
+
+void Connection::EndStreamNow() {
+  if (state_ != State::kStreaming || stream_ended_) return;
+  stream_ended_ = true;
+  if (chunked_ && !head_only_) Queue("0\r\n\r\n");
+  if (write_pending_) return;  // its completion writes the rest, then finishes
+  if (!queued_.empty()) {
+    Flush();
+    return;
+  }
+  OnWritten(beast::error_code());  // everything is out: as after a whole response
+}
+
+void Connection::QueueChunk(std::string data) {
+  if (head_only_) return;  // HEAD: the head alone
+  if (!chunked_) {
+    Queue(std::move(data));
+    return;
+  }
+  char size_line[2 * sizeof(size_t) + 2];
+  const auto [end, ec] = std::to_chars(size_line, size_line + sizeof(size_line) - 2,
+                                       static_cast<uint64_t>(data.size()), 16);
+  (void)ec;
+  end[0] = '\r';
+  end[1] = '\n';
+  Queue(std::string(size_line, end + 2));
+  Queue(std::move(data));
+  Queue("\r\n");
+}
+
+void Connection::Queue(std::string bytes) {
+  backlog_ += bytes.size();
+  queued_.push_back(std::move(bytes));
+}
+
+void Connection::Flush() {
+  if (write_pending_ || queued_.empty() || state_ == State::kClosed) return;
+  writing_.swap(queued_);  // queued_ takes writing_'s emptied storage
+  write_buffers_.clear();
+  for (const std::string& s : writing_) write_buffers_.push_back(asio::buffer(s));
+  write_pending_ = true;
+  deadline_ = WriteDeadline();
+  asio::async_write(socket_, write_buffers_,
+                    [self = shared_from_this()](const beast::error_code& ec, size_t) {
+                      self->OnStreamWritten(ec);
+                    });
+}
+
+void Connection::OnStreamWritten(const beast::error_code& ec) {
+  write_pending_ = false;
+  if (state_ == State::kClosed) return;
+  if (ec) {
+    MarkClientGone();
+    Close();
+    return;
+  }
+  for (const std::string& s : writing_) backlog_ -= s.size();
+  writing_.clear();
+  if (!queued_.empty()) {
+    Flush();
+    return;
+  }
+  if (stream_ended_) {
+    OnWritten(beast::error_code());  // as after a whole response: next request, or close
+    return;
+  }
+  deadline_ = Clock::time_point::max();  // waiting for the next part: the application's timeout
+}
+
+void Connection::CutOff() {
+  // Logged once: the connection closes, and later chunks find it closed.
+  if (worker_->options.warn != nullptr) {
+    beast::error_code ec;
+    tcp::endpoint peer = socket_.remote_endpoint(ec);
+    const std::string who = ec ? std::string("a client")
+                               : peer.address().to_string() + ":" + std::to_string(peer.port());
+    worker_->options.warn("streaming response " + std::string(id_.view()) + " to " + who +
+                          " cut off: the client read too slowly (more than " +
+                          std::to_string(kMaxStreamBacklog) + " bytes not yet taken)");
+  }
+  MarkClientGone();
+  Close();
+}
+
 void Connection::StartDrain() {
   // Half-close and read what the client still sends, so that our response is not lost
   // to a reset caused by unread data (e.g. a body we refused with 413).
@@ -620,7 +805,10 @@ void Connection::DrainRead() {
 
 void Connection::Close() {
   if (state_ == State::kClosed) return;
+  if (state_ == State::kStreaming) MarkClientGone();  // the rest of the stream would be lost
   state_ = State::kClosed;
+  queued_.clear();  // writing_ stays until its write completes (aborted)
+  backlog_ = 0;
   beast::error_code ignored;
   socket_.shutdown(tcp::socket::shutdown_both, ignored);
   socket_.close(ignored);

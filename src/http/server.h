@@ -48,6 +48,9 @@ struct ServerOptions {
   ErrorFactory errors = nullptr;                  // bodies of errors the server itself produces
   ResponseObserver* observer = nullptr;
   AccessLogger* access_log = nullptr;  // null: no access log
+  // Told of what an operator should see in the log (a streaming client cut off for reading
+  // too slowly), from the I/O threads; null: not told.
+  void (*warn)(const std::string& message) = nullptr;
 };
 
 // How many connections each listener may hold open at once by default (issue 7 #4). Every

@@ -10,12 +10,15 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <charconv>
 #include <chrono>
 #include <condition_variable>
 #include <cstring>
 #include <deque>
 #include <memory>
 #include <mutex>
+#include <optional>
+#include <semaphore>
 #include <string>
 #include <thread>
 #include <utility>
@@ -56,6 +59,15 @@ class HoldingHandler final : public RequestHandler {
   std::function<bool()> Probe(size_t i) {
     std::lock_guard<std::mutex> lock(mu_);
     return held_.at(i).GoneProbe();
+  }
+  // Answers the i-th request in parts: sends `head` and returns the stream.
+  ResponseStream Stream(size_t i, Response head) {
+    Responder r;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      r = std::move(held_.at(i));
+    }
+    return r.Stream(std::move(head));
   }
   void Answer(size_t i, std::string body) {
     Responder r;
@@ -152,8 +164,12 @@ Response JsonError(int status, std::string_view message) {
 // A blocking loopback client socket.
 class Client {
  public:
-  explicit Client(uint16_t port) {
+  // receive_buffer > 0: SO_RCVBUF, set before connecting (a client that reads slowly).
+  explicit Client(uint16_t port, int receive_buffer = 0) {
     fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (receive_buffer > 0) {
+      ::setsockopt(fd_, SOL_SOCKET, SO_RCVBUF, &receive_buffer, sizeof(receive_buffer));
+    }
     sockaddr_in addr{};
     addr.sin_family = AF_INET;
     addr.sin_port = htons(port);
@@ -199,6 +215,42 @@ class Client {
   }
   // True when the server closed the connection (EOF) with nothing more to read.
   bool ReadsEof() { return buf_.empty() && !Fill(); }
+  // The status line and header fields of a response (through the blank line); "" on EOF.
+  std::string ReadHead() {
+    size_t end;
+    while ((end = buf_.find("\r\n\r\n")) == std::string::npos) {
+      if (!Fill()) return "";
+    }
+    std::string out = buf_.substr(0, end + 4);
+    buf_.erase(0, end + 4);
+    return out;
+  }
+  // One chunk of a chunked body: its data ("" for the last chunk, which ends the body);
+  // nullopt on EOF or bad framing.
+  std::optional<std::string> ReadChunk() {
+    size_t eol;
+    while ((eol = buf_.find("\r\n")) == std::string::npos) {
+      if (!Fill()) return std::nullopt;
+    }
+    size_t size = 0;
+    const auto [ptr, ec] = std::from_chars(buf_.data(), buf_.data() + eol, size, 16);
+    if (ec != std::errc() || ptr != buf_.data() + eol || eol == 0) return std::nullopt;
+    while (buf_.size() < eol + 2 + size + 2) {
+      if (!Fill()) return std::nullopt;
+    }
+    if (buf_.compare(eol + 2 + size, 2, "\r\n") != 0) return std::nullopt;
+    std::string data = buf_.substr(eol + 2, size);
+    buf_.erase(0, eol + 2 + size + 2);
+    return data;
+  }
+  // Everything until the server closes.
+  std::string ReadToEof() {
+    while (Fill()) {
+    }
+    return std::exchange(buf_, std::string());
+  }
+  // True when nothing was received beyond what was consumed (no read: only what is here).
+  bool NothingPending() const { return buf_.empty(); }
 
  private:
   bool Fill() {
@@ -226,11 +278,21 @@ std::string Get(std::string_view path) {
   return "GET " + std::string(path) + " HTTP/1.1\r\nHost: t\r\n\r\n";
 }
 
+// ServerOptions::warn: counts what the server logged at warn.
+std::atomic<int> g_warnings{0};
+void CountWarning(const std::string&) { g_warnings.fetch_add(1); }
+
 class ServerTest : public ::testing::Test {
  protected:
-  uint16_t StartServer(RequestHandler* handler, int64_t max_connections = 0, int threads = 2) {
+  uint16_t StartServer(RequestHandler* handler, int64_t max_connections = 0, int threads = 2,
+                       std::chrono::milliseconds timeouts = std::chrono::milliseconds(0)) {
     ServerOptions options;
     options.threads = threads;
+    if (timeouts.count() > 0) {
+      options.idle_timeout = timeouts;
+      options.read_timeout = timeouts;
+    }
+    options.warn = &CountWarning;
     options.errors = &JsonError;
     options.observer = &observer_;
     options.access_log = &access_log_;
@@ -241,6 +303,7 @@ class ServerTest : public ::testing::Test {
     server_->Start();
     return port.ok() ? *port : 0;
   }
+  void SetUp() override { g_warnings.store(0); }
   void TearDown() override {
     if (server_ != nullptr) server_->Shutdown(std::chrono::milliseconds(2000));
   }
@@ -599,6 +662,308 @@ TEST_F(ServerTest, RefusalsOverTheCapCarryRequestIdsAndAreLogged) {
     EXPECT_TRUE(IsAcceptableRequestId(RequestIdOf(r))) << r;
   }
   ASSERT_TRUE(Eventually([&] { return access_log_.lines().size() == 41; }));
+}
+
+// ---- issue 11: streamed responses (chunked transfer encoding) ----
+
+Response TextHead(std::string body = "") {
+  Response head;
+  head.content_type = "text/plain";
+  head.body = std::move(body);
+  return head;
+}
+
+// Streams every request from a thread of its own: started on the I/O thread (in Handle),
+// each part written after the test allows it (one permit per part), ended on that thread.
+class ThreadStreamingHandler final : public RequestHandler {
+ public:
+  explicit ThreadStreamingHandler(int parts) : parts_(parts) {}
+  ~ThreadStreamingHandler() override {
+    for (auto& t : threads_) t.join();
+  }
+  void Handle(Request&, Responder responder) override {
+    ResponseStream stream = responder.Stream(TextHead());
+    threads_.emplace_back([this, s = std::move(stream)]() mutable {
+      for (int i = 1; i <= parts_; ++i) {
+        permits_.acquire();
+        std::this_thread::sleep_for(2ms);
+        s.Write("part " + std::to_string(i));
+      }
+      s.End();
+    });
+  }
+  void Allow() { permits_.release(); }
+
+ private:
+  const int parts_;
+  std::counting_semaphore<> permits_{0};
+  std::vector<std::thread> threads_;  // touched by the one I/O thread, then joined
+};
+
+TEST_F(ServerTest, AStreamSendsEachPartAsItComesChunkedThenKeepsTheConnection) {
+  ThreadStreamingHandler handler(3);
+  uint16_t port = StartServer(&handler, 0, /*threads=*/1);
+  Client client(port);
+  ASSERT_TRUE(client.Send(Get("/stream")));
+  std::string head = client.ReadHead();
+  EXPECT_NE(head.find("HTTP/1.1 200 OK\r\n"), std::string::npos) << head;
+  EXPECT_NE(head.find("\r\nTransfer-Encoding: chunked\r\n"), std::string::npos) << head;
+  EXPECT_EQ(head.find("Content-Length"), std::string::npos) << head;
+  EXPECT_EQ(head.find("Connection: close"), std::string::npos) << head;
+  EXPECT_TRUE(IsAcceptableRequestId(RequestIdOf(head))) << head;
+  // Counted and logged once, when the head went out (before any part was written).
+  EXPECT_EQ(observer_.twoxx.load(), 1);
+  ASSERT_TRUE(Eventually([&] { return access_log_.lines().size() == 1; }));
+  EXPECT_EQ(access_log_.lines()[0].status, 200);
+  EXPECT_EQ(access_log_.lines()[0].request_id, RequestIdOf(head));
+  // Each part arrives on its own before the next is even written.
+  for (int i = 1; i <= 3; ++i) {
+    handler.Allow();
+    EXPECT_EQ(client.ReadChunk(), "part " + std::to_string(i));
+  }
+  EXPECT_EQ(client.ReadChunk(), "");  // the last chunk
+  EXPECT_EQ(observer_.twoxx.load(), 1);
+  EXPECT_EQ(access_log_.lines().size(), 1u);
+  // Keep-alive: the same connection serves the next request, streamed again.
+  ASSERT_TRUE(client.Send(Get("/again")));
+  EXPECT_NE(client.ReadHead().find("HTTP/1.1 200 OK"), std::string::npos);
+  for (int i = 1; i <= 3; ++i) handler.Allow();
+  EXPECT_EQ(client.ReadChunk(), "part 1");
+  EXPECT_EQ(client.ReadChunk(), "part 2");
+  EXPECT_EQ(client.ReadChunk(), "part 3");
+  EXPECT_EQ(client.ReadChunk(), "");
+  EXPECT_EQ(observer_.twoxx.load(), 2);
+}
+
+TEST_F(ServerTest, AStreamsHeadBodyIsItsFirstChunkAndAPipelinedRequestFollows) {
+  HoldingHandler handler;
+  uint16_t port = StartServer(&handler);
+  Client client(port);
+  ASSERT_TRUE(client.Send(Get("/first") + Get("/second")));
+  ASSERT_TRUE(handler.WaitForRequests(1));
+  Response head = TextHead("hello");
+  head.status = 201;
+  head.headers.emplace_back("X-Extra", "1");
+  ResponseStream stream = handler.Stream(0, std::move(head));
+  std::string h = client.ReadHead();
+  EXPECT_NE(h.find("HTTP/1.1 201 Created\r\n"), std::string::npos) << h;
+  EXPECT_NE(h.find("\r\nX-Extra: 1\r\n"), std::string::npos) << h;
+  EXPECT_NE(h.find("\r\nContent-Type: text/plain\r\n"), std::string::npos) << h;
+  EXPECT_EQ(client.ReadChunk(), "hello");
+  EXPECT_TRUE(stream.Write(std::string(100000, 'x')));  // a large part, one chunk
+  EXPECT_EQ(client.ReadChunk(), std::string(100000, 'x'));
+  stream.End();
+  EXPECT_TRUE(stream.ended());
+  EXPECT_EQ(client.ReadChunk(), "");
+  ASSERT_TRUE(handler.WaitForRequests(2));
+  EXPECT_EQ(handler.path(1), "/second");
+  handler.Answer(1, "two");
+  std::string r2 = client.ReadResponse();
+  EXPECT_NE(r2.find("Content-Length: 3\r\n"), std::string::npos) << r2;
+  EXPECT_NE(r2.find("\r\n\r\ntwo"), std::string::npos) << r2;
+}
+
+TEST_F(ServerTest, AnEmptyWriteSendsNothingAndDoesNotEndTheStream) {
+  HoldingHandler handler;
+  uint16_t port = StartServer(&handler);
+  Client client(port);
+  ASSERT_TRUE(client.Send(Get("/s")));
+  ASSERT_TRUE(handler.WaitForRequests(1));
+  ResponseStream stream = handler.Stream(0, TextHead());
+  EXPECT_TRUE(stream.Write(""));
+  EXPECT_TRUE(stream.Write("a"));
+  EXPECT_NE(client.ReadHead().find("200 OK"), std::string::npos);
+  EXPECT_EQ(client.ReadChunk(), "a");  // not "" (a zero-size chunk would end the body)
+  EXPECT_TRUE(stream.Write("b"));
+  stream.End();
+  EXPECT_EQ(client.ReadChunk(), "b");
+  EXPECT_EQ(client.ReadChunk(), "");
+}
+
+TEST_F(ServerTest, AStreamDroppedWithoutEndIsEndedAndTheConnectionKept) {
+  HoldingHandler handler;
+  uint16_t port = StartServer(&handler);
+  Client client(port);
+  ASSERT_TRUE(client.Send(Get("/s")));
+  ASSERT_TRUE(handler.WaitForRequests(1));
+  {
+    ResponseStream stream = handler.Stream(0, TextHead());
+    stream.Write("only");
+  }
+  EXPECT_NE(client.ReadHead().find("200 OK"), std::string::npos);
+  EXPECT_EQ(client.ReadChunk(), "only");
+  EXPECT_EQ(client.ReadChunk(), "");
+  ASSERT_TRUE(client.Send(Get("/next")));
+  ASSERT_TRUE(handler.WaitForRequests(2));
+  handler.Answer(1, "next");
+  EXPECT_NE(client.ReadResponse().find("\r\n\r\nnext"), std::string::npos);
+}
+
+TEST_F(ServerTest, AStreamEndedOnAnotherThreadThanItStartedOn) {
+  HoldingHandler handler;
+  uint16_t port = StartServer(&handler);
+  Client client(port);
+  ASSERT_TRUE(client.Send(Get("/s")));
+  ASSERT_TRUE(handler.WaitForRequests(1));
+  ResponseStream stream = handler.Stream(0, TextHead());
+  std::thread([&] { stream.Write("from a"); }).join();
+  std::thread([&] {
+    stream.Write("from b");
+    stream.End();
+  }).join();
+  EXPECT_NE(client.ReadHead().find("200 OK"), std::string::npos);
+  EXPECT_EQ(client.ReadChunk(), "from a");
+  EXPECT_EQ(client.ReadChunk(), "from b");
+  EXPECT_EQ(client.ReadChunk(), "");
+}
+
+TEST_F(ServerTest, AnHttp10ClientGetsTheRawBytesThenTheClose) {
+  HoldingHandler handler;
+  uint16_t port = StartServer(&handler);
+  Client client(port);
+  // Even when it asks to keep the connection: without a length, the close ends the body.
+  ASSERT_TRUE(client.Send("GET /s HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"));
+  ASSERT_TRUE(handler.WaitForRequests(1));
+  ResponseStream stream = handler.Stream(0, TextHead("ab"));
+  std::string head = client.ReadHead();
+  EXPECT_NE(head.find("HTTP/1.1 200 OK\r\n"), std::string::npos) << head;
+  EXPECT_NE(head.find("\r\nConnection: close\r\n"), std::string::npos) << head;
+  EXPECT_EQ(head.find("Transfer-Encoding"), std::string::npos) << head;
+  EXPECT_EQ(head.find("Content-Length"), std::string::npos) << head;
+  stream.Write("cd");
+  stream.Write("ef");
+  stream.End();
+  EXPECT_EQ(client.ReadToEof(), "abcdef");
+  EXPECT_EQ(observer_.twoxx.load(), 1);
+}
+
+TEST_F(ServerTest, AStreamedAnswerToHeadSendsTheHeadAlone) {
+  HoldingHandler handler;
+  uint16_t port = StartServer(&handler);
+  Client client(port);
+  ASSERT_TRUE(client.Send("HEAD /s HTTP/1.1\r\nHost: t\r\n\r\n"));
+  ASSERT_TRUE(handler.WaitForRequests(1));
+  ResponseStream stream = handler.Stream(0, TextHead("body"));
+  stream.Write("more");
+  stream.End();
+  std::string head = client.ReadHead();
+  EXPECT_NE(head.find("HTTP/1.1 200 OK\r\n"), std::string::npos) << head;
+  EXPECT_EQ(observer_.twoxx.load(), 1);
+  // Nothing follows the head: the next bytes are the next response's.
+  ASSERT_TRUE(client.Send(Get("/next")));
+  ASSERT_TRUE(handler.WaitForRequests(2));
+  handler.Answer(1, "next");
+  std::string r = client.ReadResponse();
+  EXPECT_EQ(r.rfind("HTTP/1.1 200 OK\r\n", 0), 0u) << r;
+  EXPECT_NE(r.find("\r\n\r\nnext"), std::string::npos) << r;
+}
+
+TEST_F(ServerTest, AClientLeavingMidStreamIsNoticedAndOthersAreServed) {
+  HoldingHandler handler;
+  uint16_t port = StartServer(&handler);
+  auto client = std::make_unique<Client>(port);
+  ASSERT_TRUE(client->Send(Get("/s")));
+  ASSERT_TRUE(handler.WaitForRequests(1));
+  ResponseStream stream = handler.Stream(0, TextHead());
+  EXPECT_TRUE(stream.Write("a"));
+  EXPECT_NE(client->ReadHead().find("200 OK"), std::string::npos);
+  EXPECT_EQ(client->ReadChunk(), "a");
+  EXPECT_FALSE(stream.client_gone());
+  client.reset();  // the client closes mid-stream
+  EXPECT_TRUE(Eventually([&] { return stream.client_gone(); }));
+  EXPECT_FALSE(stream.Write("lost"));  // a generator sees it and stops
+  stream.End();
+  Client other(port);
+  ASSERT_TRUE(other.Send(Get("/other")));
+  ASSERT_TRUE(handler.WaitForRequests(2));
+  handler.Answer(1, "fine");
+  EXPECT_NE(other.ReadResponse().find("fine"), std::string::npos);
+}
+
+TEST_F(ServerTest, AClientThatDoesNotReadIsCutOffBeyondTheBacklogCap) {
+  HoldingHandler handler;
+  uint16_t port = StartServer(&handler, 0, /*threads=*/1);
+  Client slow(port, /*receive_buffer=*/4096);
+  ASSERT_TRUE(slow.Send(Get("/flood")));
+  ASSERT_TRUE(handler.WaitForRequests(1));
+  ResponseStream stream = handler.Stream(0, TextHead());
+  const std::string part(256 * 1024, 'x');
+  size_t written = 0;
+  // Bounded: far more than the cap plus any socket buffers.
+  while (!stream.client_gone() && written < 64 * kMaxStreamBacklog) {
+    stream.Write(part);
+    written += part.size();
+    std::this_thread::sleep_for(1ms);  // let the I/O thread keep up (no timing asserted)
+  }
+  EXPECT_TRUE(stream.client_gone()) << written << " bytes written without a cut-off";
+  EXPECT_GT(written, kMaxStreamBacklog);  // not before the cap
+  // Later parts go nowhere and are not logged again.
+  EXPECT_FALSE(stream.Write(part));
+  stream.End();
+  // The server still serves others (one I/O thread: this also runs after those posts).
+  Client other(port);
+  ASSERT_TRUE(other.Send(Get("/other")));
+  ASSERT_TRUE(handler.WaitForRequests(2));
+  handler.Answer(1, "fine");
+  EXPECT_NE(other.ReadResponse().find("fine"), std::string::npos);
+  EXPECT_EQ(g_warnings.load(), 1);
+  // The slow client sees the stream cut (no last chunk): EOF or a reset after some bytes.
+  std::string got = slow.ReadToEof();
+  EXPECT_EQ(got.find("\r\n0\r\n\r\n"), std::string::npos);
+}
+
+TEST_F(ServerTest, AStreamWaitingForItsNextPartIsNotSweptAsIdle) {
+  HoldingHandler handler;
+  uint16_t port = StartServer(&handler, 0, 2, /*timeouts=*/100ms);
+  Client client(port);
+  ASSERT_TRUE(client.Send(Get("/slow-generation")));
+  ASSERT_TRUE(handler.WaitForRequests(1));
+  ResponseStream stream = handler.Stream(0, TextHead());
+  stream.Write("a");
+  EXPECT_NE(client.ReadHead().find("200 OK"), std::string::npos);
+  EXPECT_EQ(client.ReadChunk(), "a");
+  std::this_thread::sleep_for(800ms);  // several sweeps, each past the idle/read timeouts
+  EXPECT_FALSE(stream.client_gone());
+  stream.Write("b");
+  stream.End();
+  EXPECT_EQ(client.ReadChunk(), "b");
+  EXPECT_EQ(client.ReadChunk(), "");
+}
+
+TEST_F(ServerTest, AStreamWriteStuckOnAClientThatNeverReadsEndsAtTheWriteTimeout) {
+  // Under the backlog cap, but more than the socket buffers take: the write stays pending
+  // until the write timeout (as for a whole response), then the connection is closed.
+  HoldingHandler handler;
+  uint16_t port = StartServer(&handler, 0, 2, /*timeouts=*/200ms);
+  Client stuck(port, /*receive_buffer=*/4096);
+  ASSERT_TRUE(stuck.Send(Get("/s")));
+  ASSERT_TRUE(handler.WaitForRequests(1));
+  ResponseStream stream = handler.Stream(0, TextHead());
+  stream.Write(std::string(kMaxStreamBacklog - 1024, 'x'));
+  EXPECT_TRUE(Eventually([&] { return stream.client_gone(); }));
+  stream.End();
+}
+
+TEST_F(ServerTest, ShutdownLetsAnActiveStreamFinishThenCloses) {
+  HoldingHandler handler;
+  uint16_t port = StartServer(&handler);
+  Client client(port);
+  ASSERT_TRUE(client.Send(Get("/s")));
+  ASSERT_TRUE(handler.WaitForRequests(1));
+  ResponseStream stream = handler.Stream(0, TextHead());
+  stream.Write("before");
+  EXPECT_NE(client.ReadHead().find("200 OK"), std::string::npos);
+  EXPECT_EQ(client.ReadChunk(), "before");
+  std::thread shutdown([&] { server_->Shutdown(std::chrono::milliseconds(10000)); });
+  std::this_thread::sleep_for(100ms);  // the shutdown begins (ordering aid, not asserted)
+  EXPECT_FALSE(stream.client_gone());
+  stream.Write("during");
+  stream.End();
+  EXPECT_EQ(client.ReadChunk(), "during");
+  EXPECT_EQ(client.ReadChunk(), "");
+  EXPECT_TRUE(client.ReadsEof());
+  shutdown.join();
+  server_.reset();
 }
 
 TEST(ConnectionCapsTest, InferenceGetsTheRestAndOthersKeepAShare) {
