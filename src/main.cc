@@ -269,6 +269,7 @@ class App {
     options.read_timeout = std::chrono::seconds(config_.http_read_timeout);
     options.errors = &api::ErrorForStatus;
     options.observer = counters_.get();
+    options.warn = [](const std::string& message) { spdlog::warn("{}", message); };
     // TorchServe's access_log.log, each line with the response's x-request-id.
     auto access_log = api::AccessLog::Open(config_.log_location);
     if (!access_log.ok()) return access_log.status();

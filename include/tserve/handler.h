@@ -118,6 +118,8 @@ class Handler {
 // worker times and counts everything (time to first token, inter-token latency, tokens,
 // finish reasons) from the calls below, so a handler records no metric itself.
 // Threading: the worker's thread makes every call, to the handler and to its Sequences.
+// A handler is destroyed after the worker has ended every Sequence it held: its destructor
+// must not touch them.
 
 // Why a sequence ended, as vLLM's finished_reason: kStop (end-of-sequence token or a stop
 // string), kLength (max_tokens or the model's length), kAbort (the client went away, the

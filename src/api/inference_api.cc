@@ -1,5 +1,7 @@
 #include "api/inference_api.h"
 
+#include <spdlog/spdlog.h>
+
 #include <cstdio>
 
 #include "api/errors.h"
@@ -51,11 +53,38 @@ namespace {
 
 // A prediction's answer, over HTTP: TorchServe's error JSON for an error, the handler's
 // bytes and content type otherwise. Owns the request's Responder (no make_shared).
+// A generation's parts stream as they come, one HTTP chunk each (TorchServe's
+// send_intermediate_predict_response; the status line goes with the first part): an error
+// after it can only end the answer early.
 class HttpSink final : public serving::ResponseSink::Target {
  public:
   explicit HttpSink(http::Responder responder)
       : responder_(std::move(responder)), gone_(responder_.GoneProbe()) {}
+  void SendPart(serving::JobPart part) override {
+    if (part.text.empty()) return;
+    if (stream_.ended() && !streaming_) {
+      http::Response head;
+      head.status = 200;
+      head.content_type = kStreamType;
+      head.body = std::move(part.text);
+      stream_ = responder_.Stream(std::move(head));
+      streaming_ = true;
+      return;
+    }
+    (void)stream_.Write(std::move(part.text));
+  }
   void Finish(serving::JobResult result) override {
+    if (streaming_) {
+      if (!result.error_type.empty() && !gone_()) {
+        spdlog::warn("Prediction stream ended early after its first part: {} {}", result.status,
+                     result.body);
+      }
+      stream_.End();
+      return;
+    }
+    if (!result.finish_reason.empty() && result.error_type.empty()) {
+      result.content_type = kStreamType;  // a generation that sent no text
+    }
     if (!result.error_type.empty()) {
       responder_.Send(JsonError(result.status, result.error_type, result.body));
       return;
@@ -69,8 +98,11 @@ class HttpSink final : public serving::ResponseSink::Target {
   bool client_gone() const override { return gone_(); }
 
  private:
+  static constexpr const char* kStreamType = "text/plain; charset=utf-8";
   http::Responder responder_;
   const std::function<bool()> gone_;  // shares the target: safe while Finish runs
+  http::ResponseStream stream_;
+  bool streaming_ = false;
 };
 
 }  // namespace

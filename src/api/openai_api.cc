@@ -764,7 +764,10 @@ void OpenAiApi::ListModels(http::Responder responder, std::string_view path_mode
                            std::string_view path_version) const {
   OrderedJson data = OrderedJson::array();
   if (path_model.empty()) {
-    for (const auto& m : models_->List()) data.push_back(ModelJson(m->name()));
+    // Only models that generate (a batch model cannot answer these routes usefully).
+    for (const auto& m : models_->List()) {
+      if (m->generative()) data.push_back(ModelJson(m->name()));
+    }
   } else {
     auto model = models_->Find(path_model, path_version);
     if (!model.ok()) {

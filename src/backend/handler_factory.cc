@@ -29,7 +29,8 @@ constexpr const char* kApiVersionSymbol = TSERVE_API_VERSION_SYMBOL;
 // A plugin's handler together with the library it came from. The library is closed only
 // after the handler is destroyed (members are destroyed in reverse order), since the
 // handler's code and vtable live in it.
-class PluginHandler final : public Handler {
+// A plugin that generates (also a GenerativeHandler) is forwarded as one.
+class PluginHandler : public Handler {
  public:
   PluginHandler(std::shared_ptr<void> library, std::unique_ptr<Handler> inner)
       : library_(std::move(library)), inner_(std::move(inner)) {}
@@ -39,10 +40,35 @@ class PluginHandler final : public Handler {
   void Inference(Batch& batch) override { inner_->Inference(batch); }
   void Postprocess(Batch& batch) override { inner_->Postprocess(batch); }
 
+ protected:
+  Handler* inner() const { return inner_.get(); }
+
  private:
   std::shared_ptr<void> library_;
   std::unique_ptr<Handler> inner_;
 };
+
+class GenerativePluginHandler final : public PluginHandler, public GenerativeHandler {
+ public:
+  GenerativePluginHandler(std::shared_ptr<void> library, std::unique_ptr<Handler> inner,
+                          GenerativeHandler* generative)
+      : PluginHandler(std::move(library), std::move(inner)), generative_(generative) {}
+  int FreeSlots() const override { return generative_->FreeSlots(); }
+  AdmitResult Admit(Sequence* sequence) override { return generative_->Admit(sequence); }
+  void Step() override { generative_->Step(); }
+  GenerationStats Stats() const override { return generative_->Stats(); }
+
+ private:
+  GenerativeHandler* generative_;  // the inner handler, seen as a generator
+};
+
+std::unique_ptr<Handler> WrapPlugin(std::shared_ptr<void> library, std::unique_ptr<Handler> inner) {
+  if (auto* generative = dynamic_cast<GenerativeHandler*>(inner.get())) {
+    return std::make_unique<GenerativePluginHandler>(std::move(library), std::move(inner),
+                                                     generative);
+  }
+  return std::make_unique<PluginHandler>(std::move(library), std::move(inner));
+}
 
 std::optional<std::string> RealPath(const std::string& path) {
   char buf[PATH_MAX];
@@ -331,8 +357,7 @@ StatusOr<std::unique_ptr<Handler>> HandlerFactory::CreatePlugin(
   if (inner == nullptr) {
     return Status::Internal(what + ": " + TSERVE_HANDLER_FACTORY_SYMBOL + " returned null");
   }
-  return std::unique_ptr<Handler>(
-      std::make_unique<PluginHandler>(std::move(library), std::move(inner)));
+  return WrapPlugin(std::move(library), std::move(inner));
 }
 
 }  // namespace tserve::backend

@@ -39,6 +39,10 @@ class Job {
   void Deliver(JobResult result);
   bool completed() const { return completed_.load(std::memory_order_acquire); }
 
+  // One part of the answer (a generation's text), before the job is claimed: only its
+  // worker calls it (docs/design.md "Generation").
+  void SendPart(JobPart part) { sink_.SendPart(std::move(part)); }
+
   // Whether the client that sent the request has gone (its answer would be lost): asked
   // of the sink, from any thread.
   bool client_gone() const { return sink_.client_gone(); }

@@ -85,6 +85,25 @@ StatusOr<ModelMetrics> ModelMetrics::Resolve(metrics::Registry* registry, const 
   m.fail_unloaded = reason("unloaded");
   m.fail_client_disconnected = reason("client_disconnected");
   m.fail_response_too_large = reason("response_too_large");
+  Generation& g = m.generation;
+  g.time_to_first_token = r.H("ts_time_to_first_token_seconds", mv);
+  g.inter_token_latency = r.H("ts_inter_token_latency_seconds", mv);
+  g.e2e_latency = r.H("ts_e2e_request_latency_seconds", mv);
+  g.queue_time = r.H("ts_request_queue_time_seconds", mv);
+  g.prompt_tokens = r.H("ts_request_prompt_tokens", mv);
+  g.generation_tokens = r.H("ts_request_generation_tokens", mv);
+  g.prompt_tokens_total = r.C("ts_prompt_tokens_total", mv);
+  g.generation_tokens_total = r.C("ts_generation_tokens_total", mv);
+  auto finished = [&](const char* why) {
+    return r.C("ts_request_success_total",
+               {{"model_name", model}, {"model_version", version}, {"finished_reason", why}});
+  };
+  g.success_stop = finished("stop");
+  g.success_length = finished("length");
+  g.success_abort = finished("abort");
+  g.running = r.G("ts_num_requests_running", mv);
+  g.waiting = r.G("ts_num_requests_waiting", mv);
+  g.kv_cache_usage = r.G("ts_kv_cache_usage_perc", mv);
   if (!r.status().ok()) {
     m.Release(registry);  // what resolved before the error
     return r.status();
@@ -93,9 +112,9 @@ StatusOr<ModelMetrics> ModelMetrics::Resolve(metrics::Registry* registry, const 
   // after a start show in rate()/increase() (a series born with its first increment reads
   // as no increase). TorchServe's families keep TorchServe's "appears when first recorded".
   for (metrics::Counter* c :
-       {m.fail_queue_full, m.fail_no_worker, m.fail_timeout, m.fail_handler_error,
-        m.fail_bad_input, m.fail_unloaded, m.fail_client_disconnected,
-        m.fail_response_too_large, m.worker_load_failures}) {
+       {m.fail_queue_full, m.fail_no_worker, m.fail_timeout, m.fail_handler_error, m.fail_bad_input,
+        m.fail_unloaded, m.fail_client_disconnected, m.fail_response_too_large,
+        m.worker_load_failures}) {
     c->Expose();
   }
   return m;
@@ -127,6 +146,16 @@ void ModelMetrics::Release(metrics::Registry* registry) {
   release(workers_min);
   release(worker_load_failures);
   release(configured_batch_size);
+  Generation& g = generation;
+  for (metrics::Histogram** h : {&g.time_to_first_token, &g.inter_token_latency, &g.e2e_latency,
+                                 &g.queue_time, &g.prompt_tokens, &g.generation_tokens}) {
+    release(*h);
+  }
+  for (metrics::Counter** c : {&g.prompt_tokens_total, &g.generation_tokens_total, &g.success_stop,
+                               &g.success_length, &g.success_abort}) {
+    release(*c);
+  }
+  for (metrics::Gauge** x : {&g.running, &g.waiting, &g.kv_cache_usage}) release(*x);
   release(fail_queue_full);
   release(fail_no_worker);
   release(fail_timeout);

@@ -49,6 +49,26 @@ struct ModelMetrics {
   metrics::Counter* fail_client_disconnected = nullptr;  // client gone while queued
   metrics::Counter* fail_response_too_large = nullptr;   // over max_response_size (500)
 
+  // Generation (a GenerativeHandler; docs/llm.md). Untouched, so absent from /metrics, for
+  // other models.
+  struct Generation {
+    metrics::Histogram* time_to_first_token = nullptr;
+    metrics::Histogram* inter_token_latency = nullptr;
+    metrics::Histogram* e2e_latency = nullptr;
+    metrics::Histogram* queue_time = nullptr;
+    metrics::Histogram* prompt_tokens = nullptr;      // per request
+    metrics::Histogram* generation_tokens = nullptr;  // per request
+    metrics::Counter* prompt_tokens_total = nullptr;
+    metrics::Counter* generation_tokens_total = nullptr;
+    metrics::Counter* success_stop = nullptr;  // ts_request_success_total{finished_reason}
+    metrics::Counter* success_length = nullptr;
+    metrics::Counter* success_abort = nullptr;
+    metrics::Gauge* running = nullptr;
+    metrics::Gauge* waiting = nullptr;
+    metrics::Gauge* kv_cache_usage = nullptr;
+  };
+  Generation generation;
+
   // Every request counted in `requests` ends in exactly one of: a success (observed in
   // request_duration) or one fail_* counter. docs/metrics.md states the invariant.
   static StatusOr<ModelMetrics> Resolve(metrics::Registry* registry, const std::string& model,

@@ -308,6 +308,8 @@ void ModelVersion::Shutdown() {
 
 void ModelVersion::ExpireOverdue(Clock::time_point now) { pool_->ExpireOverdue(now); }
 
+bool ModelVersion::generative() const { return pool_->generative(); }
+
 bool ModelVersion::Healthy() const { return pool_->ready_workers() >= min_workers_.load(); }
 
 ModelDescription ModelVersion::Describe() const {

@@ -178,6 +178,9 @@ class ModelVersion : public std::enable_shared_from_this<ModelVersion> {
   void ExpireOverdue(Clock::time_point now);
   // Every worker of the minimum ready.
   bool Healthy() const;
+  // Whether its handler generates (a GenerativeHandler, e.g. an LLM): known once a worker
+  // has loaded it; false before.
+  bool generative() const;
   ModelDescription Describe() const;
 
   const std::string& name() const { return name_; }

@@ -106,6 +106,25 @@ std::vector<std::shared_ptr<Job>> JobQueue::PopBatch(size_t max_jobs,
   return batch;
 }
 
+std::vector<std::shared_ptr<Job>> JobQueue::TryPop(size_t max_jobs,
+                                                   std::vector<std::shared_ptr<Job>>* gone) {
+  std::vector<std::shared_ptr<Job>> taken;
+  MutexLock lock(&mu_);
+  if (jobs_.empty()) return taken;
+  while (!jobs_.empty() && taken.size() < max_jobs) {
+    std::shared_ptr<Job> job = std::move(jobs_.front());
+    jobs_.pop_front();
+    if (job->completed()) continue;
+    if (gone != nullptr && job->client_gone()) {
+      gone->push_back(std::move(job));
+    } else {
+      taken.push_back(std::move(job));
+    }
+  }
+  SizeChanged();
+  return taken;
+}
+
 void JobQueue::ExpireOverdue(Clock::time_point now, const std::function<void(Job&)>& expire) {
   std::vector<std::shared_ptr<Job>> overdue;
   {
@@ -418,6 +437,13 @@ std::unique_ptr<Handler> WorkerPool::LoadHandler(Worker* w) {
 }
 
 void WorkerPool::Run(Worker* w) {
+  // A generative handler that broke (its Step threw) is reloaded: its state is unknown.
+  while (!RunOnce(w)) {
+  }
+  SetState(w, WorkerState::kStopped);
+}
+
+bool WorkerPool::RunOnce(Worker* w) {
   std::unique_ptr<Handler> handler;
   auto backoff = std::chrono::milliseconds(1000);
   while (!w->stop) {
@@ -434,8 +460,15 @@ void WorkerPool::Run(Worker* w) {
     backoff = std::min(backoff * 2, std::chrono::milliseconds(30000));
     if (!w->stop) SetState(w, WorkerState::kLoading);
   }
-  if (handler != nullptr) {
-    SetState(w, WorkerState::kReady);
+  if (handler == nullptr) return true;  // stopped while loading
+  SetState(w, WorkerState::kReady);
+  if (auto* generative = dynamic_cast<GenerativeHandler*>(handler.get())) {
+    generative_ = true;
+    if (RunGeneration(w, generative)) return true;
+    SetState(w, WorkerState::kLoading);
+    return false;
+  }
+  {
     std::vector<std::shared_ptr<Job>> gone;
     while (!w->stop) {
       auto jobs = queue_.PopBatch(static_cast<size_t>(std::max(1, options_.batch_size)),
@@ -448,7 +481,7 @@ void WorkerPool::Run(Worker* w) {
       RunBatch(w, handler.get(), jobs);
     }
   }
-  SetState(w, WorkerState::kStopped);
+  return true;
 }
 
 void WorkerPool::RunBatch(Worker* w, Handler* handler, std::vector<std::shared_ptr<Job>>& jobs) {
@@ -521,7 +554,11 @@ void WorkerPool::RunBatch(Worker* w, Handler* handler, std::vector<std::shared_p
 void WorkerPool::Finish(Job& job, JobResult result, Clock::time_point end) {
   if (!job.Claim()) return;  // the reaper answered 408 already
   // Metrics first, then the answer: a client that got its response sees it counted.
-  const int status = result.status;
+  RecordOutcome(job, result.status, end);
+  job.Deliver(std::move(result));
+}
+
+void WorkerPool::RecordOutcome(const Job& job, int status, Clock::time_point end) {
   if (status >= 200 && status < 300) {
     const ModelMetrics::VersionLabelled& l =
         job.explicit_version() ? metrics_.by_explicit : metrics_.by_default;
@@ -536,7 +573,6 @@ void WorkerPool::Finish(Job& job, JobResult result, Clock::time_point end) {
   } else {
     metrics_.fail_handler_error->Inc();
   }
-  job.Deliver(std::move(result));
 }
 
 }  // namespace tserve::serving

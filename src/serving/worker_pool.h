@@ -57,6 +57,11 @@ class JobQueue {
                                              const std::atomic<bool>& stop,
                                              std::vector<std::shared_ptr<Job>>* gone = nullptr)
       EXCLUDES(mu_);
+  // Takes up to max_jobs queued jobs without waiting (none: empty). Completed (timed out)
+  // jobs are dropped; with `gone`, jobs whose client has gone are moved there.
+  std::vector<std::shared_ptr<Job>> TryPop(size_t max_jobs,
+                                           std::vector<std::shared_ptr<Job>>* gone = nullptr)
+      EXCLUDES(mu_);
   // Completes (through `expire`) and removes queued jobs whose deadline has passed.
   void ExpireOverdue(Clock::time_point now, const std::function<void(Job&)>& expire) EXCLUDES(mu_);
   // Blocks until the queue is empty, `give_up()` is true (asked with the queue's lock held,
@@ -142,6 +147,8 @@ class WorkerPool {
   // True when no worker is still loading (each is ready or has failed).
   bool all_settled() const { return starting_.load(std::memory_order_relaxed) == 0; }
   size_t queue_depth() const { return queue_.size(); }
+  // Whether a worker has loaded a handler that is a GenerativeHandler.
+  bool generative() const { return generative_.load(std::memory_order_relaxed); }
   size_t queue_capacity() const { return queue_.capacity(); }
   const PoolOptions& options() const { return options_; }
 
@@ -168,10 +175,19 @@ class WorkerPool {
   };
 
   void Run(Worker* w);
+  // Loads the handler (retrying with back-off) and serves until the worker stops: true; or
+  // false when a generative handler broke and must be loaded again.
+  bool RunOnce(Worker* w);
+  // The loop of a generative handler (worker_generation.cc): admit waiting requests while
+  // it has room, then one Step over the running ones. True when the worker stopped; false
+  // when the handler's Step threw (every running sequence was failed with 500).
+  bool RunGeneration(Worker* w, GenerativeHandler* handler);
   std::unique_ptr<Handler> LoadHandler(Worker* w);
   void RunBatch(Worker* w, Handler* handler, std::vector<std::shared_ptr<Job>>& jobs)
       EXCLUDES(running_mu_);
   void Finish(Job& job, JobResult result, Clock::time_point end);
+  // The metrics of a claimed job's outcome (status), before its answer is delivered.
+  void RecordOutcome(const Job& job, int status, Clock::time_point end);
   void SetState(Worker* w, WorkerState state);
   // Sets the workers' stop flags and wakes them (from a back-off wait or the queue).
   void StopWorkers(const std::vector<std::unique_ptr<Worker>>& workers) EXCLUDES(stop_mu_);
@@ -192,6 +208,14 @@ class WorkerPool {
   std::atomic<int> starting_{0};
   std::atomic<int> failed_{0};
   std::atomic<int> start_failed_{0};  // workers of the last SetWorkerCount that never started
+  // Generation gauges, summed over the workers (each adds the change of its own share).
+  std::atomic<bool> generative_{false};
+  std::atomic<int> gen_running_{0};
+  std::atomic<int> gen_held_{0};  // taken from the queue, waiting for KV-cache room
+  std::atomic<int> gen_kv_used_{0};
+  std::atomic<int> gen_kv_total_{0};
+  friend class GenerationSequence;
+  friend class GenerationLoop;
 
   mutable Mutex running_mu_ ACQUIRED_BEFORE(workers_mu_);  // guards Worker::running
   mutable Mutex workers_mu_;

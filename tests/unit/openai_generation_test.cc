@@ -180,6 +180,24 @@ class OpenAiGenerationTest : public ::testing::Test {
   std::string path_;
 };
 
+TEST_F(OpenAiGenerationTest, ModelsListsAGenerativeModel) {
+  path_ = "/v1/models";
+  http::Request request;
+  request.method = http::Method::kGet;
+  request.method_text = "GET";
+  request.target = path_;
+  request.path = path_;
+  request.BindHeaders(&NoHeader, nullptr);
+  auto target = std::make_shared<FutureTarget>();
+  auto answer = target->future();
+  router_.Handle(request, http::Responder(target));
+  http::Response r = answer.get();
+  ASSERT_EQ(r.status, 200);
+  EXPECT_EQ(r.body, R"({"object":"list","data":[)"
+                    R"({"id":"parrot","object":"model","created":0,"owned_by":"tserve"}]})"
+                    "\n");
+}
+
 TEST_F(OpenAiGenerationTest, ANonStreamedCompletionGathersThePartsWithUsage) {
   http::Response r =
       Post("/v1/completions", R"({"model": "parrot", "prompt": "ab|cdef", "max_tokens": 5})");
