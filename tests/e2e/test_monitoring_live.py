@@ -4,9 +4,12 @@ Debian's Prometheus (2.42) runs with the SHIPPED deploy/prometheus/prometheus.ym
 rules/*.yml, rewritten only where a test must: 1 s scrape and evaluation intervals, the
 targets (this test's tserve metrics port, this Prometheus' own port), absolute rule-file
 paths, and every alert's `for:` set to 0s (see _rewrite_rules). tserve serves the demo
-models plus small noop archives made here, and a bounded load produces successes, 4XX
-(unknown model, bad tensor), 5XX (a handler error, 503 queue full and no worker), 408
-timeouts and a model whose workers fail to load. Then, through Prometheus' HTTP API:
+models (the demo LLM `llm` among them) plus small noop archives made here, and a bounded
+load produces successes, 4XX (unknown model, bad tensor), 5XX (a handler error, 503 queue
+full and no worker), 408 timeouts, a model whose workers fail to load, and generations
+(streamed and not, through /predictions and the OpenAI routes, ending by length, by a stop
+string and by the client leaving: every LLM family, issue 11). Then, through Prometheus'
+HTTP API:
 
   * every expression of every panel of deploy/grafana/dashboards/*.json, with the
     dashboard's own variables resolved the way Grafana does (their label_values() queries
@@ -85,6 +88,14 @@ FORCED_FIRING = {
 # What the clients must have seen, by kind of request (see _drive_load).
 SLOW_DELAY_MS = 1500  # the slow model's inference time, above its responseTimeout of 1 s
 JOB_QUEUE_SIZE = 4
+# The demo LLM (build/model_store/llm.mar: max_num_seqs 16, max_model_len 256).
+# Concurrent streams on /predictions/llm, each LLM_STREAM_TOKENS long: no more than its queue
+# holds (job_queue_size applies to the llm as to any model: more arriving within one
+# iteration of its scheduler would be refused with 503).
+LLM_STREAMS = JOB_QUEUE_SIZE
+LLM_STREAM_TOKENS = 16
+LLM_ABORT_MAX_TOKENS = 240  # the generation the client leaves after its first token
+LLM_TIMEOUT_S = 60
 
 
 # ---------------------------------------------------------------------------------------
@@ -261,8 +272,8 @@ def _noop_archive(store: pathlib.Path, name: str, model_config: str) -> None:
 def prepare_store(work: pathlib.Path) -> pathlib.Path:
     """noop and linear (demo archives), the example plugin (raises on "raise": 500), `slow`
     (one worker, 1.5 s per request, responseTimeout 1 s: 408s, and 503s when its queue is
-    full) and `broken` (its workers fail to load: an invalid delay_ms)."""
-    store = store_with(work, "noop.mar", "linear.mar")
+    full), `broken` (its workers fail to load: an invalid delay_ms) and the demo LLM."""
+    store = store_with(work, "noop.mar", "linear.mar", "llm.mar")
     e2e_util.archive_example_plugin(store)
     _noop_archive(store, "slow", f"minWorkers: 1\nmaxWorkers: 1\nbatchSize: 1\n"
                                  f"delay_ms: {SLOW_DELAY_MS}\nresponseTimeout: 1\n")
@@ -273,6 +284,70 @@ def prepare_store(work: pathlib.Path) -> pathlib.Path:
 def _post(server, path: str, **kwargs) -> int:
     kwargs.setdefault("timeout", 30)
     return requests.post(f"{server.inference_url}{path}", **kwargs).status_code
+
+
+def _llm_finish(server, path: str, body: dict) -> tuple[int, str | None]:
+    """A non-streamed OpenAI request: (status, finish_reason of its choice)."""
+    r = requests.post(f"{server.inference_url}{path}", json=body, timeout=LLM_TIMEOUT_S)
+    reason = r.json()["choices"][0]["finish_reason"] if r.status_code == 200 else None
+    return r.status_code, reason
+
+
+def _llm_stream(server, path: str, body: dict) -> tuple[int, int]:
+    """A streamed request read to its end: (status, chunks received)."""
+    with requests.post(f"{server.inference_url}{path}", json=body, stream=True,
+                       timeout=LLM_TIMEOUT_S) as r:
+        return r.status_code, sum(1 for chunk in r.iter_content(None) if chunk)
+
+
+def _abort_count(server) -> float:
+    return e2e_util.metric_value(server.metrics().text, "ts_request_success_total",
+                                 model_name="llm", finished_reason="abort") or 0.0
+
+
+def _drive_llm(server, seen: dict[str, list[int]]) -> None:
+    """Generations that give every LLM family (and so every LLM panel and rule) data: greedy
+    streams on /predictions, OpenAI completions ending by length and by a stop string, a
+    streamed chat, and a stream whose client leaves after the first token (abort)."""
+    stream = {"prompt": "Hello", "max_tokens": LLM_STREAM_TOKENS, "temperature": 0}
+    with concurrent.futures.ThreadPoolExecutor(LLM_STREAMS) as pool:
+        streams = list(pool.map(lambda _: _llm_stream(server, "/predictions/llm", stream),
+                                range(LLM_STREAMS)))
+    seen.setdefault("llm_stream", []).extend(status for status, _ in streams)
+    # /predictions streams one chunk per token (ts_stream_next); a greedy 16-token answer
+    # could be held back only at a multi-byte character, which the demo model's ASCII avoids.
+    assert all(n > 1 for _, n in streams), f"streams not streamed (chunks per answer): {streams}"
+
+    completion = {"model": "llm", "prompt": "Once", "max_tokens": 8, "temperature": 0}
+    status, reason = _llm_finish(server, "/v1/completions", completion)
+    seen.setdefault("llm_length", []).append(status)
+    assert reason == "length", f"/v1/completions with max_tokens 8 finished by {reason!r}"
+    # The same greedy completion stops at a piece of its own text (finished_reason="stop").
+    text = requests.post(f"{server.inference_url}/v1/completions", json=completion,
+                         timeout=LLM_TIMEOUT_S).json()["choices"][0]["text"]
+    assert len(text) >= 4, f"the greedy completion is too short to pick a stop string: {text!r}"
+    status, reason = _llm_finish(server, "/v1/completions", dict(completion, stop=[text[2:4]]))
+    seen.setdefault("llm_stop", []).append(status)
+    assert reason == "stop", f"/v1/completions with stop {text[2:4]!r} finished by {reason!r}"
+    chat = {"model": "llm", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 8,
+            "stream": True}
+    status, chunks = _llm_stream(server, "/v1/chat/completions", chat)
+    seen.setdefault("llm_chat_stream", []).append(status)
+    assert chunks >= 1, "the streamed chat sent nothing"
+
+    # A client that leaves after the first token: its sequence is aborted at the next
+    # iteration, long before LLM_ABORT_MAX_TOKENS are made, and counted as finished "abort".
+    before = _abort_count(server)
+    with requests.Session() as session:
+        r = session.post(f"{server.inference_url}/predictions/llm", stream=True,
+                         timeout=LLM_TIMEOUT_S,
+                         json={"prompt": "Hi", "max_tokens": LLM_ABORT_MAX_TOKENS,
+                               "temperature": 0, "ignore_eos": True})
+        seen.setdefault("llm_abort", []).append(r.status_code)
+        assert next(r.iter_content(None)), "no first token"
+        r.close()
+    wait_for(lambda: _abort_count(server) == before + 1, LLM_TIMEOUT_S,
+             "the generation the client left to be counted as finished_reason=\"abort\"")
 
 
 def _drive_load(server) -> dict[str, list[int]]:
@@ -296,13 +371,15 @@ def _drive_load(server) -> dict[str, list[int]]:
     with concurrent.futures.ThreadPoolExecutor(n) as pool:
         seen["slow"] = list(pool.map(lambda _: _post(server, "/predictions/slow", data=b"s"),
                                      range(n)))
+    _drive_llm(server, seen)
     return seen
 
 
 def _check_load(seen: dict[str, list[int]]) -> None:
     expect = {"noop": {200}, "noop_v1": {200}, "linear": {200}, "bad_tensor": {400},
               "unknown_model": {404}, "handler_error": {500}, "no_worker": {503},
-              "slow": {408, 503}}
+              "slow": {408, 503}, "llm_stream": {200}, "llm_length": {200}, "llm_stop": {200},
+              "llm_chat_stream": {200}, "llm_abort": {200}}
     for kind, statuses in expect.items():
         assert set(seen[kind]) == statuses, (
             f"{kind}: the clients saw {seen[kind]}, expected {statuses}")
@@ -549,7 +626,7 @@ def test_every_panel_rule_and_alert_has_live_data(tserve, tmp_path):
     store = prepare_store(tmp_path / "w")
     server = tserve(config={
         "model_store": str(store),
-        "load_models": "noop.mar,linear.mar,example.mar,slow.mar",
+        "load_models": "noop.mar,linear.mar,example.mar,slow.mar,llm.mar",
         "default_workers_per_model": 1,
         "job_queue_size": JOB_QUEUE_SIZE,
         "enable_model_api": "true",
