@@ -305,6 +305,14 @@ void GenerationLoop::EndAll() {
 
 bool GenerationLoop::Run() {
   const ModelMetrics& m = pool_->metrics_;
+  // A generative version's counters and gauges are on /metrics from its first worker's load,
+  // at 0: its model shows on the dashboards before traffic, and the first tokens in rate().
+  for (metrics::Counter* c : {g_.prompt_tokens_total, g_.generation_tokens_total, g_.success_stop,
+                              g_.success_length, g_.success_abort}) {
+    c->Expose();
+  }
+  Publish(handler_->Stats(), 0);
+  pool_->SetState(w_, WorkerState::kReady);
   while (!w_->stop) {
     ExpireHeld();
     Admit(/*block=*/live_.empty() && held_.empty());

@@ -461,13 +461,13 @@ bool WorkerPool::RunOnce(Worker* w) {
     if (!w->stop) SetState(w, WorkerState::kLoading);
   }
   if (handler == nullptr) return true;  // stopped while loading
-  SetState(w, WorkerState::kReady);
   if (auto* generative = dynamic_cast<GenerativeHandler*>(handler.get())) {
     generative_ = true;
-    if (RunGeneration(w, generative)) return true;
+    if (RunGeneration(w, generative)) return true;  // ready once its metrics are out
     SetState(w, WorkerState::kLoading);
     return false;
   }
+  SetState(w, WorkerState::kReady);
   {
     std::vector<std::shared_ptr<Job>> gone;
     while (!w->stop) {

@@ -219,11 +219,28 @@ TEST_F(WorkerGenerationTest, OneRequestStreamsEveryTokenAndEndsWithItsReasonAndC
   EXPECT_EQ(g.queue_time->Count(), 1u);
   EXPECT_EQ(g.e2e_latency->Count(), 1u);
   EXPECT_EQ(g.success_stop->Value(), 1.0);
-  EXPECT_TRUE(metrics::IsUntouched(g.success_abort->Value()));
+  EXPECT_EQ(g.success_abort->Value(), 0.0);
   // TorchServe's success metrics at the end, as for any request.
   EXPECT_EQ(metrics_.request_duration->Count(), 1u);
   EXPECT_GT(metrics_.by_default.latency_us->Value(), 0.0);
   EXPECT_EQ(g.running->Value(), 0.0);
+}
+
+// Before any traffic, a ready generative version shows its counters and gauges at 0, so its
+// model is on the dashboards and its first tokens count in rate().
+TEST_F(WorkerGenerationTest, AReadyVersionShowsItsGenerationSeriesAtZeroBeforeTraffic) {
+  Pool();
+  const ModelMetrics::Generation& g = metrics_.generation;
+  for (metrics::Counter* c : {g.prompt_tokens_total, g.generation_tokens_total, g.success_stop,
+                              g.success_length, g.success_abort}) {
+    EXPECT_FALSE(metrics::IsUntouched(c->Value()));
+    EXPECT_EQ(c->Value(), 0.0);
+  }
+  for (metrics::Gauge* x : {g.running, g.waiting, g.kv_cache_usage}) {
+    EXPECT_FALSE(metrics::IsUntouched(x->Value()));
+    EXPECT_EQ(x->Value(), 0.0);
+  }
+  EXPECT_TRUE(pool_->generative());
 }
 
 TEST_F(WorkerGenerationTest, AWaitingRequestIsAdmittedAsSoonAsASlotFreesNotWhenTheBatchEnds) {
