@@ -4,6 +4,9 @@
 //   TSERVE_INFERENCE_URL  the inference listener (default http://127.0.0.1:8080)
 //   TSERVE_LLM_MODEL      the generative model's name (default "llm")
 //   TSERVE_API_KEY        the inference key when token authorization is on (default none)
+//   TSERVE_LLM_TIMEOUT_MODEL  optional: a generative model with responseTimeout 1 and
+//                         max_model_len >= 1010 (tests/e2e/test_llm.py's llmtimeout), for the
+//                         error that ends a stream that has begun
 //
 //   node --test tests/js/openai_client_test.mjs
 //
@@ -166,3 +169,37 @@ test("errors come back in OpenAI's shape and the client raises them", async () =
     return true;
   });
 });
+
+const timeoutModel = process.env.TSERVE_LLM_TIMEOUT_MODEL;
+test(
+  "an error after the stream began (the timeout) is raised by the client",
+  { skip: timeoutModel ? false : "TSERVE_LLM_TIMEOUT_MODEL not set" },
+  async () => {
+    // Eight 1000-token generations at once run well past the model's 1 s timeout: each
+    // stream has sent text when its deadline passes, so it ends with an error event.
+    const one = async (i) => {
+      const stream = await client.completions.create({
+        model: timeoutModel,
+        prompt: `Stream ${i}`,
+        max_tokens: 1000,
+        temperature: 0,
+        ignore_eos: true,
+        stream: true,
+      });
+      let text = "";
+      try {
+        for await (const chunk of stream) text += chunk.choices[0]?.text ?? "";
+      } catch (e) {
+        return { text, error: e };
+      }
+      return { text, error: null };
+    };
+    const results = await Promise.all([...Array(8).keys()].map(one));
+    for (const { text, error } of results) {
+      assert.ok(error, "the stream ended with an error");
+      assert.ok(error instanceof OpenAI.APIError, error.constructor.name);
+      assert.equal(error.code, "timeout");
+      assert.ok(text.length > 0, "text arrived before the error");
+    }
+  },
+);
