@@ -887,6 +887,38 @@ def test_beyond_the_queue_503_counted_exactly(tserve, tmp_path):
     tally.assert_exact()
     server.assert_alive()
 
+    # A client that leaves while its request waits in the queue: dropped before the
+    # handler sees it (client_disconnected), never admitted (no first token, no abort).
+    before = llm_counters(server, "llmq")
+    port = server.ports["inference"]
+    runner = send_post(port, "/predictions/llmq", {"prompt": "Runner", "max_tokens": LONG_TOKENS,
+                                                   "ignore_eos": True, "temperature": 0})
+    reader = ChunkedReader(runner)
+    assert reader.next_chunk()
+    waiting = send_post(port, "/predictions/llmq", {"prompt": "Leaver", "max_tokens": 5})
+    wait_for(lambda: metric(scrape(server), "ts_queue_depth", model_name="llmq") == 1, 10,
+             "the second request queued")
+    waiting.close()
+    reader.chunks()
+    runner.close()
+    after = wait_for(lambda: (c := llm_counters(server, "llmq"))[
+        "ts_inference_failures_total[client_disconnected]"] > before[
+        "ts_inference_failures_total[client_disconnected]"] and c, 10,
+        "the queued request of the client that left to be dropped")
+    wait_idle(server, "llmq")
+    delta = counter_delta(before, after)
+    assert delta == {
+        "ts_generation_tokens_total": LONG_TOKENS,
+        "ts_prompt_tokens_total": len("Runner") + 1,
+        "ts_time_to_first_token_seconds_count": 1,
+        "ts_inter_token_latency_seconds_count": LONG_TOKENS - 1,
+        "ts_e2e_request_latency_seconds_count": 1,
+        "ts_request_queue_time_seconds_count": 1,
+        "ts_request_success_total[length]": 1,
+        "ts_inference_requests_total": 2,
+        "ts_inference_failures_total[client_disconnected]": 1,
+    }
+
 
 # ---------------------------------------------------------------------------------------
 # 8. Timeouts (responseTimeout 1)
