@@ -34,7 +34,7 @@ build: deps $(BUILD_DIR)/CMakeCache.txt
 unit: build
 	cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS)
 
-e2e: build
+e2e: build js-deps
 	TSERVE_BINARY=$(abspath $(BUILD_DIR))/tserve $(PYTHON) -m pytest -p no:cacheprovider -q tests/e2e
 
 test: unit unit-clang e2e fuzz-smoke monitoring-check

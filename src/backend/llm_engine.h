@@ -92,7 +92,7 @@ namespace tserve::backend {
 inline constexpr int kLlmMaxNumSeqs = 256;
 // Stop strings a request may give, and the longest one (OpenAI allows 4).
 inline constexpr int kLlmMaxStopStrings = 4;
-inline constexpr size_t kLlmMaxStopStringBytes = 64;
+inline constexpr size_t kLlmMaxStopStringBytes = 256;  // as the OpenAI routes (kMaxStopBytes)
 
 // The "llm" handler (a Handler that is also a GenerativeHandler; its batch phases throw
 // std::logic_error: the worker drives it through GenerativeHandler).

@@ -316,10 +316,9 @@ bool GenerationLoop::Run() {
   while (!w_->stop) {
     ExpireHeld();
     Admit(/*block=*/live_.empty() && held_.empty());
-    if (live_.empty()) {
-      Publish(handler_->Stats(), static_cast<int>(held_.size()));
-      continue;
-    }
+    // The admitted count as running from their first token on, not from the next step's end.
+    Publish(handler_->Stats(), static_cast<int>(held_.size()));
+    if (live_.empty()) continue;
     const auto t0 = Clock::now();
     try {
       handler_->Step();

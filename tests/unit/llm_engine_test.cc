@@ -564,9 +564,9 @@ TEST(LlmEngineTest, BadRequestsFailWith400) {
       {R"({"prompt": "a", "stop": 5})", "\"stop\" must be a string or an array of at most 4"},
       {R"({"prompt": "a", "stop": ["a", "b", "c", "d", "e"]})",
        "\"stop\" must be a string or an array of at most 4"},
-      {R"({"prompt": "a", "stop": [""]})", "each stop string must be 1 to 64 bytes"},
-      {R"({"prompt": "a", "stop": ")" + std::string(65, 's') + "\"}",
-       "each stop string must be 1 to 64 bytes"},
+      {R"({"prompt": "a", "stop": [""]})", "each stop string must be 1 to 256 bytes"},
+      {R"({"prompt": "a", "stop": ")" + std::string(257, 's') + "\"}",
+       "each stop string must be 1 to 256 bytes"},
       {R"({"prompt": "a", "ignore_eos": 1})", "\"ignore_eos\" must be a boolean"},
       {R"({"prompt": "a", "max_tokens": 255})",
        "This model's maximum context length is 256 tokens. However, you requested 257 tokens "
