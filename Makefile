@@ -7,7 +7,7 @@ PYTHON := /usr/bin/python3
 CONFIG ?= config/config.properties
 
 .PHONY: all deps build test unit unit-clang e2e run bench clean format fuzz fuzz-smoke test-asan \
-	test-tsan sanitized-suites monitoring-check js-deps monitor
+	test-tsan sanitized-suites monitoring-check js-deps monitor bench-llm
 
 FUZZ_SECONDS ?= 600
 # Sanitizer runs: each an instrumented build (with LibTorch) beside the main one, its own demo
@@ -101,6 +101,15 @@ sanitized-suites:
 
 run: build
 	$(BUILD_DIR)/tserve --start --foreground --ts-config $(CONFIG)
+
+# LLM serving throughput (docs/performance.md "LLM serving"): 16 streams with continuous
+# batching against one request at a time and against a raw LibTorch decode loop, side by side.
+bench-llm: build
+	test -f $(BUILD_DIR)-bench/CMakeCache.txt || cmake -S . -B $(BUILD_DIR)-bench \
+		-DCMAKE_BUILD_TYPE=Release -DTSERVE_BUILD_BENCHMARKS=ON
+	cmake --build $(BUILD_DIR)-bench -j $(JOBS) --target llm_raw_decode
+	$(PYTHON) bench/llm_bench.py --binary $(BUILD_DIR)/tserve --store $(BUILD_DIR)/model_store \
+		--raw $(BUILD_DIR)-bench/bench/llm_raw_decode --repeats 3
 
 bench: deps
 	cmake -S . -B $(BUILD_DIR)-bench -DCMAKE_BUILD_TYPE=Release -DTSERVE_BUILD_BENCHMARKS=ON -DTSERVE_BUILD_TESTS=OFF
