@@ -30,7 +30,8 @@ locally and without network access:
         --archiver build/tserve-archiver [--force]
     /usr/bin/python3 scripts/make_demo_models.py --llm-pt PATH   # the LLM's .pt alone
 
-An archive that already exists is kept unless --force. Needs Debian 12's python3-torch and
+An archive that already exists is kept unless --force, or unless it is older than the
+script that defines it (this file; for llm.mar also demo_llm.py). Needs Debian 12's python3-torch and
 python3-torchvision. Takes about 15 s (resnet18.mar is ~45 MB, the others smaller).
 """
 
@@ -248,7 +249,19 @@ def main():
 
     out = os.path.abspath(args.out)
     os.makedirs(out, exist_ok=True)
-    todo = [m for m in MODELS if args.force or not os.path.exists(os.path.join(out, m[0] + ".mar"))]
+    def stale(name):
+        # Missing, or older than the script that defines it (the demo LLM's interface lives
+        # in demo_llm.py: an archive from an older script would not match the engine).
+        mar = os.path.join(out, name + ".mar")
+        if not os.path.exists(mar):
+            return True
+        here = os.path.dirname(os.path.abspath(__file__))
+        sources = [os.path.abspath(__file__)]
+        if name == "llm":
+            sources.append(os.path.join(here, "demo_llm.py"))
+        return any(os.path.getmtime(src) > os.path.getmtime(mar) for src in sources)
+
+    todo = [m for m in MODELS if args.force or stale(m[0])]
     if not todo:
         print(f"make_demo_models: {', '.join(m[0] + '.mar' for m in MODELS)} present in {out}")
         return
