@@ -24,8 +24,8 @@ background load hits them alike), each bounded by --seconds:
               sampling in C++ as the engine; the median of rounds lasting --seconds / 2 in
               all, twice: "lockstep" (the whole batch prefilled, then decoded together to the
               end: the issue's reference) and "staggered" (the steady state of a loaded
-              server: sequences at spread points, one that ends replaced at once; every step
-              padded to the longest sequence, see bench/llm_raw_decode.cc).
+              server: sequences at spread points, one that ends replaced at once, so the
+              lengths differ at every step; see bench/llm_raw_decode.cc).
 Ratios, each the median over the repeats of that repeat's ratio: batched / sequential (goal
 >= 3x at 16 streams) and batched / raw lockstep (goal >= 0.9x); batched / raw staggered too.
 Also reported at 16 streams: TTFT and ITL p50/p99 as the clients saw them (a client's ITL is

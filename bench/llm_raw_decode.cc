@@ -6,7 +6,8 @@
 //   its own cache rows and the first token; then max_tokens - 1 decode steps of the whole
 //   batch in one call each. Generated tokens per round: batch * max_tokens.
 // As the engine (src/backend/llm_engine.cc) does it: inputs written in place into tensors
-// allocated once (tokens [B], positions [B], rows [B, T] with T = the longest position + 1),
+// allocated once (tokens [B], positions [B], and the ragged rows [N] and seq [N]: every
+// sequence's rows back to back, N = sum(positions + 1), with each row's sequence index),
 // the logits made contiguous float and the greedy token picked in plain C++ (argmax over the
 // vocabulary, BOS and PAD excluded), the cache allocate()d for max_num_seqs * max_model_len
 // rows, c10::InferenceMode, at::set_num_threads(threads) (the server's workers run with
@@ -15,7 +16,7 @@
 // worker's queue, scheduling, text decoding, metrics.
 //
 // Why the malloc settings matter here: a decode step gathers each layer's K and V rows
-// (index_select: batch * T * d_model floats, some 0.7 MiB at batch 16 and T = 88). With
+// (index_select: N * d_model floats, some 0.7 MiB at batch 16 and 88 positions each). With
 // glibc's defaults those blocks are fresh mmaps, freed at once, so every step faults their
 // pages back in (14-26 us a page on the dev VM: docs/performance.md): at batch 16 and 128
 // tokens the loop ran 2.4-3.3 ms a step without the tuning and 1.0-1.5 ms with it, so
@@ -33,10 +34,10 @@
 // --staggered: the loop a server at full load runs instead of rounds in lockstep. The
 // sequences are at evenly spread points of their max_tokens (sequence b starts with
 // b * max_tokens / batch tokens already generated), and one that ends is replaced at once
-// by a new prompt (its prefill and first token between two steps), so every decode step
-// is padded to the longest sequence in the batch (T near prompt + max_tokens throughout,
-// where lockstep rounds average half of that). A "round" is then batch * max_tokens
-// tokens of this steady state.
+// by a new prompt (its prefill and first token between two steps), so the sequences' lengths
+// differ at every step (with the model's earlier padded decode, rows [B, T], each step cost
+// B times the longest; with the ragged one it costs the sum of the lengths, as lockstep
+// rounds on average). A "round" is then batch * max_tokens tokens of this steady state.
 //
 // The first version (positional: MODEL.pt batch steps threads) measured decode steps only,
 // with glibc's malloc defaults, from a cold start, over up to 200 steps: its figure fell
@@ -158,6 +159,7 @@ class RawLoop {
     tokens_ = torch::zeros({o.batch}, longs);
     positions_ = torch::zeros({o.batch}, longs);
     rows_ = torch::zeros({o.batch * o.max_model_len}, longs);
+    seq_ = torch::zeros({o.batch * o.max_model_len}, longs);
     prompt_tokens_ = 1 + o.prompt_bytes;
     prompt_.resize(static_cast<size_t>(prompt_tokens_));
     prompt_rows_.resize(static_cast<size_t>(prompt_tokens_));
@@ -172,20 +174,23 @@ class RawLoop {
     int64_t* tokens = tokens_.data_ptr<int64_t>();
     int64_t* positions = positions_.data_ptr<int64_t>();
     int64_t* rows = rows_.data_ptr<int64_t>();
+    int64_t* seq = seq_.data_ptr<int64_t>();
     for (int64_t step = 1; step < o_.max_tokens; ++step) {
       const int64_t position = prompt_tokens_ + step - 1;  // of the newest token
-      const int64_t width = position + 1;
+      int64_t total = 0;
       for (int64_t b = 0; b < o_.batch; ++b) {
         tokens[b] = last_[static_cast<size_t>(b)];
         positions[b] = position;
-        int64_t* row = rows + b * width;
-        for (int64_t t = 0; t < width; ++t) row[t] = b * o_.max_model_len + t;
+        for (int64_t t = 0; t <= position; ++t, ++total) {
+          rows[total] = b * o_.max_model_len + t;
+          seq[total] = b;
+        }
       }
-      at::Tensor logits = (*decode_)({tokens_, positions_,
-                                      rows_.narrow(0, 0, o_.batch * width).view({o_.batch, width})})
-                              .toTensor()
-                              .to(torch::kFloat)
-                              .contiguous();
+      at::Tensor logits =
+          (*decode_)({tokens_, positions_, rows_.narrow(0, 0, total), seq_.narrow(0, 0, total)})
+              .toTensor()
+              .to(torch::kFloat)
+              .contiguous();
       const float* data = logits.data_ptr<float>();
       for (int64_t b = 0; b < o_.batch; ++b)
         last_[static_cast<size_t>(b)] = Greedy(data + b * vocab_);
@@ -214,27 +219,26 @@ class RawLoop {
     int64_t* tokens = tokens_.data_ptr<int64_t>();
     int64_t* positions = positions_.data_ptr<int64_t>();
     int64_t* rows = rows_.data_ptr<int64_t>();
+    int64_t* seq = seq_.data_ptr<int64_t>();
     const int64_t target = o_.batch * o_.max_tokens;
     int64_t produced = 0;
     while (produced < target) {
       const auto t0 = std::chrono::steady_clock::now();
-      int64_t width = 0;
-      for (int64_t b = 0; b < o_.batch; ++b) {
-        width = std::max(width, prompt_tokens_ + generated_[static_cast<size_t>(b)]);
-      }
+      int64_t total = 0;
       for (int64_t b = 0; b < o_.batch; ++b) {
         const int64_t position = prompt_tokens_ + generated_[static_cast<size_t>(b)] - 1;
         tokens[b] = last_[static_cast<size_t>(b)];
         positions[b] = position;
-        int64_t* row = rows + b * width;
-        for (int64_t t = 0; t <= position; ++t) row[t] = b * o_.max_model_len + t;
-        std::fill(row + position + 1, row + width, int64_t{0});
+        for (int64_t t = 0; t <= position; ++t, ++total) {
+          rows[total] = b * o_.max_model_len + t;
+          seq[total] = b;
+        }
       }
-      at::Tensor logits = (*decode_)({tokens_, positions_,
-                                      rows_.narrow(0, 0, o_.batch * width).view({o_.batch, width})})
-                              .toTensor()
-                              .to(torch::kFloat)
-                              .contiguous();
+      at::Tensor logits =
+          (*decode_)({tokens_, positions_, rows_.narrow(0, 0, total), seq_.narrow(0, 0, total)})
+              .toTensor()
+              .to(torch::kFloat)
+              .contiguous();
       const float* data = logits.data_ptr<float>();
       for (int64_t b = 0; b < o_.batch; ++b) {
         last_[static_cast<size_t>(b)] = Greedy(data + b * vocab_);
@@ -299,7 +303,8 @@ class RawLoop {
   int64_t prompt_tokens_ = 0;
   at::Tensor tokens_;
   at::Tensor positions_;
-  at::Tensor rows_;
+  at::Tensor rows_;  // ragged: the first N entries are decode's rows
+  at::Tensor seq_;   // the sequence of each of those rows
   std::vector<int64_t> prompt_;
   std::vector<int64_t> prompt_rows_;
   std::vector<int64_t> last_;

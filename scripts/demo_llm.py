@@ -21,12 +21,14 @@ TorchScript interface (all tensors int64 and 1-D unless said; no autograd is nee
   prefill(tokens: Tensor[L], rows: Tensor[L]) -> Tensor[vocab] (float)
       Runs a prompt: writes the K/V of positions 0..L-1 to cache rows `rows` and returns the
       logits of the last position (the distribution of the first generated token).
-  decode(tokens: Tensor[B], positions: Tensor[B], rows: Tensor[B, T]) -> Tensor[B, vocab]
-      One step for B sequences: token b sits at positions[b]; rows[b, t] is the cache row of
-      position t of sequence b for t <= positions[b] (T > max(positions); entries beyond a
-      sequence's position are ignored, any valid row). Writes each token's K/V to
-      rows[b, positions[b]], attends to positions 0..positions[b] of its own sequence, and
-      returns the next-token logits of each.
+  decode(tokens: Tensor[B], positions: Tensor[B], rows: Tensor[N], seq: Tensor[N])
+          -> Tensor[B, vocab]
+      One step for B sequences, ragged (no padding): token b sits at positions[b]; `rows`
+      holds the cache rows of positions 0..positions[b] of sequence 0, then of sequence 1,
+      ... (N = sum(positions + 1)), and seq[n] is the sequence (0..B-1) of rows[n]. Writes
+      each token's K/V to its own position's row (the last of its sequence's rows), attends
+      to positions 0..positions[b] of its own sequence (a softmax per sequence), and returns
+      the next-token logits of each. The cost follows N, not B times the longest sequence.
   forward(tokens: Tensor[L]) -> Tensor[L, vocab]
       Every position's logits of one sequence without the cache (a reference for tests).
   Attributes (int): vocab_size, bos, eos, pad, max_positions.
@@ -114,25 +116,30 @@ class TinyLM(nn.Module):
         return self.head(self.ln_f(x[n - 1]))
 
     @torch.jit.export
-    def decode(self, tokens: Tensor, positions: Tensor, rows: Tensor) -> Tensor:
+    def decode(self, tokens: Tensor, positions: Tensor, rows: Tensor, seq: Tensor) -> Tensor:
         b = tokens.size(0)
-        t = rows.size(1)
+        n = rows.size(0)
         x = self.embed(tokens) + self.pos(positions)
-        write = rows.gather(1, positions.unsqueeze(1)).squeeze(1)
-        masked = (torch.arange(t).unsqueeze(0) > positions.unsqueeze(1)).view(b, 1, 1, t)
-        flat = rows.reshape(-1)
+        lengths = positions + 1
+        # Sequence b's rows end at the running total of the lengths: its last one (the new
+        # token's position) is where the token's K/V goes.
+        write = rows.index_select(0, torch.cumsum(lengths, 0) - 1)
         i = 0
         for block in self.blocks:
             q, k, v = block.qkv(block.ln1(x)).split(self.d_model, dim=1)
             self.k_cache[i].index_copy_(0, write, k)
             self.v_cache[i].index_copy_(0, write, v)
-            kk = self.k_cache[i].index_select(0, flat).view(b, t, self.heads, self.head_dim)
-            vv = self.v_cache[i].index_select(0, flat).view(b, t, self.heads, self.head_dim)
-            qq = q.view(b, self.heads, 1, self.head_dim)
-            s = torch.matmul(qq, kk.transpose(1, 2).transpose(2, 3)) / math.sqrt(self.head_dim)
-            s = s.masked_fill(masked, float("-inf"))
-            a = torch.matmul(torch.softmax(s, dim=-1), vv.transpose(1, 2)).reshape(b, self.d_model)
-            x = x + block.proj(a)
+            kk = self.k_cache[i].index_select(0, rows).view(n, self.heads, self.head_dim)
+            vv = self.v_cache[i].index_select(0, rows).view(n, self.heads, self.head_dim)
+            qq = q.view(b, self.heads, self.head_dim).index_select(0, seq)
+            s = (qq * kk).sum(-1) / math.sqrt(self.head_dim)  # [N, heads]
+            # Softmax over each sequence's own rows (a segment softmax; segment_reduce as the
+            # rows are contiguous per sequence), then the weighted sum of their V.
+            m = torch.segment_reduce(s, "max", lengths=lengths)
+            e = (s - m.index_select(0, seq)).exp()
+            den = torch.segment_reduce(e, "sum", lengths=lengths)
+            o = torch.zeros(b, self.heads, self.head_dim).index_add_(0, seq, e.unsqueeze(-1) * vv)
+            x = x + block.proj((o / den.unsqueeze(-1)).reshape(b, self.d_model))
             x = x + block.mlp(x)
             i += 1
         return self.head(self.ln_f(x))

@@ -359,12 +359,16 @@ class LlmHandler final : public Handler, public GenerativeHandler {
       max_positions_ = module_.attr("max_positions").toInt();
       (void)module_.get_method("allocate");
       (void)module_.get_method("prefill");
-      (void)module_.get_method("decode");
+      // self + (tokens, positions, rows, seq): a model with another decode (the padded
+      // rows [B, T] of earlier archives) would fail every step.
+      if (module_.get_method("decode").function().getSchema().arguments().size() != 5) {
+        throw LlmError("decode must take (tokens, positions, rows, seq)");
+      }
     } catch (const std::exception& e) {
       throw LlmError(std::string(kName) + ": " + context.serialized_file +
                      " is not a model for the llm handler (it needs the int attributes "
                      "vocab_size, bos, eos, pad, max_positions and the methods allocate, "
-                     "prefill, decode): " +
+                     "prefill, decode(tokens, positions, rows, seq)): " +
                      TorchMessage(e));
     }
     if (vocab_size_ < 257 || vocab_size_ > (1 << 20) || bos_ < 256 || bos_ >= vocab_size_ ||
@@ -388,6 +392,7 @@ class LlmHandler final : public Handler, public GenerativeHandler {
     tokens_ = torch::zeros({max_batch}, longs);
     positions_ = torch::zeros({max_batch}, longs);
     rows_ = torch::zeros({max_batch * settings_.max_model_len}, longs);
+    seq_ = torch::zeros({max_batch * settings_.max_model_len}, longs);
     probabilities_.reserve(static_cast<size_t>(vocab_size_));
     order_.reserve(static_cast<size_t>(vocab_size_));
     try {
@@ -522,22 +527,19 @@ class LlmHandler final : public Handler, public GenerativeHandler {
     if (running_.empty()) return;
 
     const auto batch = static_cast<int64_t>(running_.size());
-    int64_t width = 0;  // T: the longest position + 1
-    for (int slot : running_) {
-      const Running& r = slots_[static_cast<size_t>(slot)];
-      width = std::max<int64_t>(width, r.prompt_tokens + r.generated);
-    }
     int64_t* tokens = tokens_.data_ptr<int64_t>();
     int64_t* positions = positions_.data_ptr<int64_t>();
     int64_t* rows = rows_.data_ptr<int64_t>();
+    int64_t* seq = seq_.data_ptr<int64_t>();
+    int64_t total = 0;  // N: every running sequence's rows, back to back
     for (int64_t b = 0; b < batch; ++b) {
       const Running& r = slots_[static_cast<size_t>(running_[static_cast<size_t>(b)])];
-      const int64_t position = r.prompt_tokens + r.generated - 1;
+      const int64_t length = r.prompt_tokens + r.generated;  // positions 0..length-1
       tokens[b] = r.last_token;
-      positions[b] = position;
-      int64_t* row = rows + b * width;
-      std::copy(r.rows.begin(), r.rows.begin() + position + 1, row);
-      std::fill(row + position + 1, row + width, int64_t{0});
+      positions[b] = length - 1;
+      std::copy(r.rows.begin(), r.rows.begin() + length, rows + total);
+      std::fill(seq + total, seq + total + length, b);
+      total += length;
     }
 
     at::Tensor logits;
@@ -545,7 +547,7 @@ class LlmHandler final : public Handler, public GenerativeHandler {
       ApplyIntraOpThreads(threads_);
       c10::InferenceMode guard;
       logits = (*decode_)({tokens_.narrow(0, 0, batch), positions_.narrow(0, 0, batch),
-                           rows_.narrow(0, 0, batch * width).view({batch, width})})
+                           rows_.narrow(0, 0, total), seq_.narrow(0, 0, total)})
                    .toTensor();
       if (logits.dim() != 2 || logits.size(0) != batch || logits.size(1) != vocab_size_) {
         throw LlmError("decode returned a tensor of shape " + c10::str(logits.sizes()) +
@@ -718,7 +720,8 @@ class LlmHandler final : public Handler, public GenerativeHandler {
   // Reused from step to step.
   at::Tensor tokens_;     // [max_num_seqs]
   at::Tensor positions_;  // [max_num_seqs]
-  at::Tensor rows_;       // [max_num_seqs * max_model_len], viewed as [B, T]
+  at::Tensor rows_;       // [max_num_seqs * max_model_len]: the first N are decode's rows
+  at::Tensor seq_;        // [max_num_seqs * max_model_len]: the sequence of each of those
   std::vector<double> probabilities_;
   std::vector<int> order_;
   std::vector<int> step_slots_;

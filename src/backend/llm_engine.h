@@ -12,9 +12,12 @@
 // handed out in blocks of block_size rows):
 //   allocate(rows: int)                                   the cache, zeroed
 //   prefill(tokens [L], rows [L]) -> logits [vocab]       a prompt; the last position's logits
-//   decode(tokens [B], positions [B], rows [B, T]) -> [B, vocab]
-//       one token for each of B sequences; rows[b, t] is the cache row of position t of
-//       sequence b (T > max(positions); entries past a sequence's position are ignored).
+//   decode(tokens [B], positions [B], rows [N], seq [N]) -> [B, vocab]
+//       one token for each of B sequences, ragged: `rows` is the cache rows of positions
+//       0..positions[b] of sequence 0, then sequence 1, ... (N = sum(positions + 1)), and
+//       seq[n] the sequence (0..B-1) of rows[n]; the token's K/V goes to the last row of its
+//       sequence. A step costs what its sequences' lengths add up to, not B times the
+//       longest (which a padded [B, T] layout would).
 //
 // Settings: the `llm:` section of the archive's model-config.yaml (read from
 // ModelContext::model_dir; every key optional, all integers):
