@@ -107,6 +107,13 @@ class HttpSink final : public serving::ResponseSink::Target {
 
 }  // namespace
 
+std::string PayloadRequestId(const http::Request& request, std::atomic<uint64_t>* counter) {
+  if (!request.request_id.empty()) return std::string(request.request_id);
+  char buf[32];
+  snprintf(buf, sizeof(buf), "%016llx", static_cast<unsigned long long>(counter->fetch_add(1)));
+  return buf;
+}
+
 std::shared_ptr<serving::ModelVersion> InferenceApi::FindOr404(std::string_view name,
                                                                std::string_view version,
                                                                http::Responder* responder) const {
@@ -210,15 +217,7 @@ void InferenceApi::Predict(http::Request& request, http::Responder responder, st
     payload.content_type.assign(request_type);
   }
 
-  // The server's id (the response's x-request-id), so the handler's logs, the access log
-  // and the client all name the request alike.
-  payload.request_id.assign(request.request_id);
-  if (payload.request_id.empty()) {
-    char buf[32];
-    snprintf(buf, sizeof(buf), "%016llx",
-             static_cast<unsigned long long>(next_request_id_.fetch_add(1)));
-    payload.request_id = buf;
-  }
+  payload.request_id = PayloadRequestId(request, &next_request_id_);
   // Every outcome, a refusal included, is answered through the sink.
   (void)model->Submit(std::move(payload),
                       serving::ResponseSink(std::make_unique<HttpSink>(std::move(responder))));

@@ -9,6 +9,11 @@
 
 namespace tserve::api {
 
+// The id a prediction's job carries: the server's request id (the response's x-request-id),
+// so the handler's logs, the access log and the client all name the request alike; for a
+// Request made without a server (tests), the next value of `counter`, in hex.
+std::string PayloadRequestId(const http::Request& request, std::atomic<uint64_t>* counter);
+
 // The inference listener (port 8080), TorchServe's inference API:
 //   GET /ping
 //   GET|POST|PUT /predictions/{model}[/{version}]     predict (TorchServe takes any method)

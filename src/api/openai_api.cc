@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "api/errors.h"
+#include "api/inference_api.h"
 #include "common/json_limits.h"
 
 namespace tserve::api {
@@ -745,13 +746,7 @@ void OpenAiApi::Generate(Route route, http::Request& request, http::Responder re
   }
   payload.body = std::move(generation.payload);
   payload.content_type = "application/json";
-  payload.request_id.assign(request.request_id);
-  if (payload.request_id.empty()) {
-    char buf[32];
-    snprintf(buf, sizeof(buf), "%016llx",
-             static_cast<unsigned long long>(next_request_id_.fetch_add(1)));
-    payload.request_id = buf;
-  }
+  payload.request_id = PayloadRequestId(request, &next_request_id_);
   OpenAiFormatter formatter(kind, payload.request_id, UnixNow(), (*model)->name(),
                             generation.include_usage);
   // Every outcome, a refusal included, is answered through the sink.

@@ -17,86 +17,25 @@
 
 #include "api/errors.h"
 #include "api/management_api.h"
+#include "api_test_support.h"
 #include "common/strings.h"
 #include "metrics/metrics_yaml.h"
 
 namespace tserve::api {
 namespace {
 
-namespace fs = std::filesystem;
-using Headers = std::map<std::string, std::string>;
+using apitest::EchoHandler;
 
-// Answers each request with "<content type>|<body>".
-class EchoHandler final : public Handler {
- public:
-  void Initialize(const ModelContext&) override {}
-  void Preprocess(Batch&) override {}
-  void Inference(Batch&) override {}
-  void Postprocess(Batch& b) override {
-    for (const auto& r : b.requests) {
-      b.responses.push_back(
-          {200, "text/plain", std::string(r.content_type) + "|" + std::string(r.body)});
-    }
-  }
-};
+using apitest::FutureTarget;
+using apitest::Headers;
 
-// Delivers the response into a future (answers come from worker threads).
-class FutureTarget final : public http::ResponseTarget {
- public:
-  void Deliver(http::Response response) override { promise_.set_value(std::move(response)); }
-  std::future<http::Response> future() { return promise_.get_future(); }
-
- private:
-  std::promise<http::Response> promise_;
-};
-
-std::string_view LookupHeader(const void* native, std::string_view name) {
-  for (const auto& [key, value] : *static_cast<const Headers*>(native)) {
-    if (EqualsIgnoreCase(key, name)) return value;
-  }
-  return {};
-}
-
-class InferenceApiTest : public ::testing::Test {
+class InferenceApiTest : public apitest::ModelHarness {
  protected:
   void SetUp() override {
-    char tmpl[] = "/tmp/tserve_inf_XXXXXX";
-    ASSERT_NE(::mkdtemp(tmpl), nullptr);
-    root_ = tmpl;
-    auto fams = metrics::ParseMetricsYaml(metrics::DefaultMetricsYaml(), "metrics.yaml");
-    ASSERT_TRUE(fams.ok());
-    ASSERT_TRUE(metrics::AddFamilies(*fams, &registry_).ok());
+    ModelHarness::SetUp();
     factory_.RegisterBuiltin("echo", [] { return std::make_unique<EchoHandler>(); });
-    serving::ModelManager::Options o;
-    o.model_store = root_;
-    o.extract_root = root_ + "/extract";
-    o.hostname = "h";
-    manager_ = std::make_unique<serving::ModelManager>(o, &factory_, &registry_);
     api_ = std::make_unique<InferenceApi>(manager_.get());
     api_->RegisterRoutes(&router_);
-  }
-  void TearDown() override {
-    manager_.reset();
-    fs::remove_all(root_);
-  }
-
-  // Registers model `name` version 1.0 with `workers` workers, ready when it returns.
-  void AddModel(const std::string& name, int workers) {
-    const std::string dir = root_ + "/" + name;
-    fs::create_directories(dir + "/MAR-INF");
-    std::ofstream(dir + "/MAR-INF/MANIFEST.json")
-        << R"({"model": {"modelName": ")" << name
-        << R"(", "modelVersion": "1.0", "handler": "echo"}})";
-    serving::LoadOverrides o;
-    o.initial_workers = workers;
-    auto v = manager_->LoadAndGet({"", dir}, false, o);
-    ASSERT_TRUE(v.ok()) << v.status().ToString();
-    if (workers == 0) return;
-    std::promise<Status> ready;
-    ASSERT_TRUE(
-        (*v)->Scale(workers, workers, true, [&ready](const Status& s, int) { ready.set_value(s); })
-            .ok());
-    ASSERT_TRUE(ready.get_future().get().ok());
   }
 
   http::Response Call(http::Method method, std::string path, std::string body = "",
@@ -107,34 +46,13 @@ class InferenceApiTest : public ::testing::Test {
   // or already).
   std::future<http::Response> Start(http::Method method, std::string path, std::string body = "",
                                     Headers headers = {}) {
-    path_ = std::move(path);
-    headers_ = std::move(headers);
-    http::Request request;
-    request.method = method;
-    request.method_text = http::MethodName(method);
-    request.target = path_;
-    const size_t q = path_.find('?');
-    request.path = std::string_view(path_).substr(0, q);
-    request.query = q == std::string::npos ? "" : std::string_view(path_).substr(q + 1);
-    request.body = std::move(body);
-    request.BindHeaders(&LookupHeader, &headers_);
-    auto target = std::make_shared<FutureTarget>();
-    auto answer = target->future();
-    router_.Handle(request, http::Responder(target));
-    return answer;
+    return Route(method, std::move(path), std::move(body), std::move(headers));
   }
   http::Response Post(std::string path, std::string body = "", Headers headers = {}) {
     return Call(http::Method::kPost, std::move(path), std::move(body), std::move(headers));
   }
 
-  std::string root_;
-  metrics::Registry registry_;
-  backend::HandlerFactory factory_;
-  std::unique_ptr<serving::ModelManager> manager_;
   std::unique_ptr<InferenceApi> api_;
-  http::Router router_{&ErrorForStatus};
-  std::string path_;
-  Headers headers_;
 };
 
 TEST_F(InferenceApiTest, APredictionAnswers200WithTheHandlersBytes) {

@@ -16,15 +16,14 @@
 #include <vector>
 
 #include "api/errors.h"
+#include "api_test_support.h"
 #include "common/strings.h"
 #include "metrics/metrics_yaml.h"
 
 namespace tserve::api {
 namespace {
 
-namespace fs = std::filesystem;
 using Json = nlohmann::json;
-using Headers = std::map<std::string, std::string>;
 
 // ---- Translation ----
 
@@ -304,17 +303,9 @@ TEST(OpenAiFormatterTest, AnErrorAfterTheStreamBeganIsAnErrorEventThenDone) {
 
 // ---- The sink over a Responder ----
 
-// Delivers the response into a future (answers come from worker threads). A stream is
-// gathered into one delivery (ResponseTarget's default StartStream/WriteChunk/EndStream).
-class FutureTarget final : public http::ResponseTarget {
- public:
-  void Deliver(http::Response response) override { promise_.set_value(std::move(response)); }
-  std::future<http::Response> future() { return promise_.get_future(); }
-  void Leave() { MarkClientGone(); }
-
- private:
-  std::promise<http::Response> promise_;
-};
+// apitest::FutureTarget: a stream is gathered into one delivery (ResponseTarget's default
+// StartStream/WriteChunk/EndStream).
+using apitest::FutureTarget;
 
 std::string HeaderOf(const http::Response& r, std::string_view name) {
   for (const auto& [k, v] : r.headers) {
@@ -422,83 +413,20 @@ TEST(OpenAiSinkTest, ANonStreamedAnswerGathersThePartsAndCountsTheirTokens) {
 
 // ---- The routes, end to end, over a batch handler ----
 
-// Answers each request with "<content type>|<body>": the payload the engine would get.
-class EchoHandler final : public Handler {
- public:
-  void Initialize(const ModelContext&) override {}
-  void Preprocess(Batch&) override {}
-  void Inference(Batch&) override {}
-  void Postprocess(Batch& b) override {
-    for (const auto& r : b.requests) {
-      b.responses.push_back(
-          {200, "text/plain", std::string(r.content_type) + "|" + std::string(r.body)});
-    }
-  }
-};
+// apitest::EchoHandler answers "<content type>|<body>": the payload the engine would get.
+using apitest::EchoHandler;
 
-std::string_view LookupHeader(const void* native, std::string_view name) {
-  for (const auto& [key, value] : *static_cast<const Headers*>(native)) {
-    if (EqualsIgnoreCase(key, name)) return value;
-  }
-  return {};
-}
-
-class OpenAiApiTest : public ::testing::Test {
+class OpenAiApiTest : public apitest::ModelHarness {
  protected:
   void SetUp() override {
-    char tmpl[] = "/tmp/tserve_oai_XXXXXX";
-    ASSERT_NE(::mkdtemp(tmpl), nullptr);
-    root_ = tmpl;
-    auto fams = metrics::ParseMetricsYaml(metrics::DefaultMetricsYaml(), "metrics.yaml");
-    ASSERT_TRUE(fams.ok());
-    ASSERT_TRUE(metrics::AddFamilies(*fams, &registry_).ok());
+    ModelHarness::SetUp();
     factory_.RegisterBuiltin("echo", [] { return std::make_unique<EchoHandler>(); });
-    serving::ModelManager::Options o;
-    o.model_store = root_;
-    o.extract_root = root_ + "/extract";
-    o.hostname = "h";
-    manager_ = std::make_unique<serving::ModelManager>(o, &factory_, &registry_);
     api_ = std::make_unique<OpenAiApi>(manager_.get());
     api_->RegisterRoutes(&router_);
   }
-  void TearDown() override {
-    manager_.reset();
-    fs::remove_all(root_);
-  }
-
-  // Registers model `name` version 1.0 with `workers` workers, ready when it returns.
-  void AddModel(const std::string& name, int workers) {
-    const std::string dir = root_ + "/" + name;
-    fs::create_directories(dir + "/MAR-INF");
-    std::ofstream(dir + "/MAR-INF/MANIFEST.json")
-        << R"({"model": {"modelName": ")" << name
-        << R"(", "modelVersion": "1.0", "handler": "echo"}})";
-    serving::LoadOverrides o;
-    o.initial_workers = workers;
-    auto v = manager_->LoadAndGet({"", dir}, false, o);
-    ASSERT_TRUE(v.ok()) << v.status().ToString();
-    if (workers == 0) return;
-    std::promise<Status> ready;
-    ASSERT_TRUE(
-        (*v)->Scale(workers, workers, true, [&ready](const Status& s, int) { ready.set_value(s); })
-            .ok());
-    ASSERT_TRUE(ready.get_future().get().ok());
-  }
 
   http::Response Call(http::Method method, std::string path, std::string body = "") {
-    path_ = std::move(path);
-    http::Request request;
-    request.method = method;
-    request.method_text = http::MethodName(method);
-    request.target = path_;
-    request.path = path_;
-    request.body = std::move(body);
-    request.request_id = "req-1";
-    request.BindHeaders(&LookupHeader, &headers_);
-    auto target = std::make_shared<FutureTarget>();
-    auto answer = target->future();
-    router_.Handle(request, http::Responder(target));
-    return answer.get();
+    return Route(method, std::move(path), std::move(body), {}, "req-1").get();
   }
   http::Response Post(std::string path, std::string body) {
     return Call(http::Method::kPost, std::move(path), std::move(body));
@@ -519,14 +447,7 @@ class OpenAiApiTest : public ::testing::Test {
                    {{"model_name", "m"}, {"model_version", "1.0"}, {"reason", "bad_input"}});
   }
 
-  std::string root_;
-  metrics::Registry registry_;
-  backend::HandlerFactory factory_;
-  std::unique_ptr<serving::ModelManager> manager_;
   std::unique_ptr<OpenAiApi> api_;
-  http::Router router_{&ErrorForStatus};
-  std::string path_;
-  Headers headers_;
 };
 
 TEST_F(OpenAiApiTest, ACompletionSubmitsTheEnginesJsonPayloadAndAnswersACompletion) {

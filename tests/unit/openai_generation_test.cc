@@ -13,12 +13,12 @@
 
 #include "api/errors.h"
 #include "api/openai_api.h"
+#include "api_test_support.h"
 #include "metrics/metrics_yaml.h"
 
 namespace tserve::api {
 namespace {
 
-namespace fs = std::filesystem;
 using Json = nlohmann::json;
 
 // Generates the prompt back, one character (one token) per step, up to max_tokens
@@ -96,66 +96,18 @@ class ParrotHandler final : public Handler, public GenerativeHandler {
   std::vector<Running> running_;
 };
 
-class FutureTarget final : public http::ResponseTarget {
- public:
-  void Deliver(http::Response response) override { promise_.set_value(std::move(response)); }
-  std::future<http::Response> future() { return promise_.get_future(); }
-
- private:
-  std::promise<http::Response> promise_;
-};
-
-std::string_view NoHeader(const void*, std::string_view) { return {}; }
-
-class OpenAiGenerationTest : public ::testing::Test {
+class OpenAiGenerationTest : public apitest::ModelHarness {
  protected:
   void SetUp() override {
-    char tmpl[] = "/tmp/tserve_oaigen_XXXXXX";
-    ASSERT_NE(::mkdtemp(tmpl), nullptr);
-    root_ = tmpl;
-    auto fams = metrics::ParseMetricsYaml(metrics::DefaultMetricsYaml(), "metrics.yaml");
-    ASSERT_TRUE(fams.ok());
-    ASSERT_TRUE(metrics::AddFamilies(*fams, &registry_).ok());
+    ModelHarness::SetUp();
     factory_.RegisterBuiltin("parrot", [] { return std::make_unique<ParrotHandler>(); });
-    serving::ModelManager::Options o;
-    o.model_store = root_;
-    o.extract_root = root_ + "/extract";
-    o.hostname = "h";
-    manager_ = std::make_unique<serving::ModelManager>(o, &factory_, &registry_);
     api_ = std::make_unique<OpenAiApi>(manager_.get());
     api_->RegisterRoutes(&router_);
-    const std::string dir = root_ + "/parrot";
-    fs::create_directories(dir + "/MAR-INF");
-    std::ofstream(dir + "/MAR-INF/MANIFEST.json")
-        << R"({"model": {"modelName": "parrot", "modelVersion": "1.0", "handler": "parrot"}})";
-    serving::LoadOverrides lo;
-    lo.initial_workers = 1;
-    auto v = manager_->LoadAndGet({"", dir}, false, lo);
-    ASSERT_TRUE(v.ok()) << v.status().ToString();
-    std::promise<Status> ready;
-    ASSERT_TRUE(
-        (*v)->Scale(1, 1, true, [&ready](const Status& s, int) { ready.set_value(s); }).ok());
-    ASSERT_TRUE(ready.get_future().get().ok());
-  }
-  void TearDown() override {
-    manager_.reset();
-    fs::remove_all(root_);
+    AddModel("parrot", 1, "parrot");
   }
 
   http::Response Post(std::string path, std::string body) {
-    path_ = std::move(path);
-    http::Request request;
-    request.method = http::Method::kPost;
-    request.method_text = "POST";
-    request.target = path_;
-    request.path = path_;
-    request.body = std::move(body);
-    request.request_id = "g1";
-    request.BindHeaders(&NoHeader, nullptr);
-    auto target = std::make_shared<FutureTarget>();
-    auto answer = target->future();
-    router_.Handle(request, http::Responder(target));
-    return answer.get();
+    return Route(http::Method::kPost, std::move(path), std::move(body), {}, "g1").get();
   }
 
   static std::vector<Json> Events(const std::string& body) {
@@ -171,27 +123,11 @@ class OpenAiGenerationTest : public ::testing::Test {
     return out;
   }
 
-  std::string root_;
-  metrics::Registry registry_;
-  backend::HandlerFactory factory_;
-  std::unique_ptr<serving::ModelManager> manager_;
   std::unique_ptr<OpenAiApi> api_;
-  http::Router router_{&ErrorForStatus};
-  std::string path_;
 };
 
 TEST_F(OpenAiGenerationTest, ModelsListsAGenerativeModel) {
-  path_ = "/v1/models";
-  http::Request request;
-  request.method = http::Method::kGet;
-  request.method_text = "GET";
-  request.target = path_;
-  request.path = path_;
-  request.BindHeaders(&NoHeader, nullptr);
-  auto target = std::make_shared<FutureTarget>();
-  auto answer = target->future();
-  router_.Handle(request, http::Responder(target));
-  http::Response r = answer.get();
+  http::Response r = Route(http::Method::kGet, "/v1/models", "", {}).get();
   ASSERT_EQ(r.status, 200);
   EXPECT_EQ(r.body, R"({"object":"list","data":[)"
                     R"({"id":"parrot","object":"model","created":0,"owned_by":"tserve"}]})"
