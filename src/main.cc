@@ -392,10 +392,12 @@ class App {
     // Both listeners check a presented key; a listener that requires none lets requests
     // without one through (issue 8 #9).
     using Presence = api::AuthGate::Presence;
+    // The OpenAI routes ignore a presented key where none is required: OpenAI clients always
+    // send one (often a placeholder), as vLLM accepts without --api-key.
     inference_gate_ = std::make_unique<api::AuthGate>(
         token_auth_.get(), api::TokenType::kInference, inference_router_.get(),
         api::DefaultExemptPaths(api::TokenType::kInference), &api::AuthClock::now,
-        auth_policy.inference ? Presence::kRequired : Presence::kIfPresented);
+        auth_policy.inference ? Presence::kRequired : Presence::kIfPresented, &api::IsOpenAiPath);
     inference_handler_ = inference_gate_.get();
     management_gate_ = std::make_unique<api::AuthGate>(
         token_auth_.get(), api::TokenType::kManagement, management_router_.get(),

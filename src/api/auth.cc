@@ -495,7 +495,8 @@ void AuthGate::Handle(http::Request& request, http::Responder responder) {
     }
   }
   const std::string_view authorization = request.Header("Authorization");
-  if (presence_ == Presence::kIfPresented && !PresentsKey(authorization)) {
+  if (presence_ == Presence::kIfPresented &&
+      (!PresentsKey(authorization) || (key_ignored_ != nullptr && key_ignored_(request.path)))) {
     next_->Handle(request, std::move(responder));
     return;
   }

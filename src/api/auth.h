@@ -193,23 +193,27 @@ bool PresentsKey(std::string_view authorization);
 // the undecoded path) must carry the current key of `type`, else they are answered
 // TokenError(kTokenAuthorizationFailed) and never reach `next`. With
 // Presence::kIfPresented, a request whose Authorization header does not PresentsKey passes;
-// one that presents a key is checked like any other. `auth` may be null (the keys
+// one that presents a key is checked like any other, unless `key_ignored(path)` (the
+// OpenAI routes: OpenAI clients always send an API key, e.g. "EMPTY", as vLLM accepts
+// where it requires none). `auth` may be null (the keys
 // could not be written): then every request that must be checked is refused. Holds
 // pointers only: `auth` and `next` must outlive it. Thread safety: Handle may run on many
 // threads at once.
 class AuthGate final : public http::RequestHandler {
  public:
   using NowFn = AuthClock::time_point (*)();
+  using PathPredicate = bool (*)(std::string_view path);
   enum class Presence { kRequired, kIfPresented };
   AuthGate(const TokenAuth* auth, TokenType type, http::RequestHandler* next,
            std::vector<std::string> exempt_paths, NowFn now = &AuthClock::now,
-           Presence presence = Presence::kRequired)
+           Presence presence = Presence::kRequired, PathPredicate key_ignored = nullptr)
       : auth_(auth),
         type_(type),
         next_(next),
         exempt_(std::move(exempt_paths)),
         now_(now),
-        presence_(presence) {}
+        presence_(presence),
+        key_ignored_(key_ignored) {}
   void Handle(http::Request& request, http::Responder responder) override;
 
  private:
@@ -219,6 +223,7 @@ class AuthGate final : public http::RequestHandler {
   std::vector<std::string> exempt_;
   NowFn now_;
   Presence presence_;
+  PathPredicate key_ignored_;
 };
 
 // GET /token?type=management|inference on the management listener (TorchServe's token

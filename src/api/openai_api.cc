@@ -755,6 +755,22 @@ void OpenAiApi::Generate(Route route, http::Request& request, http::Responder re
                              std::move(responder), std::move(formatter), generation.stream)));
 }
 
+bool IsOpenAiPath(std::string_view path) {
+  if (path.starts_with("/v1/")) return true;
+  constexpr std::string_view kPredictions = "/predictions/";
+  if (!path.starts_with(kPredictions)) return false;
+  path.remove_prefix(kPredictions.size());
+  // {model}/v1/... or {model}/{version}/v1/...
+  for (int segments = 1; segments <= 2; ++segments) {
+    const size_t slash = path.find('/');
+    if (slash == std::string_view::npos || slash == 0) return false;
+    path.remove_prefix(slash);
+    if (path.starts_with("/v1/")) return true;
+    path.remove_prefix(1);
+  }
+  return false;
+}
+
 void OpenAiApi::ListModels(http::Responder responder, std::string_view path_model,
                            std::string_view path_version) const {
   OrderedJson data = OrderedJson::array();

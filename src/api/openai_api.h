@@ -34,6 +34,10 @@ namespace tserve::api {
 // become `text/event-stream` events (`stream: true`) or are gathered into one JSON answer
 // with `usage`. Errors on these routes are in OpenAI's shape (OpenAiError).
 // Thread safety: handlers run on many I/O threads; state is the manager's.
+// Whether `path` (undecoded, without the query) is one of the OpenAI routes: /v1/...,
+// /predictions/{model}/v1/... or /predictions/{model}/{version}/v1/...
+bool IsOpenAiPath(std::string_view path);
+
 class OpenAiApi {
  public:
   explicit OpenAiApi(serving::ModelManager* models) : models_(models) {}

@@ -674,6 +674,39 @@ def test_predictions_errors_in_torchserve_shape(llm_server):
 # 4. The official OpenAI client (npm `openai`)
 
 
+def test_openai_routes_take_a_placeholder_api_key_where_no_key_is_required(llm_server, tserve,
+                                                                          tmp_path):
+    """OpenAI clients always send an API key ("EMPTY", "sk-no-key" ...). Where no key is
+    required (loopback, the default), the OpenAI routes ignore it, as vLLM does without
+    --api-key; /predictions keeps TorchServe's rule (a key that is sent must be valid). With
+    token authorization on, the OpenAI routes need the inference key like any other."""
+    placeholder = {"Authorization": "Bearer EMPTY"}
+    body = {"model": "llm", "prompt": "Hi", "max_tokens": 2, "temperature": 0}
+    r = requests.post(f"{llm_server.inference_url}/v1/completions", json=body,
+                      headers=placeholder, timeout=30)
+    assert r.status_code == 200, r.text
+    r = requests.post(f"{llm_server.inference_url}/predictions/llm/v1/chat/completions",
+                      headers=placeholder, timeout=30,
+                      json={"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2})
+    assert r.status_code == 200, r.text
+    r = requests.get(f"{llm_server.inference_url}/v1/models", headers=placeholder, timeout=10)
+    assert r.status_code == 200 and r.json()["data"], r.text
+    r = requests.post(f"{llm_server.inference_url}/predictions/llm", json=body,
+                      headers=placeholder, timeout=30)
+    assert r.status_code == 400 and r.json()["type"] == "InvalidKeyException", r.text
+
+    store = store_with(tmp_path, "llm.mar")
+    secured = tserve(config={"model_store": str(store), "load_models": "llm.mar",
+                             "enable_token_authorization": "true"}, name="secured")
+    wait_healthy(secured)
+    url = f"{secured.inference_url}/v1/completions"
+    assert requests.post(url, json=body, headers=placeholder, timeout=30).status_code == 400
+    assert requests.post(url, json=body, timeout=30).status_code == 400
+    key = {"Authorization": f"Bearer {inference_key(secured)}"}
+    r = requests.post(url, json=body, headers=key, timeout=30)
+    assert r.status_code == 200, r.text
+
+
 def test_official_openai_client(llm_server):
     node = shutil.which("node") or ("/usr/bin/node" if os.path.exists("/usr/bin/node") else None)
     if node is None:

@@ -762,6 +762,33 @@ TEST(TokenAuthTest, GateIfPresentedChecksOnlyPresentedKeys) {
   EXPECT_EQ(Handle(gate, right.request).body, "next");
 }
 
+// Where no key is required, the OpenAI routes ignore a presented key (clients always send
+// one); other paths still check it. Where a key is required, the predicate changes nothing.
+TEST(TokenAuthTest, GateIgnoresAPresentedKeyOnlyOnThePathsItIsToldToAndOnlyIfNotRequired) {
+  TempDir dir;
+  auto auth = MakeAuth(dir);
+  ASSERT_NE(auth, nullptr);
+  auto openai = [](std::string_view path) { return path.starts_with("/v1/"); };
+  NextHandler next;
+  AuthGate optional(auth.get(), TokenType::kInference, &next,
+                    DefaultExemptPaths(TokenType::kInference), &FixedNow,
+                    AuthGate::Presence::kIfPresented, openai);
+  FakeRequest placeholder(http::Method::kPost, "/v1/completions",
+                          {{"Authorization", "Bearer EMPTY"}});
+  EXPECT_EQ(Handle(optional, placeholder.request).body, "next");
+  FakeRequest predictions(http::Method::kPost, "/predictions/m",
+                          {{"Authorization", "Bearer EMPTY"}});
+  EXPECT_EQ(Handle(optional, predictions.request).status, 400);
+  AuthGate required(auth.get(), TokenType::kInference, &next,
+                    DefaultExemptPaths(TokenType::kInference), &FixedNow,
+                    AuthGate::Presence::kRequired, openai);
+  EXPECT_EQ(Handle(required, placeholder.request).status, 400);
+  FakeRequest right(http::Method::kPost, "/v1/completions",
+                    {{"Authorization", Bearer(auth->keys().inference_key)}});
+  EXPECT_EQ(Handle(required, right.request).body, "next");
+  EXPECT_EQ(next.calls, 2);
+}
+
 TEST(TokenAuthTest, GateWithoutKeysRefusesEveryPresentedKey) {
   NextHandler next;
   AuthGate gate(nullptr, TokenType::kManagement, &next, DefaultExemptPaths(TokenType::kManagement),

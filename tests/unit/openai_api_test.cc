@@ -570,6 +570,19 @@ TEST_F(OpenAiApiTest, AModelWithoutWorkersIsA503InOpenAisShape) {
   EXPECT_NE(e["message"].get<std::string>().find("has no worker"), std::string::npos);
 }
 
+TEST(OpenAiPathTest, TheRoutesAtTheRootAndUnderAModelAreOpenAiPaths) {
+  for (const char* p : {"/v1/completions", "/v1/chat/completions", "/v1/models", "/v1/models/m",
+                        "/predictions/m/v1/completions", "/predictions/m/1.0/v1/chat/completions",
+                        "/predictions/m/1.0/v1/models"}) {
+    EXPECT_TRUE(IsOpenAiPath(p)) << p;
+  }
+  for (const char* p :
+       {"/predictions/m", "/predictions/m/1.0", "/predictions/v1", "/predictions//v1/completions",
+        "/predictions/m/1.0/x/v1/completions", "/v1", "/models/m", "/ping", ""}) {
+    EXPECT_FALSE(IsOpenAiPath(p)) << p;
+  }
+}
+
 TEST_F(OpenAiApiTest, ModelsAreListedAndRetrieved) {
   AddModel("m", 1);
   AddModel("a", 0);
