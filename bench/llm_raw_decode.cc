@@ -29,8 +29,10 @@
 //
 //   llm_raw_decode MODEL.pt [--batch 16] [--max-tokens 128] [--prompt-bytes 23]
 //       [--rounds 5] [--warmup-rounds 1] [--threads 1] [--max-model-len 256]
-//       [--malloc server|default] [--staggered] [--json]
+//       [--malloc server|default] [--staggered] [--in-thread] [--json]
 //
+// --in-thread: the whole loop on a thread of its own, as a server's worker (its own malloc
+// arena and OpenMP settings).
 // --staggered: the loop a server at full load runs instead of rounds in lockstep. The
 // sequences are at evenly spread points of their max_tokens (sequence b starts with
 // b * max_tokens / batch tokens already generated), and one that ends is replaced at once
@@ -54,6 +56,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "common/malloc_tuning.h"
@@ -72,13 +75,14 @@ struct Options {
   bool json = false;
   bool tune_malloc = true;  // --malloc server (the default) or default
   bool staggered = false;
+  bool in_thread = false;
 };
 
 [[noreturn]] void Usage(const char* argv0) {
   std::fprintf(stderr,
                "usage: %s MODEL.pt [--batch 16] [--max-tokens 128] [--prompt-bytes 23] "
                "[--rounds 5] [--warmup-rounds 1] [--threads 1] [--max-model-len 256] "
-               "[--malloc server|default] [--staggered] [--json]\n",
+               "[--malloc server|default] [--staggered] [--in-thread] [--json]\n",
                argv0);
   std::exit(2);
 }
@@ -114,6 +118,8 @@ Options Parse(int argc, char** argv) {
       o.tune_malloc = v == "server";
     } else if (arg == "--staggered") {
       o.staggered = true;
+    } else if (arg == "--in-thread") {
+      o.in_thread = true;
     } else if (arg == "--json") {
       o.json = true;
     } else if (!arg.empty() && arg[0] != '-' && o.model == nullptr) {
@@ -313,12 +319,31 @@ class RawLoop {
 
 }  // namespace
 
+int RunAll(const Options& o);
+
 int main(int argc, char** argv) {
   const Options o = Parse(argc, argv);
   if (o.tune_malloc) tserve::TuneMallocForServer();
   // Before any parallel work: the inter-op pool cannot be resized once it has started.
   at::set_num_interop_threads(1);
   at::set_num_threads(o.threads);
+  if (o.in_thread) {
+    // As a server's worker: the whole loop on a thread of its own (its own malloc arena, its
+    // own OpenMP settings, set as the worker does).
+    Options inner = o;
+    inner.in_thread = false;
+    int rc = 0;
+    std::thread worker([&] {
+      at::set_num_threads(o.threads);
+      rc = RunAll(inner);
+    });
+    worker.join();
+    return rc;
+  }
+  return RunAll(o);
+}
+
+int RunAll(const Options& o) {
   RawLoop loop(o);
   auto run = [&](int round) { return o.staggered ? loop.RunStaggered(round) : loop.Run(round); };
   for (int i = 0; i < o.warmup_rounds; ++i) run(-1 - i);
