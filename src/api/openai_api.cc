@@ -349,11 +349,11 @@ int64_t UnixNow() {
       .count();
 }
 
-OrderedJson ModelJson(const std::string& name) {
+OrderedJson ModelJson(const serving::ModelVersion& model) {
   OrderedJson m;
-  m["id"] = name;
+  m["id"] = model.name();
   m["object"] = "model";
-  m["created"] = 0;  // the load time is not known here
+  m["created"] = model.created_unix();  // when the version was loaded
   m["owned_by"] = "tserve";
   return m;
 }
@@ -777,7 +777,7 @@ void OpenAiApi::ListModels(http::Responder responder, std::string_view path_mode
   if (path_model.empty()) {
     // Only models that generate (a batch model cannot answer these routes usefully).
     for (const auto& m : models_->List()) {
-      if (m->generative()) data.push_back(ModelJson(m->name()));
+      if (m->generative()) data.push_back(ModelJson(*m));
     }
   } else {
     auto model = models_->Find(path_model, path_version);
@@ -785,7 +785,7 @@ void OpenAiApi::ListModels(http::Responder responder, std::string_view path_mode
       responder.Send(OpenAiErrorResponse(OpenAiError::FromStatus(model.status())));
       return;
     }
-    data.push_back(ModelJson((*model)->name()));
+    data.push_back(ModelJson(**model));
   }
   OrderedJson j;
   j["object"] = "list";
@@ -799,7 +799,7 @@ void OpenAiApi::RetrieveModel(http::Responder responder, std::string_view name) 
     responder.Send(OpenAiErrorResponse(OpenAiError::FromStatus(model.status())));
     return;
   }
-  responder.Send(JsonAnswer(ModelJson((*model)->name())));
+  responder.Send(JsonAnswer(ModelJson(**model)));
 }
 
 }  // namespace tserve::api

@@ -75,6 +75,9 @@ StatusOr<std::shared_ptr<ModelVersion>> ModelVersion::Load(
       config.startup_timeout_s.value_or(defaults.default_startup_timeout_s));
   v->downloaded_archive_ = overrides.downloaded_archive;
   v->loaded_at_startup_ = at_startup;
+  v->created_unix_ = std::chrono::duration_cast<std::chrono::seconds>(
+                         std::chrono::system_clock::now().time_since_epoch())
+                         .count();
 
   if (taken && taken(v->name_, v->version_)) {
     return Status::AlreadyExists("Model version " + v->version_ +

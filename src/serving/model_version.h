@@ -187,6 +187,8 @@ class ModelVersion : public std::enable_shared_from_this<ModelVersion> {
   const std::string& version() const { return version_; }
   const std::string& url() const { return url_; }
   bool loaded_at_startup() const { return loaded_at_startup_; }
+  // When it was loaded, in seconds since the epoch (OpenAI's /v1/models `created`).
+  int64_t created_unix() const { return created_unix_; }
   int max_workers() const { return max_workers_.load(); }
   int ready_workers() const { return pool_->ready_workers(); }
 
@@ -206,6 +208,7 @@ class ModelVersion : public std::enable_shared_from_this<ModelVersion> {
   ModelArchive archive_;
   std::string downloaded_archive_;  // see LoadOverrides::downloaded_archive
   bool loaded_at_startup_ = false;
+  int64_t created_unix_ = 0;
   VersionSettings settings_;
   int max_workers_per_model_ = 16;
   std::atomic<int> min_workers_{1};  // changed by scaling (control thread)

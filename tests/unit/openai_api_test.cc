@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 #include <stdlib.h>
 
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <future>
@@ -594,10 +595,18 @@ TEST_F(OpenAiApiTest, ModelsAreListedAndRetrieved) {
   r = Call(http::Method::kGet, "/predictions/m/1.0/v1/models");
   ASSERT_EQ(r.status, 200);
   EXPECT_EQ(Json::parse(r.body)["data"].size(), 1u);
+  const int64_t before = std::chrono::duration_cast<std::chrono::seconds>(
+                             std::chrono::system_clock::now().time_since_epoch())
+                             .count();
   r = Call(http::Method::kGet, "/v1/models/m");
   ASSERT_EQ(r.status, 200);
-  EXPECT_EQ(r.body, R"({"id":"m","object":"model","created":0,"owned_by":"tserve"})"
-                    "\n");
+  Json m = Json::parse(r.body);
+  EXPECT_EQ(m["id"], "m");
+  EXPECT_EQ(m["object"], "model");
+  EXPECT_EQ(m["owned_by"], "tserve");
+  // `created` is the version's load time (loaded in SetUp, seconds ago at most).
+  EXPECT_LE(m["created"].get<int64_t>(), before);
+  EXPECT_GT(m["created"].get<int64_t>(), before - 60);
 }
 
 TEST_F(OpenAiApiTest, AnotherMethodIsA405InOpenAisShape) {
