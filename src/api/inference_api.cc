@@ -62,7 +62,7 @@ class HttpSink final : public serving::ResponseSink::Target {
       : responder_(std::move(responder)), gone_(responder_.GoneProbe()) {}
   void SendPart(serving::JobPart part) override {
     if (part.text.empty()) return;
-    if (stream_.ended() && !streaming_) {
+    if (!streaming_) {
       http::Response head;
       head.status = 200;
       head.content_type = kStreamType;

@@ -5,7 +5,6 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
-#include <deque>
 #include <memory>
 #include <string>
 #include <vector>
@@ -134,13 +133,10 @@ class GenerationSequence final : public tserve::Sequence {
                            "The client closed the connection before the answer ended");
     } else if (Clock::now() >= job_->deadline()) {
       m.fail_timeout->Inc();
-      r = JobResult::Error(408, "RequestTimeoutException",
-                           "Timed out waiting for model \"" + pool_->options_.model_name +
-                               "\" to answer (responseTimeout)");
+      r = pool_->TimeoutError();
     } else {
       m.fail_unloaded->Inc();
-      r = JobResult::Error(503, "ServiceUnavailableException",
-                           "Model \"" + pool_->options_.model_name + "\" is being unloaded");
+      r = pool_->UnloadedError();
     }
     r.finish_reason = "abort";
     r.prompt_tokens = prompt_tokens_;
@@ -180,7 +176,7 @@ class GenerationLoop {
  private:
   // Admits waiting requests while the handler has room. `block`: wait for the first one.
   void Admit(bool block);
-  // Ends the requests held for room whose client left or whose deadline passed.
+  // Ends the request held for room if its client left or its deadline passed.
   void ExpireHeld();
   void Publish(const GenerationStats& stats, int held);
 
@@ -188,7 +184,9 @@ class GenerationLoop {
   WorkerPool::Worker* w_;
   GenerativeHandler* handler_;
   const ModelMetrics::Generation& g_;
-  std::deque<std::shared_ptr<Job>> held_;  // taken, no KV-cache room yet: first in line
+  // Taken from the queue, no KV-cache room yet: first in line (Admit stops at the first such
+  // request, so there is at most one).
+  std::shared_ptr<Job> held_;
   std::vector<std::unique_ptr<GenerationSequence>> live_;
   std::vector<std::shared_ptr<Job>> gone_;
   GenerationStats published_;
@@ -225,34 +223,22 @@ void GenerationLoop::Publish(const GenerationStats& stats, int held) {
 }
 
 void GenerationLoop::ExpireHeld() {
-  const Clock::time_point now = Clock::now();
-  for (auto it = held_.begin(); it != held_.end();) {
-    Job& job = **it;
-    if (job.client_gone()) {
-      gone_.push_back(std::move(*it));
-    } else if (now >= job.deadline()) {
-      if (job.Claim()) {
-        pool_->metrics_.fail_timeout->Inc();
-        job.Deliver(JobResult::Error(408, "RequestTimeoutException",
-                                     "Timed out waiting for model \"" + pool_->options_.model_name +
-                                         "\" to answer (responseTimeout)"));
-      }
-    } else {
-      ++it;
-      continue;
-    }
-    it = held_.erase(it);
+  if (held_ == nullptr) return;
+  if (held_->client_gone()) {
+    gone_.push_back(std::move(held_));
+    pool_->DropGone(gone_);
+  } else if (Clock::now() >= held_->deadline()) {
+    pool_->FailTimedOut(*held_);
+  } else {
+    return;
   }
-  pool_->DropGone(gone_);
+  held_ = nullptr;
 }
 
 void GenerationLoop::Admit(bool block) {
   while (!w_->stop && handler_->FreeSlots() > 0) {
-    std::shared_ptr<Job> job;
-    if (!held_.empty()) {
-      job = std::move(held_.front());
-      held_.pop_front();
-    } else {
+    std::shared_ptr<Job> job = std::move(held_);
+    if (job == nullptr) {
       auto jobs = block ? pool_->queue_.PopBatch(1, std::chrono::milliseconds(0), w_->stop, &gone_)
                         : pool_->queue_.TryPop(1, &gone_);
       pool_->DropGone(gone_);
@@ -282,7 +268,7 @@ void GenerationLoop::Admit(bool block) {
                        "KV cache even when nothing else runs");
         continue;
       }
-      held_.push_front(std::move(job));
+      held_ = std::move(job);
       return;
     }
   }
@@ -293,14 +279,8 @@ void GenerationLoop::EndAll() {
     if (!s->ended()) s->Finish(tserve::FinishReason::kAbort);
   }
   live_.clear();
-  for (auto& job : held_) {
-    if (!job->Claim()) continue;
-    pool_->metrics_.fail_unloaded->Inc();
-    job->Deliver(
-        JobResult::Error(503, "ServiceUnavailableException",
-                         "Model \"" + pool_->options_.model_name + "\" is being unloaded"));
-  }
-  held_.clear();
+  if (held_ != nullptr) pool_->FailUnloaded(*held_);
+  held_ = nullptr;
 }
 
 bool GenerationLoop::Run() {
@@ -315,9 +295,9 @@ bool GenerationLoop::Run() {
   pool_->SetState(w_, WorkerState::kReady);
   while (!w_->stop) {
     ExpireHeld();
-    Admit(/*block=*/live_.empty() && held_.empty());
+    Admit(/*block=*/live_.empty() && held_ == nullptr);
     // The admitted count as running from their first token on, not from the next step's end.
-    Publish(handler_->Stats(), static_cast<int>(held_.size()));
+    Publish(handler_->Stats(), held_ != nullptr ? 1 : 0);
     if (live_.empty()) continue;
     const auto t0 = Clock::now();
     try {
@@ -340,7 +320,7 @@ bool GenerationLoop::Run() {
     live_.erase(
         std::remove_if(live_.begin(), live_.end(), [](const auto& s) { return s->ended(); }),
         live_.end());
-    Publish(handler_->Stats(), static_cast<int>(held_.size()));
+    Publish(handler_->Stats(), held_ != nullptr ? 1 : 0);
   }
   return true;
 }

@@ -345,12 +345,7 @@ void WorkerPool::Shutdown() {
     if (w->thread.joinable()) w->thread.join();
     RemoveWorkerLoadTime(registry_, w->name, options_.hostname);
   }
-  for (auto& job : queue_.Drain()) {
-    if (!job->Claim()) continue;  // answered already (408)
-    metrics_.fail_unloaded->Inc();
-    job->Deliver(Error(503, "ServiceUnavailableException",
-                       "Model \"" + options_.model_name + "\" is being unloaded"));
-  }
+  for (auto& job : queue_.Drain()) FailUnloaded(*job);  // answered already (408): skipped
   start_failed_ = 0;
   PublishWorkerStates();
 }
@@ -378,14 +373,31 @@ void WorkerPool::FailQueuedIfNoWorker() {
   }
 }
 
+JobResult WorkerPool::TimeoutError() const {
+  return Error(
+      408, "RequestTimeoutException",
+      "Timed out waiting for model \"" + options_.model_name + "\" to answer (responseTimeout)");
+}
+
+JobResult WorkerPool::UnloadedError() const {
+  return Error(503, "ServiceUnavailableException",
+               "Model \"" + options_.model_name + "\" is being unloaded");
+}
+
+void WorkerPool::FailTimedOut(Job& job) {
+  if (!job.Claim()) return;
+  metrics_.fail_timeout->Inc();
+  job.Deliver(TimeoutError());
+}
+
+void WorkerPool::FailUnloaded(Job& job) {
+  if (!job.Claim()) return;
+  metrics_.fail_unloaded->Inc();
+  job.Deliver(UnloadedError());
+}
+
 void WorkerPool::ExpireOverdue(Clock::time_point now) {
-  const std::string message =
-      "Timed out waiting for model \"" + options_.model_name + "\" to answer (responseTimeout)";
-  auto expire = [&](Job& job) {
-    if (!job.Claim()) return;
-    metrics_.fail_timeout->Inc();
-    job.Deliver(Error(408, "RequestTimeoutException", message));
-  };
+  auto expire = [this](Job& job) { FailTimedOut(job); };
   queue_.ExpireOverdue(now, expire);
   auto gone = queue_.TakeGone();
   DropGone(gone);

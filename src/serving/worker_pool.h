@@ -193,6 +193,13 @@ class WorkerPool {
   void StopWorkers(const std::vector<std::unique_ptr<Worker>>& workers) EXCLUDES(stop_mu_);
   // Answers queued jobs 503 when no worker is ready or loading (all failed).
   void FailQueuedIfNoWorker();
+  // The answers of a job that ran out of time (408) and of one the version's unload or the
+  // server's exit cut short (503).
+  JobResult TimeoutError() const;
+  JobResult UnloadedError() const;
+  // Claims the job (if nobody has) and answers it with those, counted as timeout / unloaded.
+  void FailTimedOut(Job& job);
+  void FailUnloaded(Job& job);
   // Answers jobs whose client has gone (counted as client_disconnected).
   void DropGone(std::vector<std::shared_ptr<Job>>& gone);
   void PublishWorkerStates();
